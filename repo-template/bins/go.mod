@@ -1,0 +1,3 @@
+module example.org/nas/bins
+
+go 1.19

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs what ramboot needs on Debian 12 (as root), then builds ramboot itself.
+# Safe to run again: it installs only what is missing.
+set -eu
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# 1. Debian packages: qemu and syslinux for the virtual NAS, mmdebstrap and apk's
+#    needs for builds, age and OpenSSH for secrets and deploy, Go for bins/.
+PACKAGES="qemu-system-x86 qemu-utils syslinux syslinux-common extlinux mtools dosfstools
+mmdebstrap cpio zstd age openssh-server openssh-client linux-image-cloud-amd64
+golang-go git busybox-static attr ca-certificates iproute2 util-linux"
+missing=""
+for p in $PACKAGES; do
+	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	say "installing Debian packages:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 2. Node dependencies and the compiled CLI.
+cd "$(dirname "$0")/.."
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+	say 'installing node modules (npm ci)'
+	npm ci --no-audit --no-fund --loglevel=error
+fi
+say 'compiling ramboot'
+npx tsc -p tsconfig.json

@@ -1,0 +1,67 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bootFiles, readManifest, type Manifest } from '../build/image.js';
+import { CFG_PATH, contentPath, renderSyslinuxCfg, type SlotEntry } from '../deploy/slots.js';
+import { UsageError } from '../util/errors.js';
+import { progress } from '../util/log.js';
+import { run } from '../util/run.js';
+
+// `ramboot format`: a new boot medium as a disk image, written with mtools (no mount):
+// FAT with the volume id the image's fstab mounts, syslinux, the image in `lts`.
+
+export interface FormatOptions {
+  disk: string;
+  imageDir: string;
+  /** Size in MiB; by default room for three images. */
+  sizeMiB?: number;
+}
+
+export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: string; sizeMiB: number }> {
+  const p = progress('format');
+  const m = await readManifest(opts.imageDir);
+  if (!m.medium?.uuid) {
+    throw new UsageError(
+      `failed to format ${opts.disk}: image ${m.buildId} has no fstab line for its boot medium (UUID=XXXX-XXXX at ${m.medium?.mountpoint ?? 'boot.medium'})`,
+      { step: 'format', input: opts.imageDir },
+    );
+  }
+  const volumeId = m.medium.uuid.replace('-', '');
+  const { kernel, initrds } = bootFiles(m);
+  const imageMiB = Math.ceil([kernel, ...initrds].reduce((n, f) => n + f.bytes, 0) / 2 ** 20);
+  const sizeMiB = opts.sizeMiB ?? Math.max(256, imageMiB * 4 + 64);
+
+  p.stage(`formatting ${opts.disk} (${sizeMiB} MiB, volume id ${m.medium.uuid})`);
+  rmSync(opts.disk, { force: true });
+  await run('mkfs.vfat', ['-C', '-F', '32', '-i', volumeId, '-n', 'RAMBOOT', opts.disk, String(sizeMiB * 1024)], { step: 'make the FAT file system' });
+  await mtools('mmd', ['-i', opts.disk, '::/boot', '::/boot/syslinux', '::/boot/ramboot']);
+  await run('syslinux', ['--install', '--directory', '/boot/syslinux', opts.disk], { step: 'install syslinux' });
+
+  p.stage('copying the image into the lts slot');
+  const entry = slotEntry(m);
+  await mtools('mcopy', ['-i', opts.disk, join(opts.imageDir, kernel.file), `::/${entry.kernel}`]);
+  for (const [i, f] of initrds.entries()) await mtools('mcopy', ['-i', opts.disk, join(opts.imageDir, f.file), `::/${entry.initrds[i]}`]);
+  const cfg = join(opts.imageDir, '..', `.syslinux-${process.pid}.cfg`);
+  writeFileSync(cfg, renderSyslinuxCfg({ lts: entry }));
+  try {
+    await mtools('mcopy', ['-o', '-i', opts.disk, cfg, `::/${CFG_PATH}`]);
+  } finally {
+    rmSync(cfg, { force: true });
+  }
+  p.done(`formatted ${opts.disk}: ${m.buildId} in lts`);
+  return { volumeId: m.medium.uuid, sizeMiB };
+}
+
+/** The label for an image: its content-addressed files in INITRD order. */
+export function slotEntry(m: Manifest): SlotEntry {
+  const { kernel, initrds } = bootFiles(m);
+  return {
+    buildId: m.buildId,
+    kernel: contentPath(kernel.sha256, 'vmlinuz'),
+    initrds: initrds.map((f, i) => contentPath(f.sha256, i === 0 && m.ucode ? 'ucode' : 'cpio.zst')),
+    append: m.append,
+  };
+}
+
+function mtools(cmd: string, args: string[]) {
+  return run(cmd, args, { step: `${cmd} on the disk image`, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+}

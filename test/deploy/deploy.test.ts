@@ -1,0 +1,353 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { execa } from 'execa';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Manifest } from '../../src/build/image.js';
+import { parseConfig } from '../../src/config/load.js';
+import { bootloaderInstall } from '../../src/deploy/bootloader.js';
+import { deployCommand, statusCommand } from '../../src/deploy/commands.js';
+import { candidateFiles, deploy, type DeployEvent, type DeployOptions } from '../../src/deploy/deploy.js';
+import { Journal } from '../../src/deploy/journal.js';
+import { CFG_PATH, MANAGED_HEADER, contentPath, parseSyslinuxCfg, renderSyslinuxCfg } from '../../src/deploy/slots.js';
+import { connect } from '../../src/deploy/ssh.js';
+import { REASON, VERDICT } from '../../src/deploy/verdict.js';
+import { mountExt2, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
+
+// The controller's half of the protocol against a local OpenSSH server standing in for
+// the NAS, with a real ext2 loop mount as its boot medium and the real extlinux. The
+// stand-in refuses to reboot (this machine must stay up), so every deploy here ends
+// before the trial boot: with the default untouched, the once-entry cleared and the
+// verdict "upload failed". The trial, promotion and rollback run on the qemu virtual NAS.
+
+let sshd: TestSshd;
+let work: string;
+let m: TestMount;
+let stateDir: string;
+
+beforeAll(async () => {
+  sshd = await startSshd();
+  // Safety first: in the stand-in's sessions, reboot is the refusing shim.
+  const s = await connect(sshd.target());
+  expect((await s.exec('command -v reboot openrc-shutdown')).stdout).toMatch(/shims\/reboot\n.*shims\/openrc-shutdown\n/);
+  s.close();
+});
+afterAll(async () => {
+  await sshd.stop();
+});
+
+beforeEach(async () => {
+  work = await mkdtemp(join(tmpdir(), 'ramboot-deploy-'));
+  stateDir = join(work, 'state');
+  m = await mountExt2(64);
+  await mkdir(join(m.dir, 'boot/syslinux'), { recursive: true });
+  await execa('extlinux', ['--install', join(m.dir, 'boot/syslinux')]);
+});
+afterEach(async () => {
+  await m.unmount();
+  await rm(work, { recursive: true, force: true });
+});
+
+interface Image {
+  dir: string;
+  manifest: Manifest;
+}
+
+/** An image directory; `base` is shared between builds the way an unchanged package segment is. */
+async function makeImage(buildId: string, base: Buffer, opts: { overlayBytes?: number; hostKey?: string } = {}): Promise<Image> {
+  const dir = join(work, 'images', buildId);
+  await mkdir(dir, { recursive: true });
+  const file = async (name: string, data: Buffer) => {
+    await writeFile(join(dir, name), data);
+    return { file: name, sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
+  };
+  const manifest = {
+    formatVersion: 1,
+    buildId,
+    commit: `commit-${buildId}`,
+    commitTime: 0,
+    inputsHash: buildId,
+    distro: { name: 'debian', release: 'bookworm', arch: 'amd64' },
+    host: 'nas',
+    kernel: await file('vmlinuz', randomBytes(300_000)),
+    segments: [
+      { name: 'base' as const, ...(await file('base.cpio.zst', base)) },
+      { name: 'overlay' as const, ...(await file('overlay.cpio.zst', randomBytes(opts.overlayBytes ?? 200_000))) },
+    ],
+    packages: [],
+    services: {},
+    files: [],
+    hostKey: opts.hostKey ?? sshd.hostKey,
+    append: 'console=ttyS0',
+  } satisfies Manifest;
+  await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  return { dir, manifest };
+}
+
+/** Puts an image on the medium as `lts`, the way `ramboot format` leaves it. */
+async function installAsLts(img: Image): Promise<void> {
+  const { kernel, initrds } = candidateFiles(img.dir, img.manifest);
+  await mkdir(join(m.dir, 'boot/ramboot'), { recursive: true });
+  for (const f of [kernel, ...initrds]) await writeFile(join(m.dir, f.path), await readFile(f.local));
+  const lts = { buildId: img.manifest.buildId, kernel: kernel.path, initrds: initrds.map((f) => f.path), append: img.manifest.append };
+  await writeFile(join(m.dir, CFG_PATH), renderSyslinuxCfg({ lts }));
+}
+
+const config = (medium = m.dir) =>
+  parseConfig(`host: { name: nas }\nboot: { medium: ${JSON.stringify(medium)} }\ntrial: { confirm_timeout: 600, reboot_deadline: 5 }\nhealth: { deadline: 60 }\n`);
+
+async function run(img: Image, over: Partial<DeployOptions> = {}) {
+  const events: DeployEvent[] = [];
+  const journal = await Journal.open(stateDir, 'nas');
+  const { hostKey: _pinnedByImage, ...target } = sshd.target();
+  const result = await deploy({ target, journal, imageDir: img.dir, manifest: img.manifest, config: config(), onEvent: (e) => events.push(e), ...over });
+  return { result, events, journal: await Journal.open(stateDir, 'nas') };
+}
+
+const onceArmed = async () => (await readFile(join(m.dir, 'boot/syslinux/ldlinux.sys'))).subarray(-1024).includes(Buffer.from('\x01\x03new', 'latin1'));
+const cfg = async () => parseSyslinuxCfg(await readFile(join(m.dir, CFG_PATH), 'utf8'));
+const killAt = (step: string) => (e: DeployEvent) => {
+  if (e.kind === 'step' && e.step === step) throw new Error(`controller killed before ${step}`);
+};
+
+describe('deploy against a local sshd standing in for the NAS', () => {
+  it('uploads only the new segments, writes and arms the new label, and disarms when the machine does not reboot', async () => {
+    const base = randomBytes(1_000_000);
+    const prev = await makeImage('prev', base);
+    await installAsLts(prev);
+    const cand = await makeImage('cand', base);
+    const { result, events, journal } = await run(cand);
+
+    expect(result.outcome).toMatchObject({ verdict: VERDICT.UPLOAD_FAILED, reason: REASON.REBOOT_FAILED });
+    expect(result.outcome.message).toBe('failed to reboot nas: `openrc-shutdown -r now || reboot` exited with 99');
+    expect(result.outcome.output).toMatch(/reboot: refused by the test sshd/);
+    expect(result.exitCode).toBe(11);
+    // The base segment was on the medium already: only the kernel and the overlay went over the wire.
+    expect(result.bytesSent).toBe(300_000 + 200_000);
+    expect(result.imageBytes).toBe(300_000 + 1_000_000 + 200_000);
+    expect(events.filter((e) => e.kind === 'upload').at(-1)).toMatchObject({ sent: 500_000, total: 500_000 });
+    expect(journal.deploys()[0]!.entries.map((e) => e.step)).toEqual(['start', 'upload', 'label', 'arm', 'reboot', 'disarm', 'verdict']);
+    // Disarmed: the default is the previous build, nothing boots the candidate next.
+    expect(await cfg()).toEqual({ lts: expect.objectContaining({ buildId: 'prev' }) });
+    expect(await onceArmed()).toBe(false);
+    // The verified files stay for the next attempt.
+    for (const f of [cand.manifest.kernel, ...cand.manifest.segments]) expect(await readdir(join(m.dir, 'boot/ramboot'))).toContain(`${f.sha256}.${f.file === 'vmlinuz' ? 'vmlinuz' : 'cpio.zst'}`);
+  });
+
+  it('refuses a machine presenting another host key before anything is written', async () => {
+    const prev = await makeImage('prev', randomBytes(1000));
+    await installAsLts(prev);
+    const before = await readFile(join(m.dir, CFG_PATH), 'utf8');
+    const cand = await makeImage('cand', randomBytes(1000), { hostKey: sshd.otherHostKey });
+    const logBefore = sshd.log().length;
+    const { result, journal } = await run(cand);
+    expect(result.outcome.verdict).toBe(VERDICT.UPLOAD_FAILED);
+    expect(result.outcome.reason).toBe(REASON.HOST_KEY_MISMATCH);
+    expect(result.outcome.message).toMatch(/host key mismatch: expected SHA256:\S+, the machine presented SHA256:\S+/);
+    expect(journal.deploys()[0]!.entries.map((e) => e.step)).toEqual(['start', 'disarm', 'verdict']);
+    expect(await readFile(join(m.dir, CFG_PATH), 'utf8')).toBe(before);
+    expect((await readdir(join(m.dir, 'boot/ramboot'))).length).toBe(3);
+    expect(sshd.log().slice(logBefore)).not.toMatch(/Accepted publickey/);
+  });
+
+  it('ends with "upload failed" and changes nothing when the medium is not mounted', async () => {
+    const plain = join(work, 'not-mounted');
+    await mkdir(plain);
+    const cand = await makeImage('cand', randomBytes(1000));
+    const { result } = await run(cand, { config: config(plain) });
+    expect(result.outcome).toMatchObject({ verdict: VERDICT.UPLOAD_FAILED, reason: REASON.PREFLIGHT_FAILED });
+    expect(result.outcome.message).toMatch(/nothing is mounted at/);
+    expect(await readdir(plain)).toEqual([]);
+  });
+
+  it('refuses a medium ramboot does not manage yet', async () => {
+    const cand = await makeImage('cand', randomBytes(1000));
+    const { result } = await run(cand);
+    expect(result.outcome.reason).toBe(REASON.PREFLIGHT_FAILED);
+    expect(result.outcome.message).toMatch(/not managed by ramboot \(run `ramboot bootloader install --host nas` first\)/);
+  });
+
+  it('resumes a deploy whose controller was killed during the upload, sending only what is missing', async () => {
+    const base = randomBytes(1_000_000);
+    await installAsLts(await makeImage('prev', base));
+    const cand = await makeImage('cand', base, { overlayBytes: 2_000_000 });
+    await expect(run(cand, { onEvent: killAt('upload') })).rejects.toThrow(/controller killed/);
+    // What the killed upload left: the kernel verified and renamed, the overlay half-written.
+    const { kernel, initrds } = candidateFiles(cand.dir, cand.manifest);
+    const overlay = initrds[1]!;
+    await writeFile(join(m.dir, kernel.path), await readFile(kernel.local));
+    await writeFile(join(m.dir, `${overlay.path}.part`), (await readFile(overlay.local)).subarray(0, 1_000_000));
+
+    const { result, journal } = await run(cand);
+    expect(journal.deploys()).toHaveLength(1);
+    expect(journal.deploys()[0]!.entries.map((e) => e.step)).toEqual(['start', 'upload', 'label', 'arm', 'reboot', 'disarm', 'verdict']);
+    expect(result.bytesSent).toBe(2_000_000);
+    expect(await readdir(join(m.dir, 'boot/ramboot'))).not.toContain(`${overlay.path.split('/').pop()}.part`);
+  });
+
+  it('disarms an interrupted deploy of an older build before deploying a newer one', async () => {
+    const base = randomBytes(100_000);
+    await installAsLts(await makeImage('prev', base));
+    const older = await makeImage('older', base);
+    await expect(run(older, { onEvent: killAt('arm') })).rejects.toThrow(/controller killed/);
+    // Killed right after arming: `new` names the older build and the once-entry is set.
+    await execa('extlinux', ['--once=new', join(m.dir, 'boot/syslinux')]);
+    expect((await cfg()).new?.buildId).toBe('older');
+    expect((await Journal.open(stateDir, 'nas')).open()?.last.step).toBe('arm');
+
+    const newer = await makeImage('newer', base);
+    const { result, journal } = await run(newer);
+    const [first, second] = journal.deploys();
+    expect(first!.entries.map((e) => e.step)).toEqual(['start', 'upload', 'label', 'arm', 'disarm', 'verdict']);
+    expect(first!.verdict?.outcome).toMatchObject({ verdict: VERDICT.UPLOAD_FAILED, reason: REASON.SUPERSEDED });
+    expect(second!.plan?.buildId).toBe('newer');
+    expect(result.outcome.reason).toBe(REASON.REBOOT_FAILED);
+    expect(await cfg()).toEqual({ lts: expect.objectContaining({ buildId: 'prev' }) });
+    expect(await onceArmed()).toBe(false);
+  });
+
+  it('does not deploy a build that was rolled back, unless forced', async () => {
+    const journal = await Journal.open(stateDir, 'nas');
+    await journal.record('d0', {
+      step: 'verdict',
+      buildId: 'cand',
+      outcome: { verdict: VERDICT.NOT_HEALTHY, reason: REASON.CHECK_FAILED, message: 'health check "web" failed' },
+    });
+    await installAsLts(await makeImage('prev', randomBytes(1000)));
+    const cand = await makeImage('cand', randomBytes(1000));
+    await expect(run(cand)).rejects.toThrow(/it was rolled back on .*health check "web" failed.*unless forced \(--force\)/);
+    expect((await run(cand, { force: true })).result.outcome.reason).toBe(REASON.REBOOT_FAILED);
+  });
+});
+
+describe('bootloader install against a local sshd standing in for the NAS', () => {
+  async function legacyMedium(withNew: boolean) {
+    const boot = join(m.dir, 'boot');
+    const files: Record<string, Buffer> = {};
+    for (const slot of ['lts', 'old', ...(withNew ? ['new'] : [])]) {
+      files[`vmlinuz-${slot}`] = randomBytes(50_000);
+      files[`initramfs-${slot}`] = randomBytes(80_000);
+    }
+    for (const [name, data] of Object.entries(files)) await writeFile(join(boot, name), data);
+    const legacy = [
+      'SERIAL 0 115200',
+      'DEFAULT lts',
+      'LABEL lts',
+      '  LINUX /boot/vmlinuz-lts',
+      '  INITRD /boot/initramfs-lts',
+      '  APPEND modules=loop,usb-storage console=ttyS0',
+      'LABEL old',
+      '  LINUX /boot/vmlinuz-old',
+      '  INITRD /boot/initramfs-old',
+      '  APPEND modules=loop,usb-storage console=ttyS0 quiet',
+      '',
+    ].join('\n');
+    await writeFile(join(m.dir, 'boot/syslinux/syslinux.cfg'), legacy);
+    return { files, legacy };
+  }
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  it('adopts a reference-NAS medium: content files, managed syslinux.cfg, extlinux; the old files untouched', async () => {
+    const { files, legacy } = await legacyMedium(true);
+    await writeFile(join(m.dir, 'boot/syslinux/extlinux.conf'), legacy);
+    const r = await bootloaderInstall(sshd.target(), { medium: m.dir, append: 'console=ttyS0' });
+    expect(r.adopted).toEqual(['lts', 'old', 'new']);
+    expect(r.movedAside.sort()).toEqual(['boot/syslinux/extlinux.conf.pre-ramboot', 'boot/syslinux/syslinux.cfg.pre-ramboot']);
+    const text = await readFile(join(m.dir, CFG_PATH), 'utf8');
+    expect(text.startsWith(MANAGED_HEADER)).toBe(true);
+    const slots = parseSyslinuxCfg(text);
+    expect(slots.lts).toEqual({
+      buildId: expect.stringMatching(/^adopted-[0-9a-f]{12}$/),
+      kernel: contentPath(sha(files['vmlinuz-lts']!), 'vmlinuz'),
+      initrds: [contentPath(sha(files['initramfs-lts']!), 'initramfs')],
+      append: 'modules=loop,usb-storage console=ttyS0',
+    });
+    expect(slots.old?.append).toBe('modules=loop,usb-storage console=ttyS0 quiet');
+    // No config for -new: it gets the configured APPEND.
+    expect(slots.new?.append).toBe('console=ttyS0');
+    for (const e of Object.values(slots)) {
+      for (const f of [e!.kernel, ...e!.initrds]) expect(sha(await readFile(join(m.dir, f)))).toBe(f.split('/').pop()!.split('.')[0]);
+    }
+    for (const [name, data] of Object.entries(files)) expect((await readFile(join(m.dir, 'boot', name))).equals(data)).toBe(true);
+    expect(await readFile(join(m.dir, 'boot/syslinux/syslinux.cfg.pre-ramboot'), 'utf8')).toBe(legacy);
+    expect(await readdir(join(m.dir, 'boot/syslinux'))).toContain('ldlinux.sys');
+
+    // Again: already managed, nothing adopted, the same slots.
+    const again = await bootloaderInstall(sshd.target(), { medium: m.dir, append: '' });
+    expect(again).toEqual({ slots, adopted: [], movedAside: [] });
+  });
+
+  it('refuses a medium with nothing bootable', async () => {
+    await expect(bootloaderInstall(sshd.target(), { medium: m.dir, append: '' })).rejects.toThrow(/nothing bootable to adopt/);
+    expect(await readdir(join(m.dir, 'boot/syslinux'))).toEqual(['ldlinux.c32', 'ldlinux.sys']);
+  });
+});
+
+describe('CLI handlers against a local sshd standing in for the NAS', () => {
+  class Sink extends Writable {
+    text = '';
+    _write(chunk: Buffer, _enc: string, cb: () => void) {
+      this.text += chunk.toString();
+      cb();
+    }
+  }
+  async function repo(): Promise<string> {
+    const dir = join(work, 'repo');
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, 'ramboot.yaml'),
+      [
+        'host:',
+        '  name: nas',
+        '  address: 127.0.0.1',
+        `  port: ${sshd.port}`,
+        `  identity: ${sshd.clientKey}`,
+        'boot:',
+        `  medium: ${m.dir}`,
+        'trial: { confirm_timeout: 600, reboot_deadline: 5 }',
+        'health: { deadline: 60 }',
+        '',
+      ].join('\n'),
+    );
+    return dir;
+  }
+
+  it('deploy: an unknown host is a usage error', async () => {
+    const err = new Sink();
+    expect(await deployCommand({ repo: await repo(), host: 'fileserver', image: '/nonexistent', stderr: err as never, stdout: new Sink() })).toBe(2);
+    expect(err.text).toMatch(/failed to find host fileserver: unknown host; .*ramboot.yaml describes nas/);
+  });
+
+  it('deploy: prints progress and a one-line verdict, and exits with its code', async () => {
+    const base = randomBytes(100_000);
+    await installAsLts(await makeImage('prev', base));
+    const img = await makeImage('cand', base);
+    const out = new Sink();
+    const err = new Sink();
+    const code = await deployCommand({ repo: await repo(), host: 'nas', image: img.dir, stateDir, stdout: out, stderr: err as never });
+    expect(code).toBe(11);
+    expect(err.text).toMatch(/nas runs build unknown from slot \(not booted by ramboot\)/);
+    expect(err.text).toMatch(/uploading to nas…\n( {2}sent .* of 488.3 KiB .*\n)* {2}sent 488.3 KiB\n/);
+    expect(err.text).toMatch(/rebooting nas into the trial…\ndisarming the trial: failed to reboot nas: .* exited with 99…\n$/);
+    expect(out.text).toBe(
+      'upload failed (nothing changed on the machine): failed to reboot nas: `openrc-shutdown -r now || reboot` exited with 99 ' +
+        '(sent 488.3 KiB of a 585.9 KiB image, 83.3%)\n  | openrc-shutdown: refused by the test sshd\n  | reboot: refused by the test sshd\n',
+    );
+  });
+
+  it('status: the running build, the slots and the last verdict', async () => {
+    await installAsLts(await makeImage('prev', randomBytes(1000)));
+    const journal = await Journal.open(stateDir, 'nas');
+    await journal.record('d1', {
+      step: 'verdict',
+      buildId: 'prev',
+      hostKey: sshd.hostKey,
+      outcome: { verdict: VERDICT.PROMOTED, reason: REASON.HEALTHY, message: 'build prev is the default' },
+    });
+    const out = new Sink();
+    expect(await statusCommand({ repo: await repo(), stateDir, stdout: out, stderr: new Sink() as never })).toBe(0);
+    expect(out.text).toMatch(/^host nas\n {2}running {2}build unknown \(no \/etc\/ramboot-release\) from slot \(not booted by ramboot\)\n {2}lts {6}build prev\n {2}old {6}\(empty\)\n {2}new {6}\(empty\)\n {2}last {5}promoted \(prev, .*\): build prev is the default\n$/);
+  });
+});

@@ -1,0 +1,279 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  PreflightError,
+  armOnce,
+  checkSpace,
+  clearOnce,
+  inspectMedium,
+  parseCmdline,
+  parseDfAvailable,
+  parseLs,
+  parseMounts,
+  parseRelease,
+  planUpload,
+  readRunning,
+  removeUnreferenced,
+  uploadFiles,
+  writeCfg,
+  type CandidateFile,
+} from '../../src/deploy/medium.js';
+import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../src/deploy/slots.js';
+import { connect } from '../../src/deploy/ssh.js';
+import { mountExt2, mountReadOnly, mountTmpfs, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
+
+describe('parsers', () => {
+  it('reads /proc/mounts with escaped spaces', () => {
+    expect(parseMounts('/dev/sdb1 /media/usb\\040stick vfat rw,relatime,fmask=0022 0 0\nproc /proc proc rw 0 0\n')).toEqual([
+      { source: '/dev/sdb1', mountPoint: '/media/usb stick', fsType: 'vfat', options: ['rw', 'relatime', 'fmask=0022'] },
+      { source: 'proc', mountPoint: '/proc', fsType: 'proc', options: ['rw'] },
+    ]);
+  });
+
+  it.each([
+    ['build=abc123\ncommit=deadbeef\ntime=2024-01-01T00:00:00Z\n', { build: 'abc123', commit: 'deadbeef', time: '2024-01-01T00:00:00Z' }],
+    ['BUILD="quoted"\n# comment\n\nbuild = spaced \n', { BUILD: 'quoted', build: 'spaced' }],
+    ['', {}],
+  ])('reads /etc/ramboot-release %#', (text, expected) => {
+    expect(parseRelease(text)).toEqual(expected);
+  });
+
+  it.each([
+    ['BOOT_IMAGE=/boot/x panic=10 ramboot.slot=new ramboot.build=b1 quiet\n', { slot: 'new', build: 'b1' }],
+    ['root=/dev/sda1 quiet\n', { slot: undefined, build: undefined }],
+  ])('reads /proc/cmdline %#', (text, expected) => {
+    expect(parseCmdline(text)).toEqual(expected);
+  });
+
+  it.each([
+    ['Filesystem     1024-blocks  Used Available Capacity Mounted on\n/dev/sdb1          7987200 61234   7925966       1% /media/usb\n', 7925966 * 1024],
+    // busybox: the same POSIX columns
+    ['Filesystem           1024-blocks    Used Available Capacity Mounted on\n/dev/sdb1              7987200     61234   7925966   1% /media/usb\n', 7925966 * 1024],
+    ['df: /nope: No such file or directory\n', undefined],
+  ])('reads df -P -k %#', (text, expected) => {
+    expect(parseDfAvailable(text)).toBe(expected);
+  });
+
+  it('reads ls -ln (coreutils and busybox date formats), regular files only', () => {
+    const text = [
+      'total 12',
+      '-rwxr-xr-x 1 0 0 12345 Jan  1  2024 aaa.vmlinuz',
+      '-rw-r--r--    1 0        0          99 Mar  3 10:00 bbb.cpio.zst.part',
+      'drwxr-xr-x 2 0 0 4096 Jan  1 00:00 lost+found',
+    ].join('\n');
+    expect([...parseLs(text)]).toEqual([
+      ['aaa.vmlinuz', 12345],
+      ['bbb.cpio.zst.part', 99],
+    ]);
+  });
+});
+
+// Against a local OpenSSH server standing in for the NAS, with real mounts as its medium.
+
+let sshd: TestSshd;
+let work: string;
+const mounts: TestMount[] = [];
+
+beforeAll(async () => {
+  sshd = await startSshd();
+  work = await mkdtemp(join(tmpdir(), 'ramboot-medium-test-'));
+});
+afterEach(async () => {
+  while (mounts.length) await mounts.pop()!.unmount();
+});
+afterAll(async () => {
+  await sshd.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+async function medium(kind: 'ext2' | 'tmpfs' | 'ro', size = 64): Promise<string> {
+  const m = kind === 'ext2' ? await mountExt2(size) : kind === 'tmpfs' ? await mountTmpfs(size) : await mountReadOnly();
+  mounts.push(m);
+  return m.dir;
+}
+
+async function localFile(name: string, bytes: number, kind: 'vmlinuz' | 'cpio.zst' = 'cpio.zst'): Promise<CandidateFile> {
+  const data = randomBytes(bytes);
+  const local = join(work, name);
+  await writeFile(local, data);
+  const sha256 = createHash('sha256').update(data).digest('hex');
+  return { path: contentPath(sha256, kind), sha256, bytes, local };
+}
+
+async function preflightError(m: string, sshdFor = sshd): Promise<PreflightError> {
+  const s = await connect(sshdFor.target());
+  try {
+    const err = await inspectMedium(s, m).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PreflightError);
+    return err as PreflightError;
+  } finally {
+    s.close();
+  }
+}
+
+describe('preflight', () => {
+  it('reads a mounted, writable medium', async () => {
+    const m = await medium('ext2');
+    const s = await connect(sshd.target());
+    const state = await inspectMedium(s, m);
+    expect(state.mount.fsType).toBe('ext2');
+    expect(state.freeBytes).toBeGreaterThan(50 * 1024 * 1024);
+    expect(state.extlinux).toMatch(/extlinux$/);
+    expect(state.cfg).toEqual({ text: undefined, slots: {}, managed: false });
+    expect(state.files.size).toBe(0);
+    expect((await readRunning(s)).bootId).toBe((await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim());
+    s.close();
+  });
+
+  it('refuses a medium that is not mounted', async () => {
+    const plain = join(work, 'not-a-mount');
+    await mkdir(plain);
+    const err = await preflightError(plain);
+    expect(err.reason).toBe('not-mounted');
+    expect(err.message).toMatch(/failed to check boot medium .*not-a-mount on nas: nothing is mounted at/);
+    expect(await readdir(plain)).toEqual([]);
+    expect((await preflightError(join(work, 'missing'))).message).toMatch(/does not exist/);
+  });
+
+  it('refuses a read-only medium', async () => {
+    const err = await preflightError(await medium('ro'));
+    expect(err.reason).toBe('read-only');
+    expect(err.message).toMatch(/mounted read-only/);
+  });
+
+  it('refuses a machine without extlinux', async () => {
+    const noExtlinux = await startSshd({ without: ['extlinux'] });
+    try {
+      const err = await preflightError(await medium('ext2'), noExtlinux);
+      expect(err.reason).toBe('no-extlinux');
+      expect(err.message).toMatch(/extlinux is not installed/);
+    } finally {
+      await noExtlinux.stop();
+    }
+  });
+
+  it('refuses an upload that does not fit, before writing anything', async () => {
+    const m = await medium('tmpfs', 2048);
+    const s = await connect(sshd.target());
+    const state = await inspectMedium(s, m);
+    const plan = planUpload(state, [await localFile('big', 3 * 1024 * 1024)]);
+    expect(() => checkSpace(state, plan, 'nas')).toThrow(/not enough free space: 7.0 MiB needed \(3.0 MiB to upload \+ 4.0 MiB margin\), 2.0 MiB available/);
+    expect(await readdir(m)).toEqual([]);
+    s.close();
+  });
+});
+
+describe('upload', () => {
+  it('uploads to temporary names, verifies sha256 on the machine, renames into place', async () => {
+    const m = await medium('ext2');
+    const files = [await localFile('k', 100_000, 'vmlinuz'), await localFile('seg', 2_000_000)];
+    const s = await connect(sshd.target());
+    const plan = planUpload(await inspectMedium(s, m), files);
+    expect(plan.bytes).toBe(2_100_000);
+    const seen: number[] = [];
+    expect(await uploadFiles(s, m, plan, (p) => seen.push(p.sent))).toBe(2_100_000);
+    expect(seen.at(-1)).toBe(2_100_000);
+    for (const f of files) expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
+    expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual(files.map((f) => f.path.split('/').pop()).sort());
+    // Nothing is missing any more.
+    expect(planUpload(await inspectMedium(s, m), files).bytes).toBe(0);
+    s.close();
+  });
+
+  it('never names a file whose sha256 does not match', async () => {
+    const m = await medium('ext2');
+    const f = await localFile('liar', 1000);
+    const s = await connect(sshd.target());
+    const wrong = { ...f, sha256: '0'.repeat(64), path: contentPath('0'.repeat(64), 'cpio.zst') };
+    await expect(uploadFiles(s, m, planUpload(await inspectMedium(s, m), [wrong]), undefined)).rejects.toThrow(/sha256 on the machine is [0-9a-f]{64}, expected 0{64}/);
+    expect(await readdir(join(m, 'boot/ramboot'))).toEqual([]);
+    s.close();
+  });
+
+  it('after a cut upload: no content file from the cut one, and the next run sends only what is missing', async () => {
+    const m = await medium('ext2');
+    const small = await localFile('small', 50_000);
+    const big = await localFile('big', 8 * 1024 * 1024);
+    const s = await connect(sshd.target());
+    const plan = planUpload(await inspectMedium(s, m), [small, big]);
+    const cut = await uploadFiles(s, m, plan, (p) => {
+      if (p.file === big.path && p.sent > small.bytes + 2 * 1024 * 1024) s.destroy();
+    }).catch((e: unknown) => e);
+    expect(String(cut)).toMatch(/connection was lost|connection is closed/);
+    const names = await readdir(join(m, 'boot/ramboot'));
+    expect(names).toContain(small.path.split('/').pop());
+    expect(names).not.toContain(big.path.split('/').pop());
+
+    const s2 = await connect(sshd.target());
+    const state = await inspectMedium(s2, m);
+    const again = planUpload(state, [small, big]);
+    expect(again.missing.map((f) => f.path)).toEqual([big.path]);
+    expect(again.unverified.map((f) => f.path)).toEqual([small.path]);
+    // The cut upload's temporary file, if the machine got as far as creating it, is garbage now.
+    expect(again.stale.every((p) => p === `${big.path}.part`)).toBe(true);
+    expect(await uploadFiles(s2, m, again)).toBe(big.bytes);
+    expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual([small, big].map((f) => f.path.split('/').pop()).sort());
+    s2.close();
+  });
+
+  it('re-uploads a leftover file that is corrupt', async () => {
+    const m = await medium('ext2');
+    const f = await localFile('seg', 10_000);
+    await mkdir(join(m, 'boot/ramboot'), { recursive: true });
+    await writeFile(join(m, f.path), 'garbage');
+    const s = await connect(sshd.target());
+    const plan = planUpload(await inspectMedium(s, m), [f]);
+    expect(plan.missing).toEqual([]);
+    expect(await uploadFiles(s, m, plan)).toBe(f.bytes);
+    expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
+    s.close();
+  });
+});
+
+describe('syslinux.cfg and the files it names', () => {
+  const slots = (id: string, kernel: string, initrd: string): SlotTable => ({ lts: { buildId: id, kernel, initrds: [initrd], append: 'quiet' } });
+
+  it('replaces syslinux.cfg with a rename, leaving no temporary file', async () => {
+    const m = await medium('ext2');
+    await mkdir(join(m, 'boot/syslinux'), { recursive: true });
+    const s = await connect(sshd.target());
+    await writeCfg(s, m, slots('one', 'boot/ramboot/a.vmlinuz', 'boot/ramboot/b.cpio.zst'));
+    const before = await stat(join(m, CFG_PATH));
+    await writeCfg(s, m, slots('two', 'boot/ramboot/c.vmlinuz', 'boot/ramboot/d.cpio.zst'));
+    const after = await stat(join(m, CFG_PATH));
+    // A new inode: the file was replaced whole, never rewritten in place.
+    expect(after.ino).not.toBe(before.ino);
+    expect(parseSyslinuxCfg(await readFile(join(m, CFG_PATH), 'utf8')).lts?.buildId).toBe('two');
+    expect(await readdir(join(m, 'boot/syslinux'))).toEqual(['syslinux.cfg']);
+    s.close();
+  });
+
+  it('deletes exactly the files no label names', async () => {
+    const m = await medium('ext2');
+    await mkdir(join(m, 'boot/ramboot'), { recursive: true });
+    for (const n of ['a.vmlinuz', 'b.cpio.zst', 'c.vmlinuz', 'd.cpio.zst.part']) await writeFile(join(m, 'boot/ramboot', n), n);
+    const s = await connect(sshd.target());
+    const removed = await removeUnreferenced(s, m, slots('one', 'boot/ramboot/a.vmlinuz', 'boot/ramboot/b.cpio.zst'));
+    expect(removed.sort()).toEqual(['boot/ramboot/c.vmlinuz', 'boot/ramboot/d.cpio.zst.part']);
+    expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual(['a.vmlinuz', 'b.cpio.zst']);
+    s.close();
+  });
+
+  it('arms and clears the boot-once entry with the real extlinux', async () => {
+    const m = await medium('ext2');
+    await mkdir(join(m, 'boot/syslinux'), { recursive: true });
+    await execa('extlinux', ['--install', join(m, 'boot/syslinux')]);
+    // The ADV (last KiB of ldlinux.sys, two copies) holds the once-entry as tag 1, length, label.
+    const onceNew = async () => (await readFile(join(m, 'boot/syslinux/ldlinux.sys'))).subarray(-1024).includes(Buffer.from('\x01\x03new', 'latin1'));
+    const s = await connect(sshd.target());
+    await armOnce(s, m, 'new');
+    expect(await onceNew()).toBe(true);
+    await clearOnce(s, m);
+    expect(await onceNew()).toBe(false);
+    s.close();
+  });
+});
