@@ -136,9 +136,10 @@ class ZstdPump extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error) => void): void {
-    // writeCpio never reuses a chunk's memory, so the buffer can move to the worker.
-    this.worker.postMessage({ chunk }, [chunk.buffer as ArrayBuffer]);
+    // writeCpio gives up each chunk it writes, so its memory can move to the worker
+    // (which detaches it here) and come back through spare().
     this.inFlight += chunk.length;
+    this.worker.postMessage({ chunk }, [chunk.buffer as ArrayBuffer]);
     if (this.inFlight < MAX_IN_FLIGHT) callback();
     else this.held = callback;
   }

@@ -14,7 +14,8 @@ export function parseConfig(text: string, file = CONFIG_FILE): Config {
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const line = e.linePos?.[0]?.line;
+    // linePos is only filled in with prettyErrors: take the line from the offset.
+    const line = e.linePos?.[0]?.line ?? (e.pos ? lines.linePos(e.pos[0]).line : undefined);
     throw new ConfigError(file, line, undefined, `not valid YAML: ${e.message.split('\n')[0]}`);
   }
   const result = configSchema.safeParse(doc.toJS() ?? {});
@@ -40,17 +41,17 @@ function issueToError(issue: z.core.$ZodIssue, doc: Document, lines: LineCounter
   return new ConfigError(file, line, path.join('.') || undefined, message);
 }
 
-/** The line of the deepest node that exists along the path. */
+/** The line of the key itself when the parent map has it, else of the deepest node that exists along the path. */
 function lineOf(doc: Document, lines: LineCounter, path: string[]): number | undefined {
   for (let n = path.length; n >= 0; n--) {
-    const node = doc.getIn(path.slice(0, n), true);
-    if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
-    if (n > 0 && path.length > 0) {
-      // A missing key: point at the key itself when the parent map has it.
+    if (n > 0) {
+      // Point at the key (an unknown key's value may start on a later line).
       const parent = doc.getIn(path.slice(0, n - 1), true) as { items?: { key: unknown }[] } | undefined;
       const pair = parent?.items?.find((p) => isNode(p.key) && String((p.key as { value?: unknown }).value) === path[n - 1]);
       if (pair && isNode(pair.key) && pair.key.range) return lines.linePos(pair.key.range[0]).line;
     }
+    const node = doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
   }
   return undefined;
 }

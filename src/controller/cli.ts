@@ -10,6 +10,7 @@ import { initRepo } from './init.js';
 import { stateDir } from './state.js';
 import { up } from './up.js';
 import { secretsCommand } from '../secrets/cli.js';
+import { bootloaderCommand, deployCommand, statusCommand } from '../deploy/commands.js';
 
 // The ramboot command: one verb per step of the pipeline, each usable on its own.
 
@@ -23,6 +24,9 @@ const USAGE = `usage: ramboot <command> [options]
                                              boot a disk image on the virtual NAS (qemu)
   up [--repo DIR] [--init alpine|debian]     build HEAD and boot it (virtual NAS when no host);
                                              --init scaffolds the repository when it is missing
+  deploy [--image IMAGEDIR] [--host NAME]    trial-boot the image (default: build HEAD), promote or roll back
+  status [--host NAME] [--json]              running build, lts/old/new, last verdict
+  bootloader install [--host NAME]           install extlinux and the managed syslinux.cfg on the medium
   secrets add|edit|list|rekey|rotate|check|hostkey …
                                              manage the age-encrypted secrets
 
@@ -105,6 +109,36 @@ const commands: Record<string, Handler> = {
       await initRepo({ dir: repoDir, distro: distroFlag(values.init), identity: values.identity });
     }
     return up({ repoDir, stateDir: stateDir(values.state, repoDir), identity: values.identity, sshPort: Number(values['ssh-port']), httpPort: Number(values['http-port']) });
+  },
+
+  async deploy(args) {
+    const { values } = parse(args, { image: { type: 'string' }, host: { type: 'string' }, 'host-key': { type: 'string' }, force: { type: 'boolean' } });
+    const repoDir = resolve(values.repo!);
+    const state = stateDir(values.state, repoDir);
+    return deployCommand({
+      repo: repoDir,
+      host: values.host,
+      stateDir: join(state, 'state'),
+      identity: values.identity,
+      hostKey: values['host-key'],
+      image: values.image,
+      force: values.force,
+      build: async (repo) => (await build({ repoDir: repo, stateDir: state })).imageDir,
+    });
+  },
+
+  async status(args) {
+    const { values } = parse(args, { host: { type: 'string' }, 'host-key': { type: 'string' }, json: { type: 'boolean' } });
+    const repoDir = resolve(values.repo!);
+    return statusCommand({ repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'], json: values.json });
+  },
+
+  async bootloader(args) {
+    const [verb, ...rest] = args;
+    if (verb !== 'install') throw new UsageError(`bootloader takes one verb: install\n\n${USAGE}`, { step: 'parse arguments' });
+    const { values } = parse(rest, { host: { type: 'string' }, 'host-key': { type: 'string' } });
+    const repoDir = resolve(values.repo!);
+    return bootloaderCommand({ repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'] });
   },
 
   async secrets(args) {

@@ -30,7 +30,7 @@ export async function initRepo(o: InitOptions): Promise<void> {
   cpSync(template, o.dir, { recursive: true });
 
   const home = join(process.env.HOME ?? homedir(), '.config', 'ramboot');
-  const identityPath = o.identity ?? process.env.RAMBOOT_IDENTITY ?? join(home, 'identity.txt');
+  const identityPath = o.identity || process.env.RAMBOOT_IDENTITY || join(home, 'identity.txt');
   const recipient = await ensureAgeIdentity(identityPath);
   const clientKey = join(home, 'id_ed25519');
   const clientPub = ensureClientKey(clientKey);

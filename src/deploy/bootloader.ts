@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { RambootError, UsageError } from '../util/errors.js';
-import { PART_SUFFIX, SPACE_MARGIN_BYTES, inspectMedium, writeCfg, type MediumState } from './medium.js';
+import { PART_SUFFIX, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, inspectMedium, writeCfg, type MediumState } from './medium.js';
 import { CFG_PATH, FILES_DIR, contentPath, parseLabels, type CfgLabel, type ContentKind, type SlotName, type SlotTable } from './slots.js';
 import { connect, shq, type Session, type Target } from './ssh.js';
 
@@ -110,7 +110,7 @@ async function adopt(s: Session, state: MediumState, opts: { medium: string; app
     }
     await s.rename(part, `${m}/${dest}`);
   }
-  await s.check('flush the medium', 'sync');
+  await s.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
 
   const slots: SlotTable = {};
   for (const a of adoptees) {
@@ -139,7 +139,7 @@ async function adopt(s: Session, state: MediumState, opts: { medium: string; app
  * The images to adopt: `lts` is what the former config boots by default (else
  * vmlinuz-lts/initramfs-lts); `old` and `new` are the labels or files of those names.
  */
-export async function chooseAdoptees(
+async function chooseAdoptees(
   legacy: { default?: string; labels: CfgLabel[] } | undefined,
   exists: (path: string) => Promise<boolean>,
   append: string,

@@ -119,11 +119,11 @@ function streams(opts: CommonOptions) {
   return { out: opts.stdout ?? process.stdout, err: opts.stderr ?? process.stderr };
 }
 
+/** A RambootError becomes a message and an exit code; anything else is a bug and propagates with its stack. */
 function failure(io: ReturnType<typeof streams>, err: unknown, code: number): number {
-  io.err.write(`ramboot: ${describe(err)}\n`);
-  if (err instanceof UsageError) return EXIT_USAGE;
   if (!(err instanceof RambootError)) throw err;
-  return code;
+  io.err.write(`ramboot: ${err.message}\n`);
+  return err instanceof UsageError ? EXIT_USAGE : code;
 }
 
 /** The machine of the repository's ramboot.yaml, without its host key (that comes from the image). */

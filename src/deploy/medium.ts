@@ -19,6 +19,8 @@ export class PreflightError extends UsageError {
 
 /** Room left on the medium beyond the files themselves: the syslinux.cfg temp file and FAT cluster slack. */
 export const SPACE_MARGIN_BYTES = 4 * 1024 * 1024;
+/** Flushing tens of MiB to a slow USB stick takes a while. */
+export const SYNC_TIMEOUT_MS = 10 * 60_000;
 /** The suffix of an upload in progress; such a file is never named by a label. */
 export const PART_SUFFIX = '.part';
 
@@ -243,7 +245,7 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
     await session.rename(part, final);
     before += f.bytes;
   }
-  await session.check('flush the medium', 'sync');
+  await session.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
   return total;
 }
 
@@ -251,7 +253,10 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
 export async function writeCfg(session: Session, medium: string, slots: SlotTable): Promise<void> {
   const cfg = `${medium}/${CFG_PATH}`;
   const tmp = `${cfg}.tmp`;
-  await session.check('write syslinux.cfg', `cat > ${shq(tmp)} && sync && mv -f ${shq(tmp)} ${shq(cfg)} && sync`, { stdin: renderSyslinuxCfg(slots) });
+  await session.check('write syslinux.cfg', `cat > ${shq(tmp)} && sync && mv -f ${shq(tmp)} ${shq(cfg)} && sync`, {
+    stdin: renderSyslinuxCfg(slots),
+    timeoutMs: SYNC_TIMEOUT_MS,
+  });
 }
 
 /** Deletes every file under boot/ramboot that no label names (and any upload left half done). */
@@ -260,7 +265,7 @@ export async function removeUnreferenced(session: Session, medium: string, slots
   const present = parseLs((await session.exec(`ls -ln ${shq(`${medium}/${FILES_DIR}`)}`)).stdout);
   const doomed = [...present.keys()].map((n) => `${FILES_DIR}/${n}`).filter((p) => !named.has(p));
   if (doomed.length > 0) {
-    await session.check('delete unreferenced files', `rm -f ${doomed.map((p) => shq(`${medium}/${p}`)).join(' ')} && sync`);
+    await session.check('delete unreferenced files', `rm -f ${doomed.map((p) => shq(`${medium}/${p}`)).join(' ')} && sync`, { timeoutMs: SYNC_TIMEOUT_MS });
   }
   return doomed;
 }

@@ -2,7 +2,7 @@ import { describe } from '../util/errors.js';
 import type { Journal } from './journal.js';
 import { readRunning, readSlots, type Running } from './medium.js';
 import type { SlotTable } from './slots.js';
-import { connect, type Target } from './ssh.js';
+import { connect, type Session, type Target } from './ssh.js';
 import { STATUS_COMMAND } from './trial.js';
 import type { Outcome } from './verdict.js';
 
@@ -31,7 +31,7 @@ export async function status(target: Target, opts: { medium: string; journal: Jo
     lastVerdict: v && { ts: v.ts, deploy: v.deploy, buildId: v.buildId, commit: v.commit, outcome: v.outcome },
     open: o && { deploy: o.id, buildId: o.plan?.buildId, step: o.last.step, ts: o.last.ts },
   };
-  let session;
+  let session: Session | undefined;
   try {
     session = await connect(target);
     report.running = await readRunning(session);

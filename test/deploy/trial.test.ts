@@ -96,7 +96,7 @@ describe.each(SHELLS)('the trial agent under %s', (_shell, shebang) => {
   });
 
   it('feeds the watchdog and disarms it on a clean stop', async () => {
-    await setup(shebang, 'ramboot.slot=lts', `WATCHDOG=1\nWATCHDOG_DEVICE=${'$RAMBOOT_TRIAL_STATE'}/../watchdog\n`);
+    await setup(shebang, 'ramboot.slot=lts', `WATCHDOG=yes\nWATCHDOG_DEVICE=${'$RAMBOOT_TRIAL_STATE'}/../watchdog\n`);
     await agent('start');
     await sleep(1_500);
     expect((await readFile(join(dir, 'watchdog'), 'utf8')).length).toBeGreaterThanOrEqual(1);
