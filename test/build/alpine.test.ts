@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -115,6 +115,8 @@ describe('an Alpine machine built offline from a local apk repository', () => {
       await exited;
     }
     if (work) rmSync(work, { recursive: true, force: true });
+    // The repository carries a 14 MB kernel: do not leave it in /tmp.
+    if (repo) rmSync(dirname(repo), { recursive: true, force: true });
   });
 
   async function get(path: string): Promise<string> {

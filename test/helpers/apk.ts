@@ -35,12 +35,6 @@ function sh(cmd: string, args: string[], cwd?: string): Buffer {
   return execFileSync(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-const TAR_COMMON = ['--numeric-owner', '--owner=0', '--group=0', `--mtime=@${EPOCH}`, '--no-recursion'];
-
-function tarOf(dir: string, members: string[]): Buffer {
-  return sh('tar', ['--format=ustar', ...TAR_COMMON, '-C', dir, '-cf', '-', ...members]);
-}
-
 /** One ustar header block. */
 function tarHeader(name: string, opts: { mode: number; size: number; type: string }): Buffer {
   const h = Buffer.alloc(512);
@@ -94,13 +88,6 @@ function dataTar(dir: string, paths: string[]): Buffer {
   return Buffer.concat([...out, Buffer.alloc(1024)]);
 }
 
-/** A tar without its end-of-archive blocks (abuild-tar --cut): the data tar follows it. */
-function cut(tar: Buffer): Buffer {
-  let end = tar.length;
-  while (end >= 512 && tar.subarray(end - 512, end).every((b) => b === 0)) end -= 512;
-  return tar.subarray(0, end);
-}
-
 function gzip(data: Buffer): Buffer {
   // No name and no mtime in the header (node writes neither): the bytes are reproducible.
   return gzipSync(data, { level: 9 });
@@ -136,10 +123,9 @@ export function makeApk(pkg: TestPackage, outDir: string): string {
       `datahash = ${createHash('sha256').update(dataGz).digest('hex')}`,
       '',
     ].join('\n');
-    const control = join(work, 'control');
-    mkdirSync(control);
-    writeFileSync(join(control, '.PKGINFO'), info);
-    const controlTar = gzip(cut(tarOf(control, ['.PKGINFO'])));
+    // No end-of-archive blocks after the control tar (abuild-tar --cut): the data tar follows it.
+    const pkginfo = Buffer.from(info);
+    const controlTar = gzip(Buffer.concat([tarHeader('.PKGINFO', { mode: 0o644, size: pkginfo.length, type: '0' }), pad(pkginfo)]));
     const file = join(outDir, `${pkg.name}-${pkg.version}.apk`);
     writeFileSync(file, Buffer.concat([controlTar, dataGz]));
     return file;
@@ -182,7 +168,7 @@ export const HELLO_EXTRA: TestPackage = {
   files: { 'usr/share/hello-extra/README': 'an extra package depending on hello-page\n' },
 };
 
-const MIRROR_VERSION = 6;
+const MIRROR_VERSION = 7;
 
 /**
  * The local mirror the Alpine tests share (<mirror>/x86_64/APKINDEX.tar.gz + packages).
@@ -196,8 +182,13 @@ export function localMirror(): string {
   rmSync(tmp, { recursive: true, force: true });
   const arch = join(tmp, 'x86_64');
   mkdirSync(arch, { recursive: true });
-  const apks = [HELLO_PAGE, HELLO_EXTRA].map((p) => makeApk(p, arch));
-  indexRepo(arch, apks);
+  try {
+    const apks = [HELLO_PAGE, HELLO_EXTRA].map((p) => makeApk(p, arch));
+    indexRepo(arch, apks);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
   rmSync(mirror, { recursive: true, force: true });
   renameSync(tmp, mirror);
   return mirror;
