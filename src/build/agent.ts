@@ -1,27 +1,42 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 
-// The trial agent goes into every image (DESIGN.md §4): an openrc service in the boot
-// runlevel that reboots a trial boot into `lts` unless the controller confirms it.
-// Its scripts live in assets/agent so they can be read and tested as shell.
+// The trial agent (assets/agent/) goes into every image (DESIGN.md §4): an openrc
+// service in the boot runlevel that reboots a trial boot into `lts` unless the
+// controller confirms it. Deploy's side of the conversation is in deploy/trial.ts.
 
-export interface ImageFile {
+/** A file the build adds to the image. A symlink's data is its target. */
+export interface AgentFile {
   path: string;
+  type: 'file' | 'symlink';
+  /** Permission bits only. */
   mode: number;
   data: Buffer;
 }
 
-const asset = (name: string) => readFileSync(new URL(`../../assets/agent/${name}`, import.meta.url));
+export const AGENT_BIN = '/usr/sbin/ramboot-trial';
+export const AGENT_INITD = '/etc/init.d/ramboot-trial';
+export const AGENT_RUNLEVEL_LINK = '/etc/runlevels/boot/ramboot-trial';
+export const AGENT_CONF = '/etc/ramboot/trial.conf';
 
-export function agentFiles(config: Config): ImageFile[] {
-  const conf = [
-    `CONFIRM_TIMEOUT=${Math.ceil(config.trial.confirm_timeout / 1000)}`,
-    `WATCHDOG=${config.trial.watchdog ? 'yes' : 'no'}`,
+/** Resolves from src/deploy (tests) and dist/deploy (installed) alike. */
+const ASSETS = new URL('../../assets/agent/', import.meta.url);
+
+/** The agent's files, exactly as they must appear in the image. */
+export function agentFiles(config: Pick<Config, 'trial'>): AgentFile[] {
+  return [
+    { path: AGENT_BIN, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial', ASSETS)) },
+    { path: AGENT_INITD, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial.initd', ASSETS)) },
+    { path: AGENT_RUNLEVEL_LINK, type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
+    { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial)) },
+  ];
+}
+
+export function trialConf(trial: Config['trial']): string {
+  return [
+    '# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.',
+    `CONFIRM_TIMEOUT=${Math.ceil(trial.confirm_timeout / 1000)}`,
+    `WATCHDOG=${trial.watchdog ? 1 : 0}`,
     '',
   ].join('\n');
-  return [
-    { path: 'usr/sbin/ramboot-trial', mode: 0o755, data: asset('ramboot-trial') },
-    { path: 'etc/init.d/ramboot-trial', mode: 0o755, data: asset('ramboot-trial.initd') },
-    { path: 'etc/ramboot/trial.conf', mode: 0o644, data: Buffer.from(conf) },
-  ];
 }

@@ -5,7 +5,7 @@ import { CONFIG_FILE, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { BuildError, CommandError, UsageError } from '../util/errors.js';
 import { progress } from '../util/log.js';
-import { agentFiles } from './agent.js';
+import { agentFiles, type AgentFile } from './agent.js';
 import { buildBins } from './bins.js';
 import { runInChroot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
@@ -84,8 +84,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await applySkeleton(source, config, root);
       p.stage('building bins/');
       await buildBins(source, root, workDir, cacheDir);
-      for (const f of agentFiles(config)) writeImageFile(root, f.path, f.data, f.mode);
-      linkService(root, 'boot', 'ramboot-trial');
+      for (const f of agentFiles(config)) addAgentFile(root, f);
       writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       for (const s of secrets) ensureDirs(root, s.path.split('/').slice(0, -1).join('/'));
       const setup = await source.readFile('setup.sh');
@@ -179,11 +178,12 @@ function writeImageFile(root: string, path: string, data: Buffer, mode: number):
   writeFileSync(join(root, path), data, { mode });
 }
 
-function linkService(root: string, runlevel: string, name: string): void {
-  ensureDirs(root, `etc/runlevels/${runlevel}`);
-  const link = join(root, 'etc/runlevels', runlevel, name);
-  rmSync(link, { force: true });
-  symlinkSync(`/etc/init.d/${name}`, link);
+function addAgentFile(root: string, f: AgentFile): void {
+  const path = f.path.replace(/^\//, '');
+  if (f.type === 'file') return writeImageFile(root, path, f.data, f.mode);
+  ensureDirs(root, path.split('/').slice(0, -1).join('/'));
+  rmSync(join(root, path), { force: true });
+  symlinkSync(f.data.toString(), join(root, path));
 }
 
 function listServices(root: string): Record<string, string[]> {

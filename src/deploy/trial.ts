@@ -1,45 +1,7 @@
-import { readFileSync } from 'node:fs';
-import type { Config } from '../config/schema.js';
+import { AGENT_BIN } from '../build/agent.js';
 import { shq } from './ssh.js';
 
-// The trial agent (assets/agent/) as it goes into every image, and the controller's
-// side of the conversation with it.
-
-/** A file the build adds to the image. A symlink's data is its target. */
-export interface AgentFile {
-  path: string;
-  type: 'file' | 'symlink';
-  /** Permission bits only. */
-  mode: number;
-  data: Buffer;
-}
-
-export const AGENT_BIN = '/usr/sbin/ramboot-trial';
-export const AGENT_INITD = '/etc/init.d/ramboot-trial';
-export const AGENT_RUNLEVEL_LINK = '/etc/runlevels/boot/ramboot-trial';
-export const AGENT_CONF = '/etc/ramboot/trial.conf';
-
-/** Resolves from src/deploy (tests) and dist/deploy (installed) alike. */
-const ASSETS = new URL('../../assets/agent/', import.meta.url);
-
-/** The agent's files, exactly as they must appear in the image. */
-export function agentFiles(config: Pick<Config, 'trial'>): AgentFile[] {
-  return [
-    { path: AGENT_BIN, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial', ASSETS)) },
-    { path: AGENT_INITD, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial.initd', ASSETS)) },
-    { path: AGENT_RUNLEVEL_LINK, type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
-    { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial)) },
-  ];
-}
-
-export function trialConf(trial: Config['trial']): string {
-  return [
-    '# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.',
-    `CONFIRM_TIMEOUT=${Math.ceil(trial.confirm_timeout / 1000)}`,
-    `WATCHDOG=${trial.watchdog ? 1 : 0}`,
-    '',
-  ].join('\n');
-}
+// The controller's side of the conversation with the trial agent (build/agent.ts).
 
 /** Exit status of confirmCommand when the machine is no longer on the trial boot it was asked about. */
 export const EXIT_OTHER_BOOT = 97;
