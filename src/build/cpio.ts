@@ -75,7 +75,9 @@ const DEFAULT_CHUNK = 4 * 1024 * 1024;
 // Bytes handed to the stream but not yet consumed before the writer waits for 'drain'.
 const MAX_QUEUED = 8 * 1024 * 1024;
 const HEX = Buffer.from('0123456789abcdef');
-// O_NONBLOCK: a source swapped for a FIFO must not block the open; O_NOFOLLOW: nor for a symlink.
+const DOTDOT = /(^|\/)\.\.(\/|$)/;
+// A source swapped for a FIFO must not block the open (O_NONBLOCK), nor one swapped for
+// a symlink lead elsewhere (O_NOFOLLOW); the size check then reports the change.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** The inode fields a header carries; hardlinked entries repeat the first entry's. */
@@ -138,7 +140,7 @@ function checkEntry(e: CpioEntry): number {
   if (p === '' || p.startsWith('/') || p.includes('\0') || p === TRAILER) {
     throw invalid(p, 'the path must be relative, non-empty, without NUL and not the trailer name');
   }
-  if (p.split('/').includes('..')) throw invalid(p, "the path must not contain '..'");
+  if (DOTDOT.test(p)) throw invalid(p, "the path must not contain '..'");
   const nameBytes = Buffer.byteLength(p);
   if (nameBytes + 1 > PATH_MAX) throw limit(p, `the name is ${nameBytes} bytes; the kernel accepts at most ${PATH_MAX - 1}`);
   if (!Object.hasOwn(TYPE_BITS, e.type)) throw invalid(p, `unknown entry type ${String(e.type)}`);
@@ -259,12 +261,20 @@ class Sink {
     const b = this.buf;
     let o = this.pos;
     b.write('070701', o, 'latin1');
-    o += 6;
-    for (const v of [inode.ino, inode.mode, inode.uid, inode.gid, inode.nlink, inode.mtime, fileSize, 0, 0,
-      inode.rdevMajor, inode.rdevMinor, nameBytes + 1, 0]) {
-      putHex8(b, o, v);
-      o += 8;
-    }
+    putHex8(b, o + 6, inode.ino);
+    putHex8(b, o + 14, inode.mode);
+    putHex8(b, o + 22, inode.uid);
+    putHex8(b, o + 30, inode.gid);
+    putHex8(b, o + 38, inode.nlink);
+    putHex8(b, o + 46, inode.mtime);
+    putHex8(b, o + 54, fileSize);
+    putHex8(b, o + 62, 0); // devmajor: the kernel keys hardlinks by (dev, ino); one device suffices
+    putHex8(b, o + 70, 0); // devminor
+    putHex8(b, o + 78, inode.rdevMajor);
+    putHex8(b, o + 86, inode.rdevMinor);
+    putHex8(b, o + 94, nameBytes + 1);
+    putHex8(b, o + 102, 0); // check: only used by the "070702" crc format
+    o += HEADER_SIZE;
     o += b.write(name, o, 'utf8');
     b[o++] = 0;
     o = zeroPad(b, o, o - this.pos);
@@ -353,13 +363,13 @@ class Sink {
     this.throwIfFailed();
   }
 
+  release(): void {
+    this.out.off('error', this.onError);
+  }
+
   private freshBuffer(): Buffer {
     const spare = this.reuse?.();
     return spare !== undefined && spare.length === this.chunkSize ? spare : Buffer.allocUnsafeSlow(this.chunkSize);
-  }
-
-  release(): void {
-    this.out.off('error', this.onError);
   }
 
   private drained(): Promise<void> {

@@ -55,7 +55,9 @@ export async function writeSegment(
 
 /** Walks `rootDir` and writes it as a segment. */
 export async function packTree(rootDir: string, outFile: string, opts: TreeOptions & SegmentOptions = {}): Promise<SegmentResult> {
-  return writeSegment(walkTree(rootDir, opts), outFile, opts);
+  // Walked on first use, so zstd and its worker start up meanwhile.
+  const entries = { *[Symbol.iterator]() { yield* walkTree(rootDir, opts); } };
+  return writeSegment(entries, outFile, opts);
 }
 
 async function compress(
@@ -191,23 +193,24 @@ class ZstdPump extends Writable {
   private failure(done: PumpDone): Error | undefined {
     const ctx = { step: 'write segment', input: this.outFile };
     if (done.spawnError) return new BuildError(`failed to run zstd for ${this.outFile}: ${done.spawnError}`, ctx);
+    // Checked before the exit status: a failed write is why the pump killed zstd.
+    if (done.outputError) return new BuildError(`failed to write ${this.outFile}: ${done.outputError}`, ctx);
     if (done.code !== 0) {
       const status = done.code ?? undefined;
       return new CommandError(`compress ${this.outFile}`, ZSTD_COMMAND, status, done.stderr || `killed by ${done.signal}`);
     }
-    if (done.outputError) return new BuildError(`failed to write ${this.outFile}: ${done.outputError}`, ctx);
     return undefined;
   }
 }
 
 // Runs in the worker (plain CommonJS: the worker cannot load this TypeScript module).
+// Output is written synchronously: this thread has nothing else to do meanwhile, and a
+// thread-pool round trip per 64 KiB read from zstd costs more than the write itself.
 const PUMP_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { spawn } = require('node:child_process');
 const { createHash } = require('node:crypto');
-const { createWriteStream } = require('node:fs');
-const { Transform } = require('node:stream');
-const { pipeline } = require('node:stream/promises');
+const { writeSync } = require('node:fs');
 
 const child = spawn('zstd', workerData.args, { stdio: ['pipe', 'pipe', 'pipe'] });
 let stderr = '';
@@ -216,15 +219,26 @@ child.stderr.setEncoding('utf8').on('data', (s) => { if (stderr.length < 65536) 
 child.stdin.on('error', () => {});
 const hash = createHash('sha256');
 let bytes = 0;
-const tap = new Transform({
-  transform(chunk, _enc, done) { hash.update(chunk); bytes += chunk.length; done(null, chunk); },
+let outputError;
+child.stdout.on('data', (chunk) => {
+  if (outputError) return;
+  try {
+    for (let done = 0; done < chunk.length; ) done += writeSync(workerData.fd, chunk, done);
+    hash.update(chunk);
+    bytes += chunk.length;
+  } catch (err) {
+    outputError = err.message;
+    child.kill('SIGKILL');
+  }
 });
-const output = pipeline(child.stdout, tap, createWriteStream('', { fd: workerData.fd, autoClose: false }))
-  .then(() => undefined, (err) => err.message);
-const exited = new Promise((resolve) => {
-  child.once('error', (err) => resolve({ code: null, signal: null, spawnError: err.message }));
-  child.once('close', (code, signal) => resolve({ code, signal }));
-});
+child.once('error', (err) => finish({ code: null, signal: null, spawnError: err.message }));
+child.once('close', (code, signal) => finish({ code, signal }));
+let finished = false;
+function finish(exit) {
+  if (finished) return;
+  finished = true;
+  parentPort.postMessage({ done: { ...exit, outputError, stderr, sha256: hash.digest('hex'), bytes } });
+}
 parentPort.on('message', (m) => {
   if (m.chunk) {
     const memory = m.chunk.buffer;
@@ -233,8 +247,5 @@ parentPort.on('message', (m) => {
   }
   else if (m.end) child.stdin.end();
   else if (m.abort) child.kill('SIGKILL');
-});
-Promise.all([exited, output]).then(([exit, outputError]) => {
-  parentPort.postMessage({ done: { ...exit, outputError, stderr, sha256: hash.digest('hex'), bytes } });
 });
 `;

@@ -184,6 +184,12 @@ describe('walkTree', () => {
     expect(entries.find((e) => e.path === 'dev/null')).toMatchObject({ uid: 0, rdevMajor: 1, rdevMinor: 3 });
   });
 
+  it('refuses a name that is not UTF-8 instead of mangling it', () => {
+    const dir = mkdtempSync(join(work, 'latin1-'));
+    writeFileSync(Buffer.concat([Buffer.from(`${dir}/caf`), Buffer.from([0xe9])]), 'x');
+    expect(() => walkTree(dir)).toThrow(/failed to walk .*latin1-.*: the name "café" is not valid UTF-8/);
+  });
+
   it('counts a directory link as 2 plus its subdirectories', () => {
     const a = walkTree(src).find((e) => e.path === 'a');
     expect(a?.nlink).toBe(3);
@@ -335,6 +341,18 @@ describe('writeSegment', () => {
       expect(() => statSync(out)).toThrow(/ENOENT/);
     } finally {
       process.env.PATH = path;
+    }
+  });
+
+  it('reports a full disk as a BuildError and leaves no partial file', async () => {
+    const small = mkdtempSync(join(work, 'full-'));
+    sh(`mount -t tmpfs -o size=64k tmpfs ${small}`);
+    try {
+      const out = join(small, 'tree.cpio.zst');
+      await expect(packTree(src, out)).rejects.toThrow(/failed to write .*tree\.cpio\.zst: ENOSPC/);
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      sh(`umount ${small}`);
     }
   });
 
