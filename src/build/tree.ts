@@ -123,25 +123,29 @@ function splitRdev(rdev: number): { rdevMajor: number; rdevMinor: number } {
   };
 }
 
-/** Names as bytes, so a name that is not UTF-8 fails loudly instead of being mangled. */
+/**
+ * A directory's names. Node turns bytes that are not UTF-8 into U+FFFD, so only when
+ * that character shows up are the raw bytes read, to fail loudly rather than mangle.
+ */
 function listDir(rootDir: string, dir: string): string[] {
   const abs = join(rootDir, dir);
-  let names: Buffer[];
   try {
-    names = readdirSync(abs, { encoding: 'buffer' });
+    const names = readdirSync(abs);
+    return names.some((n) => n.includes('\uFFFD')) ? readdirSync(abs, { encoding: 'buffer' }).map((raw) => decodeName(abs, raw)) : names;
   } catch (err) {
-    throw walkError(abs, err);
+    throw err instanceof BuildError ? err : walkError(abs, err);
   }
-  return names.map((raw) => {
-    try {
-      return utf8.decode(raw);
-    } catch {
-      throw new BuildError(`failed to walk ${abs}: the name ${JSON.stringify(raw.toString('latin1'))} is not valid UTF-8`, {
-        step: 'walk tree',
-        input: abs,
-      });
-    }
-  });
+}
+
+function decodeName(dir: string, raw: Buffer): string {
+  try {
+    return utf8.decode(raw);
+  } catch {
+    throw new BuildError(`failed to walk ${dir}: the name ${JSON.stringify(raw.toString('latin1'))} is not valid UTF-8`, {
+      step: 'walk tree',
+      input: dir,
+    });
+  }
 }
 
 function statPath(abs: string): Stats {
