@@ -53,9 +53,10 @@ describe('a build with secrets', () => {
   });
 });
 
-/** Every regular file under dir whose bytes contain the marker (no symlinks followed). */
+/** Every regular file under dir whose bytes contain the marker; like `find -xdev`, no symlinks followed. */
 function scan(dir: string, marker: string): string[] {
   const hits: string[] = [];
+  const dev = lstatSync(dir).dev;
   const walk = (d: string) => {
     let names: string[];
     try {
@@ -71,6 +72,7 @@ function scan(dir: string, marker: string): string[] {
       } catch {
         continue;
       }
+      if (st.dev !== dev) continue;
       if (st.isDirectory()) walk(p);
       else if (st.isFile() && st.size < 512 * 2 ** 20 && existsSync(p) && readFileSync(p).includes(marker)) hits.push(p);
     }
