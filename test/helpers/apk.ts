@@ -12,7 +12,8 @@ import { SHARED_STATE, tempDir } from './ramboot.js';
 // sha256 of the data stream. The index is made by the minirootfs's own `apk index`.
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const FIXTURES = resolve(here, '../../../shared/fixtures');
+/** The Alpine minirootfs fixture: shared/ sits beside the repository (as in CI) unless $RAMBOOT_FIXTURES says otherwise. */
+export const FIXTURES = process.env.RAMBOOT_FIXTURES || resolve(here, '../../../shared/fixtures');
 export const MINIROOTFS = join(FIXTURES, 'alpine-minirootfs-3.20.3-x86_64.tar.gz');
 export const MINIROOTFS_SHA512 = readFileSync(join(FIXTURES, 'SHA512SUMS'), 'utf8')
   .split('\n')
