@@ -110,9 +110,12 @@ describe('a build with bad input', () => {
   it('refuses to run as a user other than root', async () => {
     const repo = makeRepo(minimalAlpineFiles(mirror));
     const images = join(work, 'images-nobody');
+    // Only CAP_DAC_READ_SEARCH is kept, so the unprivileged process can read the project
+    // wherever it was cloned (a 0700 temporary directory, say) and is still not root.
+    const reader = ['--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
     const r = await execa(
       'setpriv',
-      ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', CLI, 'build', '--repo', repo, '--state', state, '--images', images],
+      ['--reuid=65534', '--regid=65534', '--clear-groups', ...reader, 'node', CLI, 'build', '--repo', repo, '--state', state, '--images', images],
       { reject: false, stdin: 'ignore' },
     );
     expect(r.exitCode).not.toBe(0);
