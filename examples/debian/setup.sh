@@ -21,5 +21,8 @@ depmod "$kver"
 say 'enabling services'
 rc-update add monitor default
 
-# 3. No passwords: root logs in with the key in the authorized_keys secret.
+# 3. The boot medium's mount point (fstab): deploy writes images there.
+mkdir -p /media/usb
+
+# 4. No passwords: root logs in with the key in the authorized_keys secret.
 passwd -l root >/dev/null

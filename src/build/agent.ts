@@ -17,17 +17,26 @@ export interface AgentFile {
 export const AGENT_BIN = '/usr/sbin/ramboot-trial';
 export const AGENT_INITD = '/etc/init.d/ramboot-trial';
 export const AGENT_RUNLEVEL_LINK = '/etc/runlevels/boot/ramboot-trial';
+/**
+ * Debian's inittab runs `openrc sysinit` (rcS) and then `openrc default` (rc 2): it never
+ * enters the boot runlevel, so there the agent starts in sysinit (after openrc mounted /run).
+ */
+export const AGENT_RUNLEVEL_LINK_DEBIAN = '/etc/runlevels/sysinit/ramboot-trial';
+
+export function agentRunlevelLink(distro: string | undefined): string {
+  return distro === 'debian' ? AGENT_RUNLEVEL_LINK_DEBIAN : AGENT_RUNLEVEL_LINK;
+}
 export const AGENT_CONF = '/etc/ramboot/trial.conf';
 
 /** Resolves from src/deploy (tests) and dist/deploy (installed) alike. */
 const ASSETS = new URL('../../assets/agent/', import.meta.url);
 
 /** The agent's files, exactly as they must appear in the image. */
-export function agentFiles(config: Pick<Config, 'trial'>): AgentFile[] {
+export function agentFiles(config: Pick<Config, 'trial'> & { distro?: { name: string } }): AgentFile[] {
   return [
     { path: AGENT_BIN, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial', ASSETS)) },
     { path: AGENT_INITD, type: 'file', mode: 0o755, data: readFileSync(new URL('ramboot-trial.initd', ASSETS)) },
-    { path: AGENT_RUNLEVEL_LINK, type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
+    { path: agentRunlevelLink(config.distro?.name), type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
     { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial)) },
   ];
 }

@@ -31,9 +31,22 @@ const USAGE = `usage: ramboot <command> [options]
                                              manage the age-encrypted secrets
 
 common options: --repo DIR (default .), --state DIR (default REPO/.ramboot), --identity FILE
+machine options (deploy, status, bootloader): --host NAME, --address A, --port N, --host-key LINE
 `;
 
 type Handler = (args: string[]) => Promise<number>;
+
+/** Options naming the machine: --address/--port override ramboot.yaml (e.g. the virtual NAS's forwarded port). */
+const machine = {
+  host: { type: 'string' },
+  'host-key': { type: 'string' },
+  address: { type: 'string' },
+  port: { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+function target(values: { address?: string; port?: string }): { address?: string; port?: number } {
+  return { address: values.address, port: values.port ? Number(values.port) : undefined };
+}
 
 const common = {
   repo: { type: 'string', default: '.' },
@@ -112,7 +125,7 @@ const commands: Record<string, Handler> = {
   },
 
   async deploy(args) {
-    const { values } = parse(args, { image: { type: 'string' }, host: { type: 'string' }, 'host-key': { type: 'string' }, force: { type: 'boolean' } });
+    const { values } = parse(args, { image: { type: 'string' }, force: { type: 'boolean' }, ...machine });
     const repoDir = resolve(values.repo!);
     const state = stateDir(values.state, repoDir);
     return deployCommand({
@@ -121,6 +134,7 @@ const commands: Record<string, Handler> = {
       stateDir: join(state, 'state'),
       identity: values.identity,
       hostKey: values['host-key'],
+      ...target(values),
       image: values.image,
       force: values.force,
       build: async (repo) => (await build({ repoDir: repo, stateDir: state })).imageDir,
@@ -128,17 +142,17 @@ const commands: Record<string, Handler> = {
   },
 
   async status(args) {
-    const { values } = parse(args, { host: { type: 'string' }, 'host-key': { type: 'string' }, json: { type: 'boolean' } });
+    const { values } = parse(args, { json: { type: 'boolean' }, ...machine });
     const repoDir = resolve(values.repo!);
-    return statusCommand({ repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'], json: values.json });
+    return statusCommand({ ...target(values), repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'], json: values.json });
   },
 
   async bootloader(args) {
     const [verb, ...rest] = args;
     if (verb !== 'install') throw new UsageError(`bootloader takes one verb: install\n\n${USAGE}`, { step: 'parse arguments' });
-    const { values } = parse(rest, { host: { type: 'string' }, 'host-key': { type: 'string' } });
+    const { values } = parse(rest, machine);
     const repoDir = resolve(values.repo!);
-    return bootloaderCommand({ repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'] });
+    return bootloaderCommand({ ...target(values), repo: repoDir, host: values.host, stateDir: join(stateDir(values.state, repoDir), 'state'), identity: values.identity, hostKey: values['host-key'] });
   },
 
   async secrets(args) {

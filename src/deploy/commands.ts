@@ -24,6 +24,9 @@ export interface CommonOptions {
   host?: string;
   /** Journals and locks; default: <repo>/.ramboot/state. */
   stateDir?: string;
+  /** Where the machine answers, overriding host.address and host.port (e.g. the virtual NAS's forwarded port). */
+  address?: string;
+  port?: number;
   /** The controller's SSH key; default: host.identity, then ~/.ssh/id_ed25519. */
   identity?: string;
   /** The host key to pin when no image says it (from the host key secret). */
@@ -146,8 +149,8 @@ export async function loadTarget(opts: CommonOptions): Promise<{ repo: string; c
     config,
     target: {
       name: h.name,
-      address: h.address ?? h.name,
-      port: h.port,
+      address: opts.address ?? h.address ?? h.name,
+      port: opts.port ?? h.port,
       user: h.user,
       identityFile: identityFile(repo, opts.identity ?? h.identity),
       powerCycle: config.trial.power_cycle,

@@ -27,12 +27,12 @@ import { HostKeyMismatchError, connect, type Session, type Target } from './ssh.
 import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
 import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
 
-const log = logger('deploy');
-
 // The deploy protocol of DESIGN.md §4 as a chain of steps. Each step is recorded in the
 // journal before it is taken and returns the next one; the driver records that and
 // goes on until a verdict. A step is safe to repeat: a resumed deploy re-enters the
 // last recorded step, which looks at the machine before it acts.
+
+const log = logger('deploy');
 
 export type DeployEvent =
   | { kind: 'step'; step: Step; deploy: string; message: string }

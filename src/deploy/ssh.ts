@@ -130,7 +130,10 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): P
       client.destroy();
       reject(connectError(target, pins, presented, err));
     };
-    client.once('error', onError);
+    // `on`, not `once`: ssh2 may emit a second error after the first (a handshake timeout,
+    // then "Connection lost before handshake" as the socket closes); with no listener left
+    // it would be an uncaught exception that kills the controller while it polls a reboot.
+    client.on('error', onError);
     client.once('ready', () => {
       client.off('error', onError);
       resolve(new Session(client, target));
