@@ -58,9 +58,3 @@ export async function readManifest(imageDir: string): Promise<Manifest> {
   }
   return JSON.parse(text) as Manifest;
 }
-
-/** The boot files of an image in INITRD order: the kernel unpacks later archives over earlier ones. */
-export function bootFiles(m: Manifest): { kernel: Segment | Manifest['kernel']; initrds: { file: string; sha256: string; bytes: number }[] } {
-  const initrds = [...(m.ucode ? [m.ucode] : []), ...m.segments];
-  return { kernel: m.kernel, initrds };
-}

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import type { Manifest } from '../build/image.js';
 import type { Config } from '../config/schema.js';
 import { RambootError, UsageError } from '../util/errors.js';
@@ -7,6 +6,7 @@ import { logger } from '../util/log.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
 import {
+  candidateFiles,
   PreflightError,
   armOnce,
   checkSpace,
@@ -18,11 +18,10 @@ import {
   removeUnreferenced,
   uploadFiles,
   writeCfg,
-  type CandidateFile,
   type Running,
 } from './medium.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
-import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
+import { promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
 import { HostKeyMismatchError, connect, type Session, type Target } from './ssh.js';
 import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
 import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
@@ -119,19 +118,6 @@ export async function recordBuildFailure(journal: Journal, message: string, comm
 }
 
 /** The image's boot files as content files of the medium, in INITRD order. */
-export function candidateFiles(imageDir: string, m: Manifest): { kernel: CandidateFile; initrds: CandidateFile[] } {
-  const file = (f: { file: string; sha256: string; bytes: number }, kind: 'vmlinuz' | 'ucode' | 'cpio.zst'): CandidateFile => ({
-    path: contentPath(f.sha256, kind),
-    sha256: f.sha256,
-    bytes: f.bytes,
-    local: join(imageDir, f.file),
-  });
-  return {
-    kernel: file(m.kernel, 'vmlinuz'),
-    initrds: [...(m.ucode ? [file(m.ucode, 'ucode')] : []), ...m.segments.map((s) => file(s, 'cpio.zst'))],
-  };
-}
-
 function makePlan(opts: DeployOptions): DeployPlan {
   const { manifest: m, config, target } = opts;
   if (!m.hostKey) {

@@ -1,5 +1,7 @@
+import { join } from 'node:path';
+import type { Manifest } from '../build/image.js';
 import { RambootError, UsageError } from '../util/errors.js';
-import { CFG_PATH, FILES_DIR, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
+import { CFG_PATH, FILES_DIR, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
 import { shq, type Session } from './ssh.js';
 
 // The boot medium as seen over SSH (DESIGN.md §3): checks before anything is written,
@@ -166,6 +168,20 @@ export interface CandidateFile {
   bytes: number;
   /** The file in the image directory on the controller. */
   local: string;
+}
+
+/** An image's boot files as they are named on the medium, in INITRD order (microcode first). */
+export function candidateFiles(imageDir: string, m: Manifest): { kernel: CandidateFile; initrds: CandidateFile[] } {
+  const file = (f: { file: string; sha256: string; bytes: number }, kind: 'vmlinuz' | 'ucode' | 'cpio.zst'): CandidateFile => ({
+    path: contentPath(f.sha256, kind),
+    sha256: f.sha256,
+    bytes: f.bytes,
+    local: join(imageDir, f.file),
+  });
+  return {
+    kernel: file(m.kernel, 'vmlinuz'),
+    initrds: [...(m.ucode ? [file(m.ucode, 'ucode')] : []), ...m.segments.map((s) => file(s, 'cpio.zst'))],
+  };
 }
 
 export interface UploadPlan {

@@ -3,18 +3,13 @@ import pino, { type Logger } from 'pino';
 // Structured logs go to stderr so stdout stays free for data (--json).
 // On a TTY, long work shows a single progress line instead of a log stream.
 
-let root: Logger = pino(
+const root: Logger = pino(
   { level: process.env.RAMBOOT_LOG_LEVEL ?? 'info', base: undefined },
   pino.destination(2),
 );
 
 export function logger(component: string): Logger {
   return root.child({ component });
-}
-
-/** Tests and embedders swap the sink to capture logs as data. */
-export function setRootLogger(l: Logger): void {
-  root = l;
 }
 
 export interface Progress {

@@ -1,7 +1,8 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootFiles, readManifest, type Manifest } from '../build/image.js';
-import { CFG_PATH, contentPath, renderSyslinuxCfg, type SlotEntry } from '../deploy/slots.js';
+import { readManifest } from '../build/image.js';
+import { candidateFiles } from '../deploy/medium.js';
+import { CFG_PATH, renderSyslinuxCfg } from '../deploy/slots.js';
 import { UsageError } from '../util/errors.js';
 import { progress } from '../util/log.js';
 import { run } from '../util/run.js';
@@ -26,7 +27,7 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
     );
   }
   const volumeId = m.medium.uuid.replace('-', '');
-  const { kernel, initrds } = bootFiles(m);
+  const { kernel, initrds } = candidateFiles(opts.imageDir, m);
   const imageMiB = Math.ceil([kernel, ...initrds].reduce((n, f) => n + f.bytes, 0) / 2 ** 20);
   const sizeMiB = opts.sizeMiB ?? Math.max(256, imageMiB * 4 + 64);
 
@@ -37,11 +38,10 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
   await run('syslinux', ['--install', '--directory', '/boot/syslinux', opts.disk], { step: 'install syslinux' });
 
   p.stage('copying the image into the lts slot');
-  const entry = slotEntry(m);
-  await mtools('mcopy', ['-i', opts.disk, join(opts.imageDir, kernel.file), `::/${entry.kernel}`]);
-  for (const [i, f] of initrds.entries()) await mtools('mcopy', ['-i', opts.disk, join(opts.imageDir, f.file), `::/${entry.initrds[i]}`]);
+  for (const f of [kernel, ...initrds]) await mtools('mcopy', ['-i', opts.disk, f.local, `::/${f.path}`]);
   const cfg = join(opts.imageDir, '..', `.syslinux-${process.pid}.cfg`);
-  writeFileSync(cfg, renderSyslinuxCfg({ lts: entry }));
+  const lts = { buildId: m.buildId, kernel: kernel.path, initrds: initrds.map((f) => f.path), append: m.append };
+  writeFileSync(cfg, renderSyslinuxCfg({ lts }));
   try {
     await mtools('mcopy', ['-o', '-i', opts.disk, cfg, `::/${CFG_PATH}`]);
   } finally {
@@ -49,17 +49,6 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
   }
   p.done(`formatted ${opts.disk}: ${m.buildId} in lts`);
   return { volumeId: m.medium.uuid, sizeMiB };
-}
-
-/** The label for an image: its content-addressed files in INITRD order. */
-export function slotEntry(m: Manifest): SlotEntry {
-  const { kernel, initrds } = bootFiles(m);
-  return {
-    buildId: m.buildId,
-    kernel: contentPath(kernel.sha256, 'vmlinuz'),
-    initrds: initrds.map((f, i) => contentPath(f.sha256, i === 0 && m.ucode ? 'ucode' : 'cpio.zst')),
-    append: m.append,
-  };
 }
 
 function mtools(cmd: string, args: string[]) {
