@@ -187,10 +187,13 @@ export function candidateFiles(imageDir: string, m: Manifest): { kernel: Candida
 export interface UploadPlan {
   /** Not on the medium: uploaded. */
   missing: CandidateFile[];
+  /** Bytes of a missing file already in its `.part` file (a cut upload): only the rest is sent. */
+  resume: Map<string, number>;
   /** On the medium but named by no label (left by an interrupted deploy): hashed before use. */
   unverified: CandidateFile[];
   /** Named by no label and not needed: deleted before uploading, to make room. */
   stale: string[];
+  /** Bytes still to send. */
   bytes: number;
 }
 
@@ -200,8 +203,15 @@ export function planUpload(state: MediumState, candidate: CandidateFile[]): Uplo
   const wanted = new Set(candidate.map((f) => f.path));
   const missing = candidate.filter((f) => !state.files.has(f.path));
   const unverified = candidate.filter((f) => state.files.has(f.path) && !named.has(f.path));
-  const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p));
-  return { missing, unverified, stale, bytes: missing.reduce((n, f) => n + f.bytes, 0) };
+  // A part no longer than its file is the start of it (bytes arrive in order); the hash after the upload checks that.
+  const resume = new Map<string, number>();
+  for (const f of missing) {
+    const part = state.files.get(`${f.path}${PART_SUFFIX}`);
+    if (part !== undefined && part > 0 && part <= f.bytes) resume.set(f.path, part);
+  }
+  const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p) && !resume.has(p.slice(0, -PART_SUFFIX.length)));
+  const bytes = missing.reduce((n, f) => n + f.bytes - (resume.get(f.path) ?? 0), 0);
+  return { missing, resume, unverified, stale, bytes };
 }
 
 /** Fails when the upload would not fit, before anything is written. */
@@ -230,26 +240,36 @@ export interface UploadProgress {
 
 /**
  * Deletes stale files, checks the unverified ones, and uploads the missing ones to
- * `<name>.part`; a file gets its content name only after its sha256 matched on the
- * machine. Returns the bytes sent.
+ * `<name>.part`, resuming a part a cut upload left; a file gets its content name only
+ * after its sha256 matched on the machine. Returns the bytes sent.
  */
 export async function uploadFiles(session: Session, medium: string, plan: UploadPlan, onProgress?: (p: UploadProgress) => void): Promise<number> {
   const dir = `${medium}/${FILES_DIR}`;
   await session.check('prepare the medium', `mkdir -p ${shq(dir)}${plan.stale.map((p) => ` && rm -f ${shq(`${medium}/${p}`)}`).join('')}`);
-  const send = [...plan.missing];
+  const send = plan.missing.map((f) => ({ f, offset: plan.resume.get(f.path) ?? 0 }));
   for (const f of plan.unverified) {
     if ((await session.sha256(`${medium}/${f.path}`)) !== f.sha256) {
       await session.check('remove a corrupt file', `rm -f ${shq(`${medium}/${f.path}`)}`);
-      send.push(f);
+      send.push({ f, offset: 0 });
     }
   }
-  const total = send.reduce((n, f) => n + f.bytes, 0);
-  let before = 0;
-  for (const f of send) {
+  let total = send.reduce((n, { f, offset }) => n + f.bytes - offset, 0);
+  let sent = 0;
+  const put = async (f: CandidateFile, part: string, offset: number) => {
+    const before = sent;
+    sent += await session.upload(f.local, part, (n) => onProgress?.({ file: f.path, sent: before + n, total }), offset);
+    return session.sha256(part);
+  };
+  for (const { f, offset } of send) {
     const final = `${medium}/${f.path}`;
     const part = `${final}${PART_SUFFIX}`;
-    await session.upload(f.local, part, (sent) => onProgress?.({ file: f.path, sent: before + sent, total }));
-    const got = await session.sha256(part);
+    let got = await put(f, part, offset);
+    if (got !== f.sha256 && offset > 0) {
+      // The part was not the start of this file after all (a writer from the cut connection
+      // still appending, a medium that lost its tail): send the whole file once more.
+      total += f.bytes;
+      got = await put(f, part, 0);
+    }
     if (got !== f.sha256) {
       await session.check('remove a corrupt upload', `rm -f ${shq(part)}`);
       throw new RambootError(`failed to upload ${f.local} to ${session.target.name}: sha256 on the machine is ${got}, expected ${f.sha256}`, {
@@ -259,10 +279,9 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
       });
     }
     await session.rename(part, final);
-    before += f.bytes;
   }
   await session.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
-  return total;
+  return sent;
 }
 
 /** Replaces syslinux.cfg in one rename, with the new text on the medium before the rename and the rename on it after. */

@@ -224,15 +224,16 @@ export class Session {
   }
 
   /**
-   * Streams a local file into `remotePath` with `cat`; works wherever a shell does.
-   * Resolves once the remote `cat` exited 0, i.e. every byte reached the file.
+   * Streams a local file into `remotePath` with `cat`; works wherever a shell does. From
+   * a byte offset, the rest of the file is appended (resuming a cut upload). Resolves
+   * with the bytes sent once the remote `cat` exited 0, i.e. every byte reached the file.
    */
-  async upload(localFile: string, remotePath: string, onProgress?: (sent: number, total: number) => void): Promise<number> {
-    const total = (await stat(localFile)).size;
-    const command = `cat > ${shq(remotePath)}`;
+  async upload(localFile: string, remotePath: string, onProgress?: (sent: number, total: number) => void, offset = 0): Promise<number> {
+    const total = (await stat(localFile)).size - offset;
+    const command = `cat ${offset > 0 ? '>>' : '>'} ${shq(remotePath)}`;
     const r = await this.channel(command, (ch, finish) => {
       let sent = 0;
-      const source = createReadStream(localFile);
+      const source = createReadStream(localFile, { start: offset });
       let idle: NodeJS.Timeout;
       const arm = () => {
         clearTimeout(idle);

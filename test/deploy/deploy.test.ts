@@ -184,7 +184,8 @@ describe('deploy against a local sshd standing in for the NAS', () => {
     const { result, journal } = await run(cand);
     expect(journal.deploys()).toHaveLength(1);
     expect(journal.deploys()[0]!.entries.map((e) => e.step)).toEqual(['start', 'upload', 'label', 'arm', 'reboot', 'disarm', 'verdict']);
-    expect(result.bytesSent).toBe(2_000_000);
+    // The kernel is on the medium and half the overlay is in its part file: the other half is sent.
+    expect(result.bytesSent).toBe(1_000_000);
     expect(await readdir(join(m.dir, 'boot/ramboot'))).not.toContain(`${overlay.path.split('/').pop()}.part`);
   });
 

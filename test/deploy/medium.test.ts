@@ -213,11 +213,43 @@ describe('upload', () => {
     const again = planUpload(state, [small, big]);
     expect(again.missing.map((f) => f.path)).toEqual([big.path]);
     expect(again.unverified.map((f) => f.path)).toEqual([small.path]);
-    // The cut upload's temporary file, if the machine got as far as creating it, is garbage now.
-    expect(again.stale.every((p) => p === `${big.path}.part`)).toBe(true);
-    expect(await uploadFiles(s2, m, again)).toBe(big.bytes);
+    // The cut upload's part file is the start of the big one: only the rest is sent.
+    const had = (await stat(join(m, `${big.path}.part`))).size;
+    expect(had).toBeGreaterThan(0);
+    expect(again.resume.get(big.path)).toBe(had);
+    expect(again.stale).toEqual([]);
+    expect(again.bytes).toBe(big.bytes - had);
+    expect(await uploadFiles(s2, m, again)).toBe(big.bytes - had);
     expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual([small, big].map((f) => f.path.split('/').pop()).sort());
+    expect(createHash('sha256').update(await readFile(join(m, big.path))).digest('hex')).toBe(big.sha256);
     s2.close();
+  });
+
+  it('sends the whole file again when a part file turns out not to be its start', async () => {
+    const m = await medium('ext2');
+    const f = await localFile('seg', 300_000);
+    await mkdir(join(m, 'boot/ramboot'), { recursive: true });
+    await writeFile(join(m, `${f.path}.part`), randomBytes(100_000));
+    const s = await connect(sshd.target());
+    const plan = planUpload(await inspectMedium(s, m), [f]);
+    expect(plan.bytes).toBe(200_000);
+    expect(await uploadFiles(s, m, plan)).toBe(200_000 + 300_000);
+    expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
+    expect(await readdir(join(m, 'boot/ramboot'))).toEqual([f.path.split('/').pop()]);
+    s.close();
+  });
+
+  it('deletes a part file longer than its file', async () => {
+    const m = await medium('ext2');
+    const f = await localFile('seg', 1000);
+    await mkdir(join(m, 'boot/ramboot'), { recursive: true });
+    await writeFile(join(m, `${f.path}.part`), randomBytes(2000));
+    const s = await connect(sshd.target());
+    const plan = planUpload(await inspectMedium(s, m), [f]);
+    expect(plan.stale).toEqual([`${f.path}.part`]);
+    expect(await uploadFiles(s, m, plan)).toBe(1000);
+    expect(await readdir(join(m, 'boot/ramboot'))).toEqual([f.path.split('/').pop()]);
+    s.close();
   });
 
   it('re-uploads a leftover file that is corrupt', async () => {
