@@ -26,6 +26,8 @@ export interface Vm {
   serial(): string;
   /** A hard reset, as a smart plug would do it. */
   powerCycle(): Promise<void>;
+  /** Pulls (false) or plugs back (true) the network cable: the guest sees its link go down. */
+  setLink(up: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -66,6 +68,7 @@ export function startVm(o: VmOptions): Vm {
     },
     serial: () => (existsSync(o.serialLog) ? readFileSync(o.serialLog, 'utf8') : ''),
     powerCycle: () => monitorCommand(o, 'system_reset'),
+    setLink: (up) => monitorCommand(o, `set_link net0 ${up ? 'on' : 'off'}`),
     stop: async () => {
       proc.kill('SIGTERM');
       await proc;
@@ -88,13 +91,37 @@ export function sshBanner(port: number, timeoutMs = 3000): Promise<boolean> {
   });
 }
 
-function monitorCommand(o: VmOptions, cmd: string): Promise<void> {
-  if (!o.monitor) throw new RambootError('failed to power-cycle the virtual NAS: started without a monitor socket', { step: 'power cycle' });
+/**
+ * Sends one command to qemu's human monitor and resolves once it ran. Input sent before
+ * the monitor's first prompt, or left unread when the connection closes, can be lost,
+ * so the command waits for a prompt and the connection for the one after it.
+ */
+function monitorCommand(o: VmOptions, cmd: string, timeoutMs = 10_000): Promise<void> {
+  if (!o.monitor) throw new RambootError(`failed to send \`${cmd}\` to the virtual NAS: started without a monitor socket`, { step: 'vm monitor' });
   return new Promise((resolve, reject) => {
     const s = createConnection(o.monitor!);
-    s.on('connect', () => s.end(`${cmd}\n`));
-    s.on('close', () => resolve());
-    s.on('error', reject);
+    let seen = '';
+    let prompts = 0;
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new RambootError(`failed to run \`${cmd}\` on the virtual NAS's monitor: no prompt within ${timeoutMs / 1000} s`, { step: 'vm monitor', output: seen }));
+    }, timeoutMs);
+    s.on('data', (d) => {
+      seen += d.toString('latin1');
+      const count = seen.split('(qemu) ').length - 1;
+      if (count > prompts && prompts === 0) s.write(`${cmd}\n`);
+      prompts = count;
+      if (prompts >= 2) s.end();
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      if (prompts >= 2) resolve();
+      else reject(new RambootError(`failed to run \`${cmd}\` on the virtual NAS's monitor: it closed the connection`, { step: 'vm monitor', output: seen }));
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new RambootError(`failed to reach the virtual NAS's monitor ${o.monitor}: ${err.message}`, { step: 'vm monitor' }, { cause: err }));
+    });
   });
 }
 

@@ -1,0 +1,167 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeployEvent } from '../../src/deploy/deploy.js';
+import type { Built } from '../helpers/ramboot.js';
+import { MEDIUM, startNas, type VirtualNas } from '../helpers/nas.js';
+
+// Deploys that go wrong on the way, on the virtual NAS with the Debian example: bad
+// input that must change nothing (DESIGN.md §4 preflight), a network cable pulled in the
+// middle of an upload, and a controller killed with SIGKILL at each stage of the
+// protocol. Each `it` leaves the machine running a known build from `lts`.
+
+/** A root/ file of random bytes: an overlay segment big enough to cut in the middle of its upload. */
+const BLOB = 'root/var/lib/deploy-test.blob';
+const BLOB_BYTES = 24 * 1024 * 1024;
+
+describe('interrupted and refused deploys on the virtual NAS (Debian example)', () => {
+  let nas: VirtualNas;
+  let current: Built;
+  let candidate: Built;
+
+  beforeAll(async () => {
+    nas = await startNas('deploy interrupted');
+    current = nas.first;
+    candidate = await nas.change({ 'root/etc/deploy-test': 'refused change\n' }, 'a change the bad-input cases try to deploy');
+  }, 20 * 60_000);
+
+  afterAll(async () => {
+    await nas?.stop();
+  });
+
+  /** Deploys the candidate under `broken` (set up, then undone), and checks nothing on the machine changed. */
+  async function refused(broken: { setUp: string; undo: string }, expected: RegExp, extra: Parameters<VirtualNas['deploy']>[1] = {}) {
+    const before = await nas.listing();
+    const slots = await nas.slots();
+    await nas.sh(broken.setUp);
+    let r;
+    try {
+      r = await nas.deploy(candidate.imageDir, extra);
+    } finally {
+      await nas.sh(broken.undo);
+    }
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(11);
+    expect(r.stdout).toMatch(/^upload failed \(nothing changed on the machine\): /);
+    expect(r.stdout).toMatch(expected);
+    expect(await nas.listing()).toBe(before);
+    expect(await nas.slots()).toEqual(slots);
+    const running = await nas.running();
+    expect(running.slot).toBe('lts');
+    expect(running.build).toBe(current.buildId);
+  }
+
+  it('8: a medium that is not mounted: a clear error, nothing changed', async () => {
+    await refused({ setUp: `umount ${MEDIUM}`, undo: `mount ${MEDIUM}` }, /nothing is mounted at \/media\/usb/);
+  }, 5 * 60_000);
+
+  it('8: a medium mounted read-only: a clear error, nothing changed', async () => {
+    await refused({ setUp: `mount -o remount,ro ${MEDIUM}`, undo: `mount -o remount,rw ${MEDIUM}` }, /mounted read-only at \/media\/usb/);
+  }, 5 * 60_000);
+
+  it('8: not enough free space: a clear error before anything is written', async () => {
+    // Clusters holding all but 3 MiB of the free space (fallocate -n on an existing file: FAT allocates without writing zeros);
+    // the candidate needs its overlay and secrets plus a 4 MiB margin.
+    const fill = `avail=$(df -P -k ${MEDIUM} | awk 'NR==2 {print $4}') && : > ${MEDIUM}/filler && fallocate -n -l $(( (avail - 3072) * 1024 )) ${MEDIUM}/filler`;
+    await refused({ setUp: fill, undo: `rm -f ${MEDIUM}/filler` }, /not enough free space: [\d.]+ MiB needed \([\d.]+ MiB to upload \+ 4.0 MiB margin\), [\d.]+ MiB available/);
+  }, 5 * 60_000);
+
+  it('8: extlinux missing on the machine: a clear error, nothing changed', async () => {
+    await refused({ setUp: 'command -v extlinux > /root/extlinux.path && mv "$(cat /root/extlinux.path)" /root/extlinux.away', undo: 'mv /root/extlinux.away "$(cat /root/extlinux.path)"' }, /extlinux is not installed on the machine/);
+  }, 5 * 60_000);
+
+  it('8: a host name that does not resolve: a clear error naming it, nothing changed', async () => {
+    await refused({ setUp: 'true', undo: 'true' }, /unknown host no-such-nas\.invalid/, { address: 'no-such-nas.invalid' });
+  }, 5 * 60_000);
+
+  it('8: a host ramboot.yaml does not describe: a usage error naming it', async () => {
+    const r = await nas.deploy(candidate.imageDir, { host: 'frood' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown host; .*ramboot\.yaml describes nas/);
+  }, 5 * 60_000);
+
+  it('4: an upload cut in the middle leaves lts untouched; the next run sends only what is missing and completes', async () => {
+    const before = await nas.listing();
+    const slots = await nas.slots();
+    const b = await nas.change({ [BLOB]: randomBytes(BLOB_BYTES) }, 'a change with a big file');
+    let planned = 0;
+    let cut: Promise<void> | undefined;
+    const onEvent = (e: DeployEvent) => {
+      if (e.kind !== 'upload') return;
+      planned = e.total;
+      // The cable is pulled a third of the way in; bytes already in flight still arrive.
+      if (!cut && e.sent > e.total / 3) cut = nas.vm.setLink(false);
+    };
+    const first = await nas.deployWatching(b.imageDir, onEvent);
+    await cut;
+    await nas.vm.setLink(true);
+    expect(cut).toBeDefined();
+    expect(first.outcome.verdict).toBe('upload-failed');
+    expect(first.exitCode).toBe(11);
+    // The cut connection's writer on the machine finishes once the link is back.
+    const part = await settledPart();
+    expect(part.bytes).toBeGreaterThan(0);
+    expect(part.bytes).toBeLessThan(planned);
+    // lts is untouched: the same labels, the same files (the part file aside).
+    expect(await nas.slots()).toEqual(slots);
+    expect(withoutParts(await nas.listing())).toBe(before);
+    expect((await nas.running()).build).toBe(current.buildId);
+
+    const again = await nas.deployWatching(b.imageDir, () => {});
+    expect(again.outcome.verdict, again.outcome.message).toBe('promoted');
+    nas.log(`first run planned ${planned} bytes and was cut with ${part.bytes} on the medium; the second sent ${again.bytesSent}`);
+    expect(again.bytesSent).toBe(planned - part.bytes);
+    expect((await nas.slots()).lts?.buildId).toBe(b.buildId);
+    expect(await nas.sh(`ls ${MEDIUM}/boot/ramboot`)).not.toMatch(/\.part/);
+    current = b;
+  }, 20 * 60_000);
+
+  /** Waits until no process writes the part file on the medium any more, and returns its size. */
+  async function settledPart(): Promise<{ name: string; bytes: number }> {
+    const deadline = Date.now() + 3 * 60_000;
+    let last = '';
+    while (Date.now() < deadline) {
+      const out = await nas.sh(`cd ${MEDIUM}/boot/ramboot && ls -ln *.part; for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null; done | grep -c '\\.part' || true`);
+      const lines = out.trim().split('\n');
+      const writers = Number(lines.at(-1));
+      const f = lines[0]!.trim().split(/\s+/);
+      if (writers === 0 && out === last) return { name: f.at(-1)!, bytes: Number(f[4]) };
+      last = out;
+      await new Promise((r) => setTimeout(r, 5000));
+    }
+    throw new Error(`the part file on the medium is still being written: ${last}`);
+  }
+
+  const withoutParts = (listing: string) => listing.split('\n').filter((l) => !l.includes('.part')).join('\n');
+
+  const kills = [
+    { at: 'during the upload', killAt: /^ {2}sent /m, step: 'upload', files: () => ({ [BLOB]: randomBytes(BLOB_BYTES) }) },
+    { at: 'after the reboot', killAt: /waiting for nas to come back from the reboot/, step: 'reboot', files: () => ({ [BLOB]: 'small again\n' }) },
+    { at: 'during the health checks', killAt: /running health checks/, step: 'health', files: () => ({ 'root/etc/deploy-test': 'killed during health\n' }) },
+    { at: 'during the promotion', killAt: /promoting build/, step: 'promote', files: () => ({ 'root/etc/deploy-test': 'killed during promotion\n' }) },
+  ];
+  for (const k of kills) {
+    it(`5: the controller killed ${k.at}, then run again: promoted, and the default entry boots the complete image`, async () => {
+      const previous = current;
+      const b = await nas.change(k.files(), `a change deployed by a controller killed ${k.at}`);
+      const killed = await nas.deployProcess(b.imageDir, k.killAt);
+      expect(killed.killed, killed.stderr).toBe(true);
+      // The journal holds the deploy open at the step the kill interrupted.
+      expect((await nas.lastRecord())?.step).toBe(k.step);
+
+      const r = await nas.deployProcess(b.imageDir);
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^promoted: build ${b.buildId} is the default; build ${previous.buildId} is kept as old`));
+      const slots = await nas.slots();
+      expect(slots.lts?.buildId).toBe(b.buildId);
+      expect(slots.old?.buildId).toBe(previous.buildId);
+      expect(slots.new).toBeUndefined();
+      expect((await nas.lastRecord())?.step).toBe('verdict');
+
+      // Power off and on: the medium's default entry must boot the whole new image.
+      const booted = await nas.powerCycle();
+      expect(booted.slot).toBe('lts');
+      expect(booted.cmdlineBuild).toBe(b.buildId);
+      expect(booted.build).toBe(b.buildId);
+      current = b;
+    }, 25 * 60_000);
+  }
+});

@@ -1,0 +1,209 @@
+import { execa } from 'execa';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { parse, stringify } from 'yaml';
+import { readManifest } from '../../src/build/image.js';
+import { deployCommand, loadTarget, type DeployCommandOptions } from '../../src/deploy/commands.js';
+import { deploy, type DeployEvent, type DeployResult } from '../../src/deploy/deploy.js';
+import { Journal, type JournalRecord } from '../../src/deploy/journal.js';
+import { readRunning, readSlots, type Running } from '../../src/deploy/medium.js';
+import { waitUntil } from '../../src/deploy/reboot.js';
+import type { SlotTable } from '../../src/deploy/slots.js';
+import { connect, type Session, type Target } from '../../src/deploy/ssh.js';
+import { startVm, type Vm } from '../../src/vm/qemu.js';
+import { CLI, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
+
+// The virtual NAS with the Debian example, as the deploy end-to-end tests use it: a
+// repository from `ramboot init`, a stick formatted with its first build, one VM
+// booted from it, and the ways a test changes, deploys and inspects the machine.
+
+export const MEDIUM = '/media/usb';
+
+export interface Settings {
+  confirm?: string;
+  checks?: Record<string, unknown>[];
+}
+
+export interface DeployRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface VirtualNas {
+  vm: Vm;
+  repo: string;
+  env: Record<string, string>;
+  work: string;
+  /** The journal directory of an in-process deploy; `--state <work>` gives the CLI the same one. */
+  stateDir: string;
+  first: Built;
+  hostKey: string;
+  log(m: string): void;
+  /** Rewrites ramboot.yaml (committed with the next change): status page check, short deadlines, extra checks. */
+  settings(o?: Settings): void;
+  /** Writes files into the repository, commits and builds. */
+  change(files: Record<string, string | Buffer>, message: string): Promise<Built>;
+  /** `ramboot deploy` in this process, with the host key the image pins unless given. */
+  deploy(image: string, extra?: Partial<DeployCommandOptions>): Promise<DeployRun>;
+  /** The deploy protocol itself, for a test that acts on its events (the CLI prints them). */
+  deployWatching(image: string, onEvent: (e: DeployEvent) => void): Promise<DeployResult>;
+  /** `ramboot deploy` as a process of its own, killed with SIGKILL at the first stderr line matching `killAt`. */
+  deployProcess(image: string, killAt?: RegExp): Promise<DeployRun & { killed: boolean }>;
+  /** The last journal record of the host. */
+  lastRecord(): Promise<JournalRecord | undefined>;
+  session(): Promise<Session>;
+  running(): Promise<Running>;
+  slots(): Promise<SlotTable>;
+  /** sha256 of every file on the medium: what "nothing changed on the machine" compares. */
+  listing(): Promise<string>;
+  /** Runs a command on the machine; fails on a non-zero exit. */
+  sh(command: string): Promise<string>;
+  /** Power-cycles the VM and waits until it answers from a new boot. */
+  powerCycle(): Promise<Running>;
+  stop(): Promise<void>;
+}
+
+/** A public key no machine has: what a different machine (or a man in the middle) would present. */
+export function strangerKey(): string {
+  const jwk = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' });
+  const raw = Buffer.from(jwk.x!, 'base64url');
+  const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
+  return `ssh-ed25519 ${Buffer.concat([str(Buffer.from('ssh-ed25519')), str(raw)]).toString('base64')}`;
+}
+
+function sink(): { stream: NodeJS.WriteStream; text: () => string } {
+  let buf = '';
+  const w = new Writable({
+    write(chunk, _enc, cb) {
+      buf += String(chunk);
+      cb();
+    },
+  });
+  return { stream: w as unknown as NodeJS.WriteStream, text: () => buf };
+}
+
+export async function startNas(name: string): Promise<VirtualNas> {
+  const t0 = Date.now();
+  const log = (m: string) => console.log(`[${name} +${Math.round((Date.now() - t0) / 1000)} s] ${m}`);
+  const { repo, env } = await initRepo('debian');
+  const identity = join(env.HOME!, '.config/ramboot/id_ed25519');
+  const work = tempDir(name);
+  const images = join(work, 'images');
+  const stateDir = join(work, 'state');
+  const sshPort = await freePort();
+  const httpPort = await freePort();
+  const original = parse(readFileSync(join(repo, 'ramboot.yaml'), 'utf8'));
+  const git = async (...args: string[]) => {
+    await execa('git', ['-c', 'user.name=test', '-c', 'user.email=test@example.invalid', ...args], { cwd: repo });
+  };
+  const settings = (o: Settings = {}) => {
+    const c = structuredClone(original);
+    c.trial = { confirm_timeout: o.confirm ?? '3m', reboot_deadline: '6m' };
+    c.health = {
+      deadline: '2m',
+      checks: [{ name: 'status page', http: `http://127.0.0.1:${httpPort}/release`, body: 'ramboot.slot=new' }, ...(o.checks ?? [])],
+    };
+    writeFileSync(join(repo, 'ramboot.yaml'), stringify(c));
+  };
+  settings();
+  await git('add', '-A');
+  await git('commit', '-q', '-m', 'deploy test settings');
+  const first = await buildRepo(repo, images, env);
+  const hostKey: string = JSON.parse(readFileSync(join(first.imageDir, 'manifest.json'), 'utf8')).hostKey;
+  const disk = join(work, 'disk.img');
+  const f = await ramboot(['format', '--disk', disk, '--image', first.imageDir], env);
+  if (f.exitCode !== 0) throw new Error(`ramboot format failed: ${f.stderr}`);
+  const vm = startVm({ disk, sshPort, httpPort, serialLog: join(work, 'serial.log'), monitor: join(work, 'monitor.sock') });
+  const ms = await vm.waitForSsh(8 * 60_000);
+  log(`first boot answered SSH after ${Math.round(ms / 1000)} s; serial log ${join(work, 'serial.log')}`);
+
+  const target: Target = { name: 'nas', address: '127.0.0.1', port: sshPort, user: 'root', identityFile: identity, hostKey };
+  const withSession = async <T>(fn: (s: Session) => Promise<T>): Promise<T> => {
+    const s = await connect(target);
+    try {
+      return await fn(s);
+    } finally {
+      s.close();
+    }
+  };
+
+  return {
+    vm,
+    repo,
+    env,
+    work,
+    stateDir,
+    first,
+    hostKey,
+    log,
+    settings,
+    async change(files, message) {
+      for (const [file, content] of Object.entries(files)) {
+        mkdirSync(join(repo, file, '..'), { recursive: true });
+        writeFileSync(join(repo, file), content);
+      }
+      await git('add', '-A');
+      await git('commit', '-q', '-m', message);
+      const t = Date.now();
+      const b = await buildRepo(repo, images, env);
+      log(`built ${b.buildId} (${message}) in ${Math.round((Date.now() - t) / 1000)} s`);
+      return b;
+    },
+    async deploy(image, extra = {}) {
+      const out = sink();
+      const err = sink();
+      const t = Date.now();
+      const code = await deployCommand({ repo, image, stateDir, address: '127.0.0.1', port: sshPort, identity, stdout: out.stream, stderr: err.stream, ...extra });
+      log(`deploy ${image.split('/').pop()} → exit ${code} in ${Math.round((Date.now() - t) / 1000)} s\n${out.text()}`);
+      return { code, stdout: out.text(), stderr: err.text(), ms: Date.now() - t };
+    },
+    async deployWatching(image, onEvent) {
+      const { config, target: t } = await loadTarget({ repo, address: '127.0.0.1', port: sshPort, identity });
+      const journal = await Journal.open(stateDir, t.name);
+      const r = await deploy({ target: t, journal, imageDir: image, manifest: await readManifest(image), config, onEvent });
+      log(`deploy ${image.split('/').pop()} → ${r.outcome.verdict}: ${r.outcome.message}; sent ${r.bytesSent ?? 0} bytes`);
+      return r;
+    },
+    async lastRecord() {
+      const journal = await Journal.open(stateDir, 'nas');
+      return journal.deploys().at(-1)?.last;
+    },
+    async deployProcess(image, killAt) {
+      const t = Date.now();
+      const args = [CLI, 'deploy', '--repo', repo, '--image', image, '--state', work, '--address', '127.0.0.1', '--port', String(sshPort), '--identity', identity];
+      const child = execa('node', args, { reject: false, env: { ...process.env, ...env }, stdin: 'ignore' });
+      let stderr = '';
+      let killed = false;
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += String(d);
+        if (killAt && !killed && killAt.test(stderr)) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      });
+      const r = await child;
+      const stdout = String(r.stdout);
+      log(`deploy process ${image.split('/').pop()} → ${killed ? 'killed' : `exit ${r.exitCode}`} in ${Math.round((Date.now() - t) / 1000)} s\n${stderr}${stdout}`);
+      return { code: r.exitCode ?? -1, stdout, stderr, ms: Date.now() - t, killed };
+    },
+    session: () => connect(target),
+    running: () => withSession(readRunning),
+    slots: () => withSession((s) => readSlots(s, MEDIUM)),
+    listing: () => withSession((s) => s.check('list the medium', `cd ${MEDIUM} && find . -type f | sort | xargs sha256sum`)),
+    sh: (command) => withSession((s) => s.check('run a test command', command)),
+    async powerCycle() {
+      const before = await withSession(readRunning);
+      const t = Date.now();
+      await vm.powerCycle();
+      const back = await waitUntil(target, 8 * 60_000, (r) => r.bootId !== before.bootId);
+      if (!back.running) throw new Error(`the virtual NAS did not come back after a power cycle: ${back.last.reachable ? 'same boot' : back.last.error}`);
+      log(`power cycle: back after ${Math.round((Date.now() - t) / 1000)} s on slot ${back.running.slot}, build ${back.running.build}`);
+      return back.running;
+    },
+    stop: () => vm.stop(),
+  };
+}
