@@ -5,6 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alpineConfig, commitAll, HELLO_PAGE, localMirror, makeRepo } from '../helpers/apk.js';
+import { cloudKernelVersion } from '../helpers/kernel.js';
 import { CLI, freePort, SHARED_STATE, tempDir, type Built } from '../helpers/ramboot.js';
 
 // Alpine offline: the fixtures' minirootfs and a local apk repository of a package the
@@ -12,7 +13,7 @@ import { CLI, freePort, SHARED_STATE, tempDir, type Built } from '../helpers/ram
 // cloud kernel and its virtio modules carried in the repository's own root/.
 
 const here = dirname(fileURLToPath(import.meta.url));
-const KVER = '6.1.0-56-cloud-amd64';
+const KVER = cloudKernelVersion();
 const MODULES = `/lib/modules/${KVER}`;
 /** virtio_net and what it needs, in load order (the cloud kernel has them as modules). */
 const NIC_MODULES = [

@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packTree } from '../../src/build/segment.js';
+import { cloudKernelVersion } from '../helpers/kernel.js';
 
 // A real kernel unpacks our segments: the base, then an overlay that replaces a file,
 // turns a file into a symlink and a symlink into a file, concatenated as the bootloader
 // does with INITRD base,overlay.
 
-const KERNEL = '/boot/vmlinuz-6.1.0-56-cloud-amd64';
+const KERNEL = `/boot/vmlinuz-${cloudKernelVersion()}`;
 const BOOT_TIMEOUT_MS = 90_000;
 const APPLETS = ['sh', 'cat', 'readlink', 'stat', 'test', '[', 'poweroff'];
 

@@ -43,7 +43,8 @@ function makeTree(root: string): void {
   linkSync(join(root, 'h/one'), join(root, 'h/two'));
   linkSync(join(root, 'h/one'), join(root, 'a/b/three'));
   sh('mknod dev/null c 1 3 && mknod dev/loop0 b 7 0 && mkfifo fifo', root);
-  sh(`python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('sock')"`, root);
+  // A unix socket: node exits without closing the server, so the socket file stays.
+  sh(`node -e "require('net').createServer().listen('sock', () => process.exit(0))"`, root);
   file(LONG_NAME, 'long name\n');
   file(`${DEEP_DIR}/leaf`, 'deep\n');
   file('empty-file', '');
