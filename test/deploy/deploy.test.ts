@@ -5,16 +5,16 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Manifest } from '../../src/build/image.js';
-import { parseConfig } from '../../src/config/load.js';
-import { bootloaderInstall } from '../../src/deploy/bootloader.js';
-import { deployCommand, statusCommand } from '../../src/deploy/commands.js';
-import { deploy, type DeployEvent, type DeployOptions } from '../../src/deploy/deploy.js';
-import { candidateFiles } from '../../src/deploy/medium.js';
-import { Journal } from '../../src/deploy/journal.js';
-import { CFG_PATH, MANAGED_HEADER, contentPath, parseSyslinuxCfg, renderSyslinuxCfg } from '../../src/deploy/slots.js';
-import { connect } from '../../src/deploy/ssh.js';
-import { REASON, VERDICT } from '../../src/deploy/verdict.js';
+import type { Manifest } from '../../image/manifest.js';
+import { parseConfig } from '../../lib/config.js';
+import { bootloaderInstall } from '../../deploy/bootloader.js';
+import { deployCommand, statusCommand } from '../../controller/verbs/deploy.js';
+import { deploy, type DeployEvent, type DeployOptions } from '../../deploy/deploy.js';
+import { candidateFiles } from '../../deploy/medium.js';
+import { Journal } from '../../deploy/journal.js';
+import { CFG_PATH, MANAGED_HEADER, contentPath, parseSyslinuxCfg, renderSyslinuxCfg } from '../../deploy/slots.js';
+import { connect } from '../../deploy/ssh.js';
+import { REASON, VERDICT } from '../../deploy/verdict.js';
 import { mountExt2, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
 
 // The controller's half of the protocol against a local OpenSSH server standing in for

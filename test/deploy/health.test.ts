@@ -3,8 +3,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { HealthCheck } from '../../src/config/schema.js';
-import { runHealth, runProbes, type HealthEvent, type Probe } from '../../src/deploy/health.js';
+import type { HealthCheck } from '../../lib/config-schema.js';
+import { runHealth, runProbes, type HealthEvent, type Probe } from '../../deploy/health.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 // cmd checks and the built-in checks run against a local OpenSSH server standing in for

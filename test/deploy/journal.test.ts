@@ -12,8 +12,8 @@ import {
   type Entry,
   type JournalRecord,
   type Step,
-} from '../../src/deploy/journal.js';
-import { REASON, VERDICT, type Verdict } from '../../src/deploy/verdict.js';
+} from '../../deploy/journal.js';
+import { REASON, VERDICT, type Verdict } from '../../deploy/verdict.js';
 
 let dir: string;
 beforeEach(async () => {

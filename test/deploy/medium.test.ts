@@ -21,9 +21,9 @@ import {
   uploadFiles,
   writeCfg,
   type CandidateFile,
-} from '../../src/deploy/medium.js';
-import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../src/deploy/slots.js';
-import { connect } from '../../src/deploy/ssh.js';
+} from '../../deploy/medium.js';
+import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../deploy/slots.js';
+import { connect } from '../../deploy/ssh.js';
 import { mountExt2, mountReadOnly, mountTmpfs, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
 
 describe('parsers', () => {

@@ -10,7 +10,7 @@ import {
   withoutCandidate,
   type SlotEntry,
   type SlotTable,
-} from '../../src/deploy/slots.js';
+} from '../../deploy/slots.js';
 
 const entry = (id: string, shared = 'base'): SlotEntry => ({
   buildId: id,

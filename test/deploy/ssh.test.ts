@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, fingerprint, HostKeyMismatchError, parsePublicKey, SshError, shq } from '../../src/deploy/ssh.js';
+import { connect, fingerprint, HostKeyMismatchError, parsePublicKey, SshError, shq } from '../../deploy/ssh.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 // Against a local OpenSSH server standing in for the NAS (test/helpers/sshd.ts).

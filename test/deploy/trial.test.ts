@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AGENT_BIN, agentFiles, trialConf } from '../../src/build/agent.js';
-import { confirmCommand } from '../../src/deploy/trial.js';
+import { AGENT_BIN, agentFiles, trialConf } from '../../image/agent.js';
+import { confirmCommand } from '../../deploy/trial.js';
 
 // The agent runs here under dash (Debian's /bin/sh) and busybox sh (Alpine's), with
 // its paths pointed at a temporary directory and a PATH whose openrc-shutdown and

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Session } from '../../src/deploy/ssh.js';
-import { startVm, type Vm } from '../../src/vm/qemu.js';
+import { connect, type Session } from '../../deploy/ssh.js';
+import { startVm, type Vm } from '../../vm/qemu.js';
 import { buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from '../helpers/ramboot.js';
 
 // The Debian example end to end: `ramboot init`, build, format, boot on the virtual

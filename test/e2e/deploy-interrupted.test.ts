@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DeployEvent } from '../../src/deploy/deploy.js';
+import type { DeployEvent } from '../../deploy/deploy.js';
 import type { Built } from '../helpers/ramboot.js';
 import { MEDIUM, startNas, type VirtualNas } from '../helpers/nas.js';
 

@@ -1,8 +1,8 @@
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRunning } from '../../src/deploy/medium.js';
-import { requestReboot, waitUntil } from '../../src/deploy/reboot.js';
+import { readRunning } from '../../deploy/medium.js';
+import { requestReboot, waitUntil } from '../../deploy/reboot.js';
 import type { Built } from '../helpers/ramboot.js';
 import { startNas, strangerKey, type VirtualNas } from '../helpers/nas.js';
 

@@ -4,15 +4,15 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { parse, stringify } from 'yaml';
-import { readManifest } from '../../src/build/image.js';
-import { deployCommand, loadTarget, type DeployCommandOptions } from '../../src/deploy/commands.js';
-import { deploy, type DeployEvent, type DeployResult } from '../../src/deploy/deploy.js';
-import { Journal, type JournalRecord } from '../../src/deploy/journal.js';
-import { readRunning, readSlots, type Running } from '../../src/deploy/medium.js';
-import { waitUntil } from '../../src/deploy/reboot.js';
-import type { SlotTable } from '../../src/deploy/slots.js';
-import { connect, type Session, type Target } from '../../src/deploy/ssh.js';
-import { startVm, type Vm } from '../../src/vm/qemu.js';
+import { readManifest } from '../../image/manifest.js';
+import { deployCommand, loadTarget, type DeployCommandOptions } from '../../controller/verbs/deploy.js';
+import { deploy, type DeployEvent, type DeployResult } from '../../deploy/deploy.js';
+import { Journal, type JournalRecord } from '../../deploy/journal.js';
+import { readRunning, readSlots, type Running } from '../../deploy/medium.js';
+import { waitUntil } from '../../deploy/reboot.js';
+import type { SlotTable } from '../../deploy/slots.js';
+import { connect, type Session, type Target } from '../../deploy/ssh.js';
+import { startVm, type Vm } from '../../vm/qemu.js';
 import { CLI, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
 
 // The virtual NAS with the Debian example, as the deploy end-to-end tests use it: a

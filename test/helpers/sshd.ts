@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import type { Target } from '../../src/deploy/ssh.js';
+import type { Target } from '../../deploy/ssh.js';
 
 // A real OpenSSH server on a loopback port, standing in for the NAS in integration
 // tests. Commands run as root on THIS machine, so the PATH of every session starts

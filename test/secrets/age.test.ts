@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { AgeDecryptError, decrypt, decryptWithHeader, encrypt, readStanzas } from '../../src/secrets/age.js';
-import { readIdentityFile } from '../../src/secrets/identity.js';
-import { parseSshPublicLine, sshTag } from '../../src/secrets/ssh-public.js';
+import { AgeDecryptError, decrypt, decryptWithHeader, encrypt, readStanzas } from '../../secrets/age.js';
+import { readIdentityFile } from '../../secrets/identity.js';
+import { parseSshPublicLine, sshTag } from '../../secrets/ssh-public.js';
 import { ageDecrypt, ageEncrypt, ageKeygen, sshKeygen, tempDir } from './helpers.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');

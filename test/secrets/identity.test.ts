@@ -1,10 +1,10 @@
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
-import { UsageError } from '../../src/util/errors.js';
-import { decrypt, encrypt } from '../../src/secrets/age.js';
-import { identityPath, loadIdentities, readIdentityFile } from '../../src/secrets/identity.js';
+import { parseConfig } from '../../lib/config.js';
+import { UsageError } from '../../lib/errors.js';
+import { decrypt, encrypt } from '../../secrets/age.js';
+import { identityPath, loadIdentities, readIdentityFile } from '../../secrets/identity.js';
 import { ageKeygen, sshKeygen, tempDir } from './helpers.js';
 
 describe('the controller identity loads from what users already have', () => {

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { formatSshPrivateKey, generateSshEd25519, parseSshPrivateKey } from '../../src/secrets/ssh-private.js';
-import { fingerprint, parseSshPublicLine, publicLine } from '../../src/secrets/ssh-public.js';
+import { formatSshPrivateKey, generateSshEd25519, parseSshPrivateKey } from '../../secrets/ssh-private.js';
+import { fingerprint, parseSshPublicLine, publicLine } from '../../secrets/ssh-public.js';
 import { sshFingerprintOf, sshKeygen, tempDir } from './helpers.js';
 
 /** A seed whose public key starts with the given byte: the edge a length-stripping encoder gets wrong. */

@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
-import { ConfigError } from '../../src/util/errors.js';
-import { encrypt } from '../../src/secrets/age.js';
-import { CorruptSecretError, MissingSecretError, UnsafeSecretPathError, WrongIdentityError } from '../../src/secrets/errors.js';
-import { readIdentityFile } from '../../src/secrets/identity.js';
-import { generateSshEd25519 } from '../../src/secrets/ssh-private.js';
-import { parseSshPublicLine, sshTag } from '../../src/secrets/ssh-public.js';
-import { decryptForImage, fingerprint, hostKeyPublic, type EncryptedSecret } from '../../src/secrets/store.js';
+import { parseConfig } from '../../lib/config.js';
+import { ConfigError } from '../../lib/errors.js';
+import { encrypt } from '../../secrets/age.js';
+import { CorruptSecretError, MissingSecretError, UnsafeSecretPathError, WrongIdentityError } from '../../secrets/errors.js';
+import { readIdentityFile } from '../../secrets/identity.js';
+import { generateSshEd25519 } from '../../secrets/ssh-private.js';
+import { parseSshPublicLine, sshTag } from '../../secrets/ssh-public.js';
+import { decryptForImage, fingerprint, hostKeyPublic, type EncryptedSecret } from '../../secrets/store.js';
 import { ageKeygen, sshFingerprintOf, sshKeygen, tempDir } from './helpers.js';
 
 async function setup() {

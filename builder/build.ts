@@ -1,0 +1,240 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RAMBOOT_VERSION } from '../lib/package.js';
+import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import type { Config } from '../lib/config-schema.js';
+import { BuildError, CommandError, UsageError } from '../lib/errors.js';
+import { progress } from '../lib/log.js';
+import { agentFiles, type AgentFile } from '../image/agent.js';
+import { buildBins } from './bins.js';
+import { runInChroot } from './chroot.js';
+import type { DistroBackend } from './distro/backend.js';
+import { alpine } from './distro/alpine.js';
+import { debian } from './distro/debian.js';
+import { MANIFEST, type Manifest, type Segment } from '../image/manifest.js';
+import { requireKernel, findBootFile } from './kernel.js';
+import { deletions, overlayDirs, withOverlay } from './overlay.js';
+import { mediumFromFstab } from './fstab.js';
+import { parsePackages } from './packages.js';
+import { renderRelease } from '../image/release.js';
+import { decryptSecrets, secretEntries, type ImageSecret } from './secrets.js';
+import { packBase, packOverlay, type PackedTree } from './segments.js';
+import { applySkeleton, ensureDirs } from './skeleton.js';
+import { dirSource, gitSource, type Source } from './source.js';
+import { packageStage } from './stage.js';
+import { writeSegment } from './segment.js';
+
+// The build, as numbered stages: repository → package stage → overlay (skeleton, bins,
+// setup.sh) → segments → manifest → published image. Cheap checks come first; the
+// image directory appears only when everything succeeded.
+
+export interface BuildOptions {
+  repoDir: string;
+  rev?: string;
+  /** Build this working directory instead of a commit. */
+  dir?: string;
+  stateDir: string;
+  imagesDir?: string;
+  identity?: string;
+}
+
+export interface BuildResult {
+  buildId: string;
+  imageDir: string;
+  manifest: Manifest;
+  stageReused: boolean;
+  baseReused: boolean;
+}
+
+const BACKENDS: Record<Config['distro']['name'], DistroBackend> = { alpine, debian };
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const p = progress('build');
+  requireRoot();
+  const cacheDir = join(opts.stateDir, 'cache');
+  const imagesDir = opts.imagesDir ?? join(opts.stateDir, 'images');
+
+  p.stage('reading the repository');
+  const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
+  const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
+  const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
+  const inputsHash = sha256(JSON.stringify({ ramboot: RAMBOOT_VERSION, tree: source.treeHash }));
+  const buildId = `${source.commit?.slice(0, 8) ?? 'dir'}-${inputsHash.slice(0, 8)}`;
+
+  p.stage('decrypting secrets');
+  const secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity);
+
+  const backend = BACKENDS[config.distro.name];
+  p.stage(`installing packages (${backend.name}: ${packages.length} listed)`);
+  const stageReq = {
+    config,
+    packages,
+    cacheDir: ensure(join(cacheDir, 'packages', backend.name)),
+    resolvePath: (x: string) => (x.startsWith('/') ? x : join(opts.dir ?? opts.repoDir, x)),
+  };
+  const stage = await packageStage(backend, stageReq, cacheDir);
+
+  const workDir = join(opts.stateDir, 'tmp', `build-${buildId}-${randomBytes(4).toString('hex')}`);
+  mkdirSync(workDir, { recursive: true, mode: 0o700 });
+  try {
+    const dirs = overlayDirs(workDir);
+    const { services, medium } = await withOverlay(stage.root, dirs, async (root) => {
+      p.stage('applying root/');
+      await applySkeleton(source, config, root);
+      p.stage('building bins/');
+      await buildBins(source, root, workDir, cacheDir);
+      for (const f of agentFiles(config)) addAgentFile(root, f);
+      writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
+      for (const s of secrets) ensureDirs(root, s.path.split('/').slice(0, -1).join('/'));
+      const setup = await source.readFile('setup.sh');
+      if (setup) {
+        p.stage('running setup.sh');
+        await runSetup(root, setup.toString(), buildId);
+      }
+      return { services: listServices(root), medium: mediumFromFstab(root, config.boot.medium) };
+    });
+
+    p.stage('packing segments');
+    const d = await deletions(dirs.upper);
+    const kernel = requireKernel(config.boot.kernel, dirs.upper, stage.root, d);
+    const ucode = config.boot.ucode ? findBootFile(config.boot.ucode, dirs.upper, stage.root, d) : undefined;
+    const out = join(imagesDir, `.tmp-${buildId}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(out, { recursive: true, mode: 0o700 });
+    try {
+      const base = await packBase(stage, d, join(cacheDir, 'base'), join(out, 'base.cpio.zst'));
+      const overlay = await packOverlay(dirs.upper, source.time, join(out, 'overlay.cpio.zst'));
+      const secretSeg = await writeSegment(secretEntries(secrets, dirs.upper, stage.root, source.time), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
+      copyFileSync(kernel.path, join(out, 'vmlinuz'));
+      if (ucode) copyFileSync(ucode.path, join(out, 'ucode.img'));
+      const manifest: Manifest = {
+        formatVersion: 1,
+        buildId,
+        commit: source.commit,
+        commitTime: source.time,
+        inputsHash,
+        distro: { name: backend.name, release: config.distro.release ?? '', arch: config.distro.arch ?? '' },
+        host: config.host.name,
+        kernel: { file: 'vmlinuz', ...fileDigest(join(out, 'vmlinuz')), version: kernel.name },
+        ...(ucode ? { ucode: { file: 'ucode.img', ...fileDigest(join(out, 'ucode.img')) } } : {}),
+        segments: [
+          segment('base', base.segment.sha256, base.segment.bytes),
+          segment('overlay', overlay.segment.sha256, overlay.segment.bytes),
+          segment('secrets', secretSeg.sha256, secretSeg.bytes),
+        ],
+        packages: stage.packages,
+        services,
+        files: mergeFiles(base, overlay, secrets),
+        hostKey: hostKeyLine(secrets, config),
+        append: config.boot.append,
+        medium,
+      };
+      writeFileSync(join(out, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+      const imageDir = publish(out, imagesDir, buildId);
+      p.done(`built ${buildId}`);
+      return { buildId, imageDir, manifest, stageReused: stage.reused, baseReused: base.reused };
+    } catch (err) {
+      rmSync(out, { recursive: true, force: true });
+      throw err;
+    }
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new UsageError('failed to start the build: ramboot build must run as root (it mounts overlayfs and chroots); run it with sudo', {
+      step: 'build',
+    });
+  }
+}
+
+async function requireFile(source: Source, path: string): Promise<string> {
+  const data = await source.readFile(path);
+  if (!data) throw new UsageError(`failed to read ${path} from ${source.label}: no such file`, { step: 'read source', input: path });
+  return data.toString();
+}
+
+async function runSetup(root: string, script: string, buildId: string): Promise<void> {
+  try {
+    await runInChroot(root, script, 'run setup.sh', { RAMBOOT_BUILD: buildId });
+  } catch (err) {
+    if (err instanceof CommandError) {
+      const tail = (err.output ?? '').trimEnd().split('\n').slice(-15).join('\n');
+      throw new BuildError(`failed to run setup.sh: it exited with ${err.exitCode}; its last lines:\n${tail}`, {
+        step: 'setup.sh',
+        input: 'setup.sh',
+        output: err.output,
+      });
+    }
+    throw err;
+  }
+}
+
+function writeImageFile(root: string, path: string, data: Buffer, mode: number): void {
+  ensureDirs(root, path.split('/').slice(0, -1).join('/'));
+  rmSync(join(root, path), { force: true });
+  writeFileSync(join(root, path), data, { mode });
+}
+
+function addAgentFile(root: string, f: AgentFile): void {
+  const path = f.path.replace(/^\//, '');
+  if (f.type === 'file') return writeImageFile(root, path, f.data, f.mode);
+  ensureDirs(root, path.split('/').slice(0, -1).join('/'));
+  rmSync(join(root, path), { force: true });
+  symlinkSync(f.data.toString(), join(root, path));
+}
+
+function listServices(root: string): Record<string, string[]> {
+  const dir = join(root, 'etc/runlevels');
+  if (!existsSync(dir)) return {};
+  const out: Record<string, string[]> = {};
+  for (const level of readdirSync(dir).sort()) out[level] = readdirSync(join(dir, level)).sort();
+  return out;
+}
+
+function mergeFiles(base: PackedTree, overlay: PackedTree, secrets: ImageSecret[]): Manifest['files'] {
+  const files = new Map<string, Manifest['files'][number]>();
+  for (const f of base.files) files.set(f.path, { ...f, segment: 'base' });
+  for (const f of overlay.files) files.set(f.path, { ...f, segment: 'overlay' });
+  for (const s of secrets) files.set(s.path, { path: s.path, mode: s.mode, size: s.data.length, segment: 'secrets' });
+  return [...files.values()].sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+function hostKeyLine(secrets: ImageSecret[], config: Config): string | undefined {
+  return secrets.find((s) => s.path === config.secrets.host_key)?.publicLine;
+}
+
+function publish(tmp: string, imagesDir: string, buildId: string): string {
+  const final = join(imagesDir, buildId);
+  if (existsSync(final)) {
+    // The same inputs were built before: swap in the new copy, then drop the old one.
+    const old = `${final}.old-${randomBytes(4).toString('hex')}`;
+    renameSync(final, old);
+    renameSync(tmp, final);
+    rmSync(old, { recursive: true, force: true });
+  } else {
+    renameSync(tmp, final);
+  }
+  return final;
+}
+
+function segment(name: Segment['name'], sha256: string, bytes: number): Segment {
+  return { name, file: `${name}.cpio.zst`, sha256, bytes };
+}
+
+function fileDigest(path: string): { sha256: string; bytes: number } {
+  const data = readFileSync(path);
+  return { sha256: sha256(data), bytes: data.length };
+}
+
+function sha256(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function ensure(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+

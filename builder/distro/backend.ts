@@ -1,0 +1,24 @@
+import type { Config } from '../../lib/config-schema.js';
+
+export interface StageRequest {
+  config: Config;
+  packages: string[];
+  /** Host directory for the package manager's download cache (kept between builds). */
+  cacheDir: string;
+  /** Resolves a path in ramboot.yaml (a local mirror or tarball) against the repository. */
+  resolvePath(p: string): string;
+}
+
+export interface InstalledPackage {
+  name: string;
+  version: string;
+}
+
+/** A distro bootstraps a root file system with the packages installed into an empty directory. */
+export interface DistroBackend {
+  name: 'alpine' | 'debian';
+  /** What the package stage depends on, beyond the package list: goes into the cache key. */
+  keyInputs(req: StageRequest): Promise<Record<string, unknown>>;
+  create(req: StageRequest, root: string): Promise<void>;
+  installed(root: string): Promise<InstalledPackage[]>;
+}

@@ -1,0 +1,46 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../lib/config-schema.js';
+import { loadIdentities } from '../secrets/identity.js';
+import { decryptForImage, hostKeyPublic, type ImageSecret as DecryptedSecret } from '../secrets/store.js';
+import { logger } from '../lib/log.js';
+import type { CpioEntry } from './cpio.js';
+import type { Source } from './source.js';
+import { resolveId } from './users.js';
+
+// The secrets segment is made from memory: decrypted buffers go straight into the
+// cpio stream, so plaintext never touches the build host's disks.
+
+export interface ImageSecret extends DecryptedSecret {
+  /** For the host key secret: its public half, which deploy pins. */
+  publicLine?: string;
+}
+
+export async function decryptSecrets(source: Source, config: Config, repoDir: string, identity?: string): Promise<ImageSecret[]> {
+  const files = (await source.list('secrets')).filter((f) => f.path.endsWith('.age'));
+  if (files.length === 0 && Object.keys(config.secrets.files).length === 0) {
+    logger('build').warn({ hostKey: config.secrets.host_key }, 'no secrets in this repository: deploy cannot pin the host key');
+    return [];
+  }
+  const encrypted = await Promise.all(files.map(async (f) => ({ repoPath: f.path, data: await f.read(), isSymlink: f.kind === 'symlink' })));
+  const identities = await loadIdentities({ path: identity, env: process.env, config, repoDir });
+  const secrets: ImageSecret[] = await decryptForImage(encrypted, config, identities);
+  const hostKey = hostKeyPublic(secrets, config);
+  if (!hostKey) logger('build').warn({ hostKey: config.secrets.host_key }, 'no host key secret: deploy cannot pin the host key');
+  return secrets.map((s) => (s.path === config.secrets.host_key && hostKey ? { ...s, publicLine: hostKey } : s));
+}
+
+/** Archive entries for the secrets, owners resolved against the new root's passwd and group. */
+export function secretEntries(secrets: ImageSecret[], upper: string, lower: string, time: number): CpioEntry[] {
+  const etc = (f: string) => (existsSync(join(upper, 'etc', f)) ? upper : lower);
+  return secrets.map((s) => ({
+    path: s.path,
+    type: 'file' as const,
+    mode: s.mode,
+    uid: resolveId(etc('passwd'), 'passwd', s.owner, `secret ${s.path}`),
+    gid: resolveId(etc('group'), 'group', s.group, `secret ${s.path}`),
+    mtime: time,
+    size: s.data.length,
+    data: s.data,
+  }));
+}

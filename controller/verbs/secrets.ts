@@ -1,0 +1,379 @@
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CONFIG_FILE } from '../../lib/config.js';
+import type { Config } from '../../lib/config-schema.js';
+import { RambootError, UsageError } from '../../lib/errors.js';
+import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../secrets/age.js';
+import { checkSecrets } from '../../secrets/check.js';
+import { editInRam } from '../../secrets/edit.js';
+import { identityPath, loadIdentities } from '../../secrets/identity.js';
+import { WrongIdentityError } from '../../secrets/errors.js';
+import { checkImagePath, isIgnoredSecretsEntry, repoPathOf } from '../../secrets/paths.js';
+import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch, type Recipient } from '../../secrets/recipients.js';
+import { generateSshEd25519 } from '../../secrets/ssh-private.js';
+import { fingerprint } from '../../secrets/ssh-public.js';
+import { decryptSecret, indexSecrets, safeImagePath, secretSpec, sshPublicLine, type EncryptedSecret } from '../../secrets/store.js';
+import { generateValue, isKind, KINDS, shapeOf, type SecretKind } from '../../secrets/value.js';
+import { loadRepoConfig, readSecretFile, readSecretFiles, writeSecretFile } from '../../secrets/workdir.js';
+
+// `ramboot secrets <verb>`: manage secrets/ in a repository's working directory.
+// Output for people goes to stdout, failures to stderr; exit 0 = fine, 1 = failed or
+// problems found, 2 = wrong arguments.
+
+export interface SecretsIO {
+  repoDir: string;
+  stdin: NodeJS.ReadableStream;
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+  env: Record<string, string | undefined>;
+}
+
+export const SECRETS_USAGE = `usage: ramboot secrets VERB [--identity FILE]
+  add PATH [--from FILE | --generate ${KINDS.join('|')}] [--force]
+                 encrypt a new secret (from FILE, generated, or stdin) to secrets/PATH.age
+  edit PATH      decrypt into RAM, run $VISUAL/$EDITOR, re-encrypt if changed
+  list           every secret: mode, recipients, whether this identity can decrypt it
+  rekey [--all]  re-encrypt secrets whose recipients differ from ramboot.yaml (--all: every secret)
+  rotate PATH    replace a secret with a new value of the same kind
+  check          fail on secrets that do not decrypt, stale recipients, missing secrets,
+                 and plaintext private keys in root/ or the HEAD commit
+  hostkey        print the SSH host key fingerprint and public key the controller pins
+PATH is the file's path in the image, e.g. etc/ssh/ssh_host_ed25519_key.
+The identity is --identity FILE, else $RAMBOOT_IDENTITY, else secrets.identity in ramboot.yaml.
+`;
+
+interface Args {
+  positional: string[];
+  options: Map<string, string>;
+  flags: Set<string>;
+}
+
+interface Verb {
+  positional: string[];
+  options?: string[];
+  flags?: string[];
+  run(args: Args, ctx: Context): Promise<number>;
+}
+
+interface Context {
+  io: SecretsIO;
+  config: Config;
+  configFile: string;
+  /** The controller's identity; loaded on first use, since add and list can do without. */
+  identities(): Promise<Identity[]>;
+  /** True when an identity is named anywhere (option, environment, config). */
+  hasIdentity: boolean;
+}
+
+const VERBS: Record<string, Verb> = {
+  add: { positional: ['PATH'], options: ['--from', '--generate'], flags: ['--force'], run: add },
+  edit: { positional: ['PATH'], run: edit },
+  list: { positional: [], run: list },
+  rekey: { positional: [], flags: ['--all'], run: rekey },
+  rotate: { positional: ['PATH'], run: rotate },
+  check: { positional: [], run: check },
+  hostkey: { positional: [], run: hostkey },
+};
+
+export async function secretsCommand(argv: string[], io: SecretsIO): Promise<number> {
+  const [name, ...rest] = argv;
+  const verb = name ? VERBS[name] : undefined;
+  if (name === '--help' || name === 'help') {
+    io.stdout.write(SECRETS_USAGE);
+    return 0;
+  }
+  if (!verb) {
+    io.stderr.write(`${name ? `ramboot secrets: unknown verb "${name}"\n` : ''}${SECRETS_USAGE}`);
+    return 2;
+  }
+  let args: Args;
+  try {
+    args = parseArgs(rest, verb);
+  } catch (err) {
+    io.stderr.write(`ramboot secrets ${name}: ${(err as Error).message}\n${SECRETS_USAGE}`);
+    return 2;
+  }
+  try {
+    return await verb.run(args, await context(io, args.options.get('--identity')));
+  } catch (err) {
+    if (!(err instanceof RambootError)) throw err;
+    io.stderr.write(`ramboot secrets ${name}: ${err.message}\n`);
+    return 1;
+  }
+}
+
+function parseArgs(argv: string[], verb: Verb): Args {
+  const options = new Set(['--identity', ...(verb.options ?? [])]);
+  const flags = new Set(verb.flags ?? []);
+  const args: Args = { positional: [], options: new Map(), flags: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    const raw = argv[i]!;
+    const eq = raw.startsWith('--') ? raw.indexOf('=') : -1;
+    const key = eq > 0 ? raw.slice(0, eq) : raw === '-i' ? '--identity' : raw;
+    const inline = eq > 0 ? raw.slice(eq + 1) : undefined;
+    if (options.has(key)) {
+      const value = inline ?? argv[++i];
+      if (value === undefined) throw new Error(`${key} needs a value`);
+      args.options.set(key, value);
+    } else if (flags.has(key) && inline === undefined) {
+      args.flags.add(key);
+    } else if (raw.startsWith('-') && raw !== '-') {
+      throw new Error(`unknown option ${raw}`);
+    } else {
+      args.positional.push(raw);
+    }
+  }
+  if (args.positional.length !== verb.positional.length) {
+    throw new Error(`expected ${verb.positional.join(' ') || 'no arguments'}, got ${args.positional.length} argument(s)`);
+  }
+  return args;
+}
+
+async function context(io: SecretsIO, identityOption: string | undefined): Promise<Context> {
+  const config = await loadRepoConfig(io.repoDir);
+  const loc = { path: identityOption, env: io.env, config, repoDir: io.repoDir };
+  let loaded: Promise<Identity[]> | undefined;
+  return {
+    io,
+    config,
+    configFile: join(io.repoDir, CONFIG_FILE),
+    identities: () => (loaded ??= loadIdentities(loc)),
+    hasIdentity: identityPath(loc) !== undefined,
+  };
+}
+
+function recipientsOf(ctx: Context, imagePath: string): Recipient[] {
+  return configuredRecipients(ctx.config, imagePath, ctx.configFile);
+}
+
+/** Encrypts to the secret's configured recipients and writes it atomically. */
+async function store(ctx: Context, imagePath: string, plaintext: Uint8Array): Promise<string> {
+  const recipients = recipientsOf(ctx, imagePath);
+  const ciphertext = await encrypt(plaintext, recipients.map((r) => r.text), { armor: true });
+  const repoPath = await writeSecretFile(ctx.io.repoDir, imagePath, ciphertext);
+  ctx.io.stdout.write(`wrote ${repoPath} (encrypted to ${describeRecipients(recipients)})\n`);
+  return repoPath;
+}
+
+async function requireSecret(ctx: Context, imagePath: string): Promise<EncryptedSecret> {
+  const file = await readSecretFile(ctx.io.repoDir, imagePath);
+  if (!file) {
+    throw new UsageError(`no secret ${repoPathOf(imagePath)}; create it with \`ramboot secrets add ${imagePath}\``, {
+      step: 'read secret',
+      input: repoPathOf(imagePath),
+    });
+  }
+  return file;
+}
+
+async function decrypted(ctx: Context, imagePath: string): Promise<Uint8Array> {
+  const file = await requireSecret(ctx, imagePath);
+  return (await decryptSecret(file, imagePath, ctx.config, await ctx.identities())).plaintext;
+}
+
+function printSshKey(ctx: Context, imagePath: string, publicLine: string): void {
+  const role = imagePath === ctx.config.secrets.host_key ? 'host key' : 'public key';
+  ctx.io.stdout.write(`${role} fingerprint: ${fingerprint(publicLine)}\n${publicLine}\n`);
+}
+
+async function add(args: Args, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.positional[0]!);
+  const from = args.options.get('--from');
+  const kind = args.options.get('--generate');
+  if (from !== undefined && kind !== undefined) throw usage('add takes --from FILE or --generate KIND, not both');
+  if (kind !== undefined && !isKind(kind)) throw usage(`--generate must be one of ${KINDS.join(', ')}`);
+  if (!args.flags.has('--force') && (await readSecretFile(ctx.io.repoDir, imagePath))) {
+    throw usage(`${repoPathOf(imagePath)} exists; pass --force to replace it, or use \`ramboot secrets edit ${imagePath}\``);
+  }
+  const plaintext = kind !== undefined ? generated(ctx, kind as SecretKind) : from !== undefined ? await readFile(from) : await fromStdin(ctx.io);
+  if (plaintext.length === 0) throw usage('the secret is empty; nothing to store');
+  // The host key must be an ssh key (deploy pins it): check before writing anything.
+  const sshKey = kind === 'ssh-ed25519' || imagePath === ctx.config.secrets.host_key;
+  const publicLine = sshKey ? sshPublicLine(imagePath, plaintext) : undefined;
+  await store(ctx, imagePath, plaintext);
+  if (publicLine) printSshKey(ctx, imagePath, publicLine);
+  return 0;
+}
+
+function generated(ctx: Context, kind: SecretKind): Buffer {
+  return generateValue({ kind, comment: `root@${ctx.config.host.name}` });
+}
+
+async function edit(args: Args, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.positional[0]!);
+  const plaintext = await decrypted(ctx, imagePath);
+  const editor = ctx.io.env.VISUAL || ctx.io.env.EDITOR || 'vi';
+  const outcome = await editInRam(plaintext, imagePath, editor, ctx.io.env);
+  if (outcome.kind === 'failed') {
+    ctx.io.stderr.write(`ramboot secrets edit: ${outcome.reason}; ${repoPathOf(imagePath)} is unchanged\n`);
+    return 1;
+  }
+  if (outcome.kind === 'unchanged') {
+    ctx.io.stdout.write(`${repoPathOf(imagePath)} unchanged\n`);
+    return 0;
+  }
+  await store(ctx, imagePath, outcome.plaintext);
+  return 0;
+}
+
+async function list(_args: Args, ctx: Context): Promise<number> {
+  const identities = ctx.hasIdentity ? await ctx.identities() : undefined;
+  const rows: string[][] = [['PATH', 'MODE', 'RECIPIENTS', 'DECRYPTS', 'STATUS']];
+  const present = new Set<string>();
+  for (const file of await readSecretFiles(ctx.io.repoDir)) {
+    if (isIgnoredSecretsEntry(file.repoPath)) continue;
+    rows.push(await listRow(ctx, file, identities, present));
+  }
+  for (const path of Object.keys(ctx.config.secrets.files).sort()) {
+    if (!present.has(path)) rows.push([path, mode(ctx, path), '-', '-', `missing (${repoPathOf(path)})`]);
+  }
+  ctx.io.stdout.write(table(rows));
+  if (!identities) ctx.io.stdout.write('(no identity configured: DECRYPTS not checked)\n');
+  return 0;
+}
+
+async function listRow(ctx: Context, file: EncryptedSecret, identities: Identity[] | undefined, present: Set<string>): Promise<string[]> {
+  let path: string;
+  try {
+    path = safeImagePath(file);
+  } catch (err) {
+    if (!(err instanceof RambootError)) throw err;
+    return [file.repoPath, '-', '-', '-', 'refused: not a safe secret path'];
+  }
+  present.add(path);
+  const configured = recipientsOf(ctx, path);
+  let stanzas;
+  try {
+    stanzas = await readStanzas(file.data);
+  } catch (err) {
+    if (!(err instanceof AgeDecryptError)) throw err;
+    return [path, mode(ctx, path), '-', '-', 'damaged: not a valid age file'];
+  }
+  let decrypts = '-';
+  if (identities) {
+    try {
+      await decryptSecret(file, path, ctx.config, identities);
+      decrypts = 'yes';
+    } catch (err) {
+      if (!(err instanceof RambootError)) throw err;
+      decrypts = err instanceof WrongIdentityError ? 'no' : 'damaged';
+    }
+  }
+  const status = recipientsMatch(stanzas, configured) ? 'ok' : 'stale (rekey)';
+  return [path, mode(ctx, path), describeStanzas(stanzas, configured), decrypts, status];
+}
+
+function mode(ctx: Context, imagePath: string): string {
+  return secretSpec(ctx.config, imagePath).mode.toString(8).padStart(4, '0');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
+}
+
+async function rekey(args: Args, ctx: Context): Promise<number> {
+  const identities = await ctx.identities();
+  const files = indexSecrets(await readSecretFiles(ctx.io.repoDir));
+  // Prove every affected secret decrypts before rewriting any, so a rekey that cannot
+  // finish changes nothing.
+  const ready: { path: string; plaintext: Uint8Array }[] = [];
+  const failures: string[] = [];
+  for (const [path, file] of files) {
+    try {
+      if (!args.flags.has('--all') && recipientsMatch(await readStanzas(file.data), recipientsOf(ctx, path))) continue;
+      ready.push({ path, plaintext: (await decryptSecret(file, path, ctx.config, identities)).plaintext });
+    } catch (err) {
+      if (!(err instanceof RambootError || err instanceof AgeDecryptError)) throw err;
+      failures.push(err instanceof AgeDecryptError ? `failed to read ${file.repoPath}: ${err.message}` : err.message);
+    }
+  }
+  if (failures.length > 0) {
+    ctx.io.stderr.write(`ramboot secrets rekey: nothing changed; these secrets cannot be decrypted:\n${failures.map((f) => `  ${f}\n`).join('')}`);
+    return 1;
+  }
+  if (ready.length === 0) {
+    ctx.io.stdout.write('every secret is encrypted to the recipients in ramboot.yaml; nothing to do\n');
+    return 0;
+  }
+  for (const { path, plaintext } of ready) await store(ctx, path, plaintext);
+  return 0;
+}
+
+async function rotate(args: Args, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.positional[0]!);
+  const shape = shapeOf(await decrypted(ctx, imagePath));
+  if ('problem' in shape) {
+    throw usage(`cannot rotate ${repoPathOf(imagePath)}: ${shape.problem}; use \`ramboot secrets edit ${imagePath}\` or \`add --force\``);
+  }
+  const plaintext = generateValue(shape);
+  await store(ctx, imagePath, plaintext);
+  if (shape.kind === 'ssh-ed25519') printSshKey(ctx, imagePath, sshPublicLine(imagePath, plaintext));
+  ctx.io.stdout.write(`rotated ${repoPathOf(imagePath)} (new ${shape.kind}); commit it to deploy the new value\n`);
+  return 0;
+}
+
+async function check(_args: Args, ctx: Context): Promise<number> {
+  const { problems, checked } = await checkSecrets(ctx.io.repoDir, ctx.config, await ctx.identities());
+  for (const p of problems) ctx.io.stdout.write(`${p.where}: ${p.problem}\n`);
+  if (problems.length > 0) {
+    ctx.io.stdout.write(`${problems.length} problem${problems.length === 1 ? '' : 's'}\n`);
+    return 1;
+  }
+  ctx.io.stdout.write(`ok: ${checked} secret${checked === 1 ? '' : 's'} decrypt and match ramboot.yaml; no plaintext private keys\n`);
+  return 0;
+}
+
+async function hostkey(_args: Args, ctx: Context): Promise<number> {
+  const path = ctx.config.secrets.host_key;
+  const line = sshPublicLine(path, await decrypted(ctx, path), 'the SSH host key (secrets.host_key)');
+  ctx.io.stdout.write(`${fingerprint(line)}\n${line}\n`);
+  return 0;
+}
+
+function usage(message: string): UsageError {
+  return new UsageError(message, { step: 'secrets' });
+}
+
+async function fromStdin(io: SecretsIO): Promise<Buffer> {
+  // At a terminal nothing prompts for the value otherwise: say how to end it.
+  if ((io.stdin as { isTTY?: boolean }).isTTY) io.stderr.write('reading the secret from stdin; end it with Ctrl-D\n');
+  const chunks: Buffer[] = [];
+  for await (const chunk of io.stdin) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
+}
+
+/** The default secrets.host_key, which the ramboot.yaml `ramboot init` writes keeps. */
+const INITIAL_HOST_KEY = 'etc/ssh/ssh_host_ed25519_key';
+const INITIAL_AUTHORIZED_KEYS = 'root/.ssh/authorized_keys';
+
+/**
+ * For `ramboot init`: the machine's SSH host key and root's authorized_keys, encrypted to
+ * `recipients`. Refuses to replace existing secrets. Returns what the controller will pin.
+ */
+export async function generateInitialSecrets(
+  repoDir: string,
+  recipients: string[],
+  authorizedKeys: string,
+): Promise<{ hostKey: string; fingerprint: string }> {
+  if (authorizedKeys.trim() === '') throw usage('authorized_keys is empty; give at least one public key to log in with');
+  for (const path of [INITIAL_HOST_KEY, INITIAL_AUTHORIZED_KEYS]) {
+    if (await exists(join(repoDir, repoPathOf(path)))) throw usage(`${repoPathOf(path)} already exists in ${repoDir}; refusing to replace it`);
+  }
+  const key = generateSshEd25519('ramboot-host-key');
+  const keys = authorizedKeys.endsWith('\n') ? authorizedKeys : `${authorizedKeys}\n`;
+  // Encrypt both before writing either, so bad recipients leave no half-initialised secrets/.
+  const hostKeyFile = await encrypt(Buffer.from(key.privateKey), recipients, { armor: true });
+  const authorizedKeysFile = await encrypt(Buffer.from(keys), recipients, { armor: true });
+  await writeSecretFile(repoDir, INITIAL_HOST_KEY, hostKeyFile);
+  await writeSecretFile(repoDir, INITIAL_AUTHORIZED_KEYS, authorizedKeysFile);
+  const hostKey = sshPublicLine(INITIAL_HOST_KEY, Buffer.from(key.privateKey));
+  return { hostKey, fingerprint: fingerprint(hostKey) };
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,565 @@
+import { randomBytes } from 'node:crypto';
+import type { Manifest } from '../image/manifest.js';
+import type { Config } from '../lib/config-schema.js';
+import { RambootError, UsageError } from '../lib/errors.js';
+import { logger } from '../lib/log.js';
+import { runHealth, type HealthEvent } from './health.js';
+import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
+import {
+  candidateFiles,
+  PreflightError,
+  armOnce,
+  checkSpace,
+  clearOnce,
+  inspectMedium,
+  planUpload,
+  readRunning,
+  readSlots,
+  removeUnreferenced,
+  uploadFiles,
+  writeCfg,
+  type Running,
+} from './medium.js';
+import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
+import { promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
+import { HostKeyMismatchError, connect, type Session, type Target } from './ssh.js';
+import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
+import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
+
+// The deploy protocol of DESIGN.md §4 as a chain of steps. Each step is recorded in the
+// journal before it is taken and returns the next one; the driver records that and
+// goes on until a verdict. A step is safe to repeat: a resumed deploy re-enters the
+// last recorded step, which looks at the machine before it acts.
+
+const log = logger('deploy');
+
+export type DeployEvent =
+  | { kind: 'step'; step: Step; deploy: string; message: string }
+  | { kind: 'running'; host: string; running: Running }
+  | { kind: 'upload'; file: string; sent: number; total: number }
+  | { kind: 'wait'; what: string; elapsedMs: number; observation: Observation }
+  | { kind: 'check'; event: HealthEvent }
+  | { kind: 'verdict'; outcome: Outcome; bytesSent?: number; imageBytes?: number };
+
+export interface DeployOptions {
+  /** Where and how to reach the machine; the host keys come from the image. */
+  target: Omit<Target, 'hostKey' | 'previousHostKeys'>;
+  journal: Journal;
+  imageDir: string;
+  manifest: Manifest;
+  config: Pick<Config, 'boot' | 'trial' | 'health'>;
+  /** The key the machine presents now, when it differs from the image's (a rotated host key). */
+  previousHostKeys?: string[];
+  /** Deploy a build that was rolled back before. */
+  force?: boolean;
+  onEvent?: (e: DeployEvent) => void;
+}
+
+export interface DeployResult {
+  deploy: string;
+  buildId?: string;
+  outcome: Outcome;
+  exitCode: number;
+  bytesSent?: number;
+  imageBytes?: number;
+}
+
+/**
+ * Deploys an image: finishes an open deploy first (whatever its build), then runs the
+ * protocol for this one. Throws only when the deploy cannot reach a verdict now (it
+ * stays open in the journal and the next run resumes it) or the request is refused.
+ */
+export async function deploy(opts: DeployOptions): Promise<DeployResult> {
+  const req = { buildId: opts.manifest.buildId, commit: opts.manifest.commit, force: opts.force };
+  for (;;) {
+    const decision = decideStart(opts.journal.deploys(), req);
+    switch (decision.kind) {
+      case 'refuse': {
+        const v = decision.deploy.verdict!;
+        throw new UsageError(
+          `failed to deploy build ${req.buildId} to ${opts.target.name}: it was rolled back on ${v.ts} (${v.outcome.message}); ` +
+            'it is not deployed again unless forced (--force)',
+          { step: 'deploy', host: opts.target.name, input: req.buildId },
+        );
+      }
+      case 'supersede': {
+        const rec = await opts.journal.record(decision.deploy.id, {
+          step: 'disarm',
+          outcome: {
+            verdict: VERDICT.UPLOAD_FAILED,
+            reason: REASON.SUPERSEDED,
+            message: `interrupted before the trial boot and superseded by build ${req.buildId}`,
+          },
+        });
+        await drive(context(opts, decision.deploy), rec);
+        continue;
+      }
+      case 'resume': {
+        const result = await drive(context(opts, decision.deploy), decision.deploy.last);
+        if (decision.deploy.plan?.buildId === req.buildId) return result;
+        continue;
+      }
+      case 'fresh': {
+        const plan = makePlan(opts);
+        const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
+        const rec = await opts.journal.record(id, { step: 'start', plan });
+        return drive(context(opts, { id, plan, entries: [rec], last: rec }), rec);
+      }
+    }
+  }
+}
+
+/** Records a build that produced no image, so the journal and status show it. */
+export async function recordBuildFailure(journal: Journal, message: string, commit?: string): Promise<DeployResult> {
+  const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
+  const outcome: Outcome = { verdict: VERDICT.BUILD_FAILED, reason: REASON.BUILD_FAILED, message };
+  await journal.record(id, { step: 'verdict', outcome, commit });
+  return { deploy: id, outcome, exitCode: VERDICT_EXIT_CODE[outcome.verdict] };
+}
+
+/** The image's boot files as content files of the medium, in INITRD order. */
+function makePlan(opts: DeployOptions): DeployPlan {
+  const { manifest: m, config, target } = opts;
+  if (!m.hostKey) {
+    throw new UsageError(`failed to deploy build ${m.buildId}: the image has no host key to pin (its host key secret, secrets.host_key, is missing)`, {
+      step: 'deploy',
+      host: target.name,
+      input: opts.imageDir,
+    });
+  }
+  if (config.trial.confirm_timeout <= config.health.deadline) {
+    // Not refused: a healthy trial usually confirms long before the deadline. But a slow
+    // one is rebooted by the agent mid-check and ends as "unreachable".
+    log.warn(
+      `trial.confirm_timeout (${config.trial.confirm_timeout / 1000} s) is not longer than health.deadline (${config.health.deadline / 1000} s) ` +
+        'plus the boot time: the agent may reboot a slow but healthy trial before it is confirmed',
+    );
+  }
+  const { kernel, initrds } = candidateFiles(opts.imageDir, m);
+  const files = [kernel, ...initrds];
+  return {
+    host: target.name,
+    buildId: m.buildId,
+    commit: m.commit,
+    imageDir: opts.imageDir,
+    imageBytes: files.reduce((n, f) => n + f.bytes, 0),
+    candidate: { buildId: m.buildId, kernel: kernel.path, initrds: initrds.map((f) => f.path), append: m.append },
+    files,
+    hostKey: m.hostKey,
+    previousHostKeys: (opts.previousHostKeys ?? []).filter((k) => k !== m.hostKey),
+    medium: config.boot.medium,
+    health: config.health,
+    trial: { confirm_timeout: config.trial.confirm_timeout, reboot_deadline: config.trial.reboot_deadline },
+  };
+}
+
+interface Ctx {
+  id: string;
+  plan: DeployPlan;
+  history: DeployHistory;
+  target: Target;
+  journal: Journal;
+  emit: (e: DeployEvent) => void;
+  session(): Promise<Session>;
+  dropSession(): void;
+}
+
+function context(opts: DeployOptions, history: DeployHistory): Ctx {
+  const plan = history.plan;
+  if (!plan) {
+    throw new RambootError(`failed to resume deploy ${history.id}: the journal ${opts.journal.file} has no start entry for it`, {
+      step: 'resume',
+      host: opts.target.name,
+      input: opts.journal.file,
+    });
+  }
+  const target: Target = { ...opts.target, hostKey: plan.hostKey, previousHostKeys: plan.previousHostKeys };
+  let cached: Session | undefined;
+  return {
+    id: history.id,
+    plan,
+    history,
+    target,
+    journal: opts.journal,
+    emit: (e) => opts.onEvent?.(e),
+    async session() {
+      if (!cached || cached.isClosed) cached = await connect(target);
+      return cached;
+    },
+    dropSession() {
+      cached?.close();
+      cached = undefined;
+    },
+  };
+}
+
+async function drive(ctx: Ctx, first: JournalRecord): Promise<DeployResult> {
+  let rec = first;
+  try {
+    while (rec.step !== 'verdict') {
+      ctx.emit({ kind: 'step', step: rec.step, deploy: ctx.id, message: describeStep(ctx, rec) });
+      const next = await runStep(ctx, rec);
+      rec = await ctx.journal.record(ctx.id, next);
+      ctx.history.entries.push(rec);
+      ctx.history.last = rec;
+    }
+  } finally {
+    ctx.dropSession();
+  }
+  const { outcome, bytesSent, imageBytes } = rec;
+  ctx.emit({ kind: 'verdict', outcome, bytesSent, imageBytes });
+  return { deploy: ctx.id, buildId: ctx.plan.buildId, outcome, exitCode: VERDICT_EXIT_CODE[outcome.verdict], bytesSent, imageBytes };
+}
+
+function runStep(ctx: Ctx, rec: JournalRecord): Promise<Entry> {
+  switch (rec.step) {
+    case 'start':
+      return beforeTrial(() => preflight(ctx));
+    case 'upload':
+      return beforeTrial(() => upload(ctx));
+    case 'label':
+      return beforeTrial(async () => {
+        await writeCfg(await ctx.session(), ctx.plan.medium, rec.slots);
+        return { step: 'arm' };
+      });
+    case 'arm':
+      return beforeTrial(async () => {
+        const s = await ctx.session();
+        await armOnce(s, ctx.plan.medium, 'new');
+        return { step: 'reboot', bootId: (await readRunning(s)).bootId };
+      }, REASON.ARM_FAILED);
+    case 'reboot':
+      return inTrial(() => reboot(ctx, rec.bootId));
+    case 'verify':
+      return inTrial(() => verify(ctx, rec.previousBootId));
+    case 'health':
+      return inTrial(() => health(ctx, rec.bootId));
+    case 'confirm':
+      return inTrial(() => confirm(ctx, rec.bootId));
+    case 'promote':
+      return promote(ctx, rec.slots);
+    case 'disarm':
+      return disarm(ctx, rec.outcome);
+    case 'rollback':
+      return rollback(ctx, rec.outcome);
+    case 'cleanup':
+      return cleanup(ctx, rec.outcome);
+    case 'verdict':
+      throw new RambootError(`failed to continue deploy ${ctx.id}: it is already over`, { step: 'deploy', host: ctx.plan.host });
+  }
+}
+
+function describeStep(ctx: Ctx, rec: JournalRecord): string {
+  const host = ctx.plan.host;
+  switch (rec.step) {
+    case 'start':
+      return `checking ${host} for build ${ctx.plan.buildId}`;
+    case 'upload':
+      return `uploading to ${host}`;
+    case 'label':
+      return 'writing the new label';
+    case 'arm':
+      return 'arming the boot-once entry';
+    case 'reboot':
+      return `rebooting ${host} into the trial`;
+    case 'verify':
+      return 'verifying the trial boot';
+    case 'health':
+      return 'running health checks';
+    case 'confirm':
+      return 'confirming the trial';
+    case 'promote':
+      return `promoting build ${ctx.plan.buildId}`;
+    case 'disarm':
+      return `disarming the trial: ${rec.outcome.message}`;
+    case 'rollback':
+      return `rolling back: ${rec.outcome.message}`;
+    case 'cleanup':
+      return 'removing the candidate from the medium';
+    case 'verdict':
+      return rec.outcome.message;
+  }
+}
+
+/**
+ * Before the reboot, a failure ends the deploy with the default untouched (after
+ * disarming). Errors that are not RambootErrors are bugs: they propagate and leave the
+ * deploy open.
+ */
+async function beforeTrial(fn: () => Promise<Entry>, reason: Reason = REASON.UPLOAD_FAILED): Promise<Entry> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof RambootError)) throw err;
+    const why =
+      err instanceof HostKeyMismatchError
+        ? REASON.HOST_KEY_MISMATCH
+        : err instanceof PreflightError
+          ? REASON.PREFLIGHT_FAILED
+          : err.step === 'connect'
+            ? REASON.CONNECT_FAILED
+            : reason;
+    return { step: 'disarm', outcome: failed(VERDICT.UPLOAD_FAILED, why, err) };
+  }
+}
+
+/** An outcome from an error: its first line is the verdict's reason, the command output goes along. */
+function failed(v: Verdict, reason: Reason, err: RambootError): Outcome {
+  const [first, ...rest] = err.message.split('\n');
+  return { verdict: v, reason, message: first!, output: err.output ?? (rest.join('\n') || undefined) };
+}
+
+/** During the trial, losing the machine hands it to the rollback, which waits for the agent. */
+async function inTrial(fn: () => Promise<Entry>): Promise<Entry> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof RambootError)) throw err;
+    return { step: 'rollback', outcome: failed(VERDICT.UNREACHABLE, REASON.TRIAL_UNREACHABLE, err) };
+  }
+}
+
+/** Nothing is written here: the medium, free space, extlinux and what runs now are checked. */
+async function preflight(ctx: Ctx): Promise<Entry> {
+  const s = await ctx.session();
+  const running = await readRunning(s);
+  ctx.emit({ kind: 'running', host: ctx.plan.host, running });
+  const state = await inspectMedium(s, ctx.plan.medium);
+  if (!state.cfg.managed) {
+    throw new PreflightError(
+      'not-managed',
+      ctx.plan.host,
+      ctx.plan.medium,
+      `boot/syslinux/syslinux.cfg is not managed by ramboot (run \`ramboot bootloader install --host ${ctx.plan.host}\` first)`,
+    );
+  }
+  const lts = state.cfg.slots.lts!;
+  if (lts.buildId === ctx.plan.buildId && runsEntry(running, 'lts', lts)) {
+    return verdict(ctx, { verdict: VERDICT.PROMOTED, reason: REASON.ALREADY_RUNNING, message: `build ${ctx.plan.buildId} already is the default and running` });
+  }
+  checkSpace(state, planUpload(state, ctx.plan.files), ctx.plan.host);
+  return { step: 'upload' };
+}
+
+async function upload(ctx: Ctx): Promise<Entry> {
+  const s = await ctx.session();
+  const state = await inspectMedium(s, ctx.plan.medium);
+  const plan = planUpload(state, ctx.plan.files);
+  checkSpace(state, plan, ctx.plan.host);
+  const sent = await uploadFiles(s, ctx.plan.medium, plan, (p) => ctx.emit({ kind: 'upload', ...p }));
+  return { step: 'label', slots: withCandidate(state.cfg.slots, ctx.plan.candidate), bytesSent: sent };
+}
+
+async function reboot(ctx: Ctx, bootId: string): Promise<Entry> {
+  const { reboot_deadline } = ctx.plan.trial;
+  // Re-entered after a crash, the reboot may already have happened: only the boot it armed is rebooted.
+  const now = await observe(ctx.target);
+  if (now.reachable && now.running.bootId === bootId) {
+    try {
+      await requestReboot(await ctx.session());
+    } catch (err) {
+      if (!(err instanceof RambootError)) throw err;
+      return { step: 'disarm', outcome: failed(VERDICT.UPLOAD_FAILED, REASON.REBOOT_FAILED, err) };
+    }
+    ctx.dropSession();
+  }
+  const waited = await waitUntil(ctx.target, reboot_deadline, (r) => r.bootId !== bootId, waitEvents(ctx, `${ctx.plan.host} to come back from the reboot`));
+  if (waited.running) return { step: 'verify', previousBootId: bootId };
+  if (waited.last.reachable) {
+    return {
+      step: 'disarm',
+      outcome: { verdict: VERDICT.UPLOAD_FAILED, reason: REASON.REBOOT_FAILED, message: `${ctx.plan.host} did not reboot within ${reboot_deadline / 1000} s` },
+    };
+  }
+  return {
+    step: 'rollback',
+    outcome: {
+      verdict: VERDICT.UNREACHABLE,
+      reason: REASON.TRIAL_UNREACHABLE,
+      message: `the trial boot did not answer within trial.reboot_deadline (${reboot_deadline / 1000} s): ${waited.last.error}`,
+    },
+  };
+}
+
+async function verify(ctx: Ctx, previousBootId: string): Promise<Entry> {
+  const waited = await waitUntil(ctx.target, ctx.plan.trial.reboot_deadline, (r) => r.bootId !== previousBootId, waitEvents(ctx, `${ctx.plan.host} to answer`));
+  if (!waited.running) {
+    const error = waited.last.reachable ? 'it is still on the boot before the reboot' : waited.last.error;
+    return { step: 'rollback', outcome: { verdict: VERDICT.UNREACHABLE, reason: REASON.TRIAL_UNREACHABLE, message: `the trial boot stopped answering: ${error}` } };
+  }
+  const r = waited.running;
+  const want = ctx.plan.buildId;
+  if (r.slot === 'new' && r.build === want && r.cmdlineBuild === want) return { step: 'health', bootId: r.bootId };
+  if (r.slot === 'new') {
+    return {
+      step: 'rollback',
+      outcome: {
+        verdict: VERDICT.NOT_HEALTHY,
+        reason: REASON.WRONG_BUILD,
+        message: `slot new runs build ${r.build ?? '(no /etc/ramboot-release)'} (kernel command line: ${r.cmdlineBuild}), expected ${want}`,
+        check: 'identity',
+      },
+    };
+  }
+  return {
+    step: 'rollback',
+    outcome: {
+      verdict: VERDICT.UNREACHABLE,
+      reason: REASON.TRIAL_BOOTED_LTS,
+      message: `the machine came back on slot ${r.slot ?? '(unknown)'} (build ${r.cmdlineBuild ?? r.build ?? 'unknown'}): the trial boot failed before it answered`,
+    },
+  };
+}
+
+async function health(ctx: Ctx, bootId: string): Promise<Entry> {
+  const report = await runHealth({
+    target: ctx.target,
+    checks: ctx.plan.health.checks,
+    deadlineMs: ctx.plan.health.deadline,
+    onAttempt: (event) => ctx.emit({ kind: 'check', event }),
+  });
+  if (report.ok) return { step: 'confirm', bootId };
+  // A check fails for good reason when the machine left the trial under it (the agent fired).
+  const now = await observe(ctx.target);
+  if (now.reachable && now.running.bootId !== bootId) {
+    return {
+      step: 'rollback',
+      outcome: { verdict: VERDICT.UNREACHABLE, reason: REASON.LEFT_TRIAL, message: `the machine left the trial boot during the health checks (now on slot ${now.running.slot})` },
+    };
+  }
+  const f = report.failed!;
+  return {
+    step: 'rollback',
+    bootId,
+    outcome: {
+      verdict: VERDICT.NOT_HEALTHY,
+      reason: REASON.CHECK_FAILED,
+      message: `health check "${f.name}" failed after ${f.attempts} attempt${f.attempts === 1 ? '' : 's'}: ${f.output.split('\n')[0]}`,
+      check: f.name,
+      output: f.output,
+    },
+  };
+}
+
+async function confirm(ctx: Ctx, bootId: string): Promise<Entry> {
+  const s = await ctx.session();
+  const r = await s.exec(confirmCommand(bootId));
+  if (r.code === 0) return { step: 'promote', slots: promoted(await readSlots(s, ctx.plan.medium), ctx.plan.candidate) };
+  const output = `${r.stdout}${r.stderr}`.trim();
+  if (r.code === EXIT_OTHER_BOOT) {
+    return { step: 'rollback', outcome: { verdict: VERDICT.UNREACHABLE, reason: REASON.LEFT_TRIAL, message: 'the machine rebooted before the trial was confirmed' } };
+  }
+  return {
+    step: 'rollback',
+    bootId,
+    outcome: { verdict: VERDICT.UNREACHABLE, reason: REASON.CONFIRM_FAILED, message: `the trial agent refused the confirmation: ${output}`, output },
+  };
+}
+
+/** The trial was confirmed: the recorded slot table becomes the medium's, whatever runs now. */
+async function promote(ctx: Ctx, slots: SlotTable): Promise<Entry> {
+  const s = await ctx.session();
+  await writeCfg(s, ctx.plan.medium, slots);
+  await removeUnreferenced(s, ctx.plan.medium, slots);
+  return verdict(ctx, {
+    verdict: VERDICT.PROMOTED,
+    reason: REASON.HEALTHY,
+    message: `build ${ctx.plan.buildId} is the default${slots.old ? `; build ${slots.old.buildId} is kept as old` : ''}`,
+  });
+}
+
+/** The trial never began: nothing may stay armed, and `new` must not name the candidate. */
+async function disarm(ctx: Ctx, outcome: Outcome): Promise<Entry> {
+  const armed = !!lastOf(ctx.history, 'arm');
+  if (armed || lastOf(ctx.history, 'label')) {
+    const s = await ctx.session();
+    if (armed) await clearOnce(s, ctx.plan.medium);
+    const slots = await readSlots(s, ctx.plan.medium);
+    if (slots.new?.buildId === ctx.plan.buildId) await writeCfg(s, ctx.plan.medium, withoutCandidate(slots));
+  }
+  return verdict(ctx, outcome);
+}
+
+/**
+ * Brings the machine back to the default image and verifies it runs it: a reachable
+ * trial is rebooted (its once-entry is consumed, so it boots `lts`); an unreachable one
+ * is left to the agent, then to the power-cycle command. If neither brings it back the
+ * deploy stays open: the next run resumes here.
+ */
+async function rollback(ctx: Ctx, outcome: Outcome): Promise<Entry> {
+  const lts = lastOf(ctx.history, 'label')?.slots.lts;
+  if (!lts) throw new RambootError(`failed to roll back deploy ${ctx.id}: the journal does not say which build was the default`, { step: 'rollback', host: ctx.plan.host });
+  const { confirm_timeout, reboot_deadline } = ctx.plan.trial;
+  const isLts = (r: Running) => runsEntry(r, 'lts', lts);
+  let budget = confirm_timeout + reboot_deadline;
+  // The boot this rollback rebooted: until it is gone, an answer is the machine going down.
+  let leaving: string | undefined;
+  let reboots = 0;
+  let cycled = false;
+  for (;;) {
+    const waited = await waitUntil(ctx.target, budget, (r) => r.bootId !== leaving, waitEvents(ctx, `${ctx.plan.host} to run build ${lts.buildId} again`));
+    const r = waited.running;
+    if (r && isLts(r)) return { step: 'cleanup', outcome };
+    if (r && r.slot === 'new' && reboots < 2) {
+      reboots++;
+      leaving = r.bootId;
+      const s = await connect(ctx.target);
+      try {
+        await requestReboot(s);
+      } finally {
+        s.close();
+      }
+      budget = reboot_deadline;
+      continue;
+    }
+    if (!waited.last.reachable && ctx.target.powerCycle && !cycled) {
+      cycled = true;
+      ctx.emit({ kind: 'step', step: 'rollback', deploy: ctx.id, message: `power-cycling ${ctx.plan.host}` });
+      await powerCycle(ctx.target);
+      leaving = undefined;
+      budget = reboot_deadline;
+      continue;
+    }
+    const seen = waited.last.reachable
+      ? `it runs build ${waited.last.running.build ?? waited.last.running.cmdlineBuild ?? 'unknown'} from slot ${waited.last.running.slot ?? 'unknown'}`
+      : waited.last.error;
+    throw new RambootError(`failed to bring ${ctx.plan.host} back to build ${lts.buildId}: ${seen}; the deploy stays open and the next run resumes it`, {
+      step: 'rollback',
+      host: ctx.plan.host,
+    });
+  }
+}
+
+/** After a rollback: the candidate leaves syslinux.cfg, then its files leave the medium. */
+async function cleanup(ctx: Ctx, outcome: Outcome): Promise<Entry> {
+  const s = await ctx.session();
+  // A trial that was power-cycled before syslinux ran still has its once-entry.
+  await clearOnce(s, ctx.plan.medium);
+  const slots = await readSlots(s, ctx.plan.medium);
+  const kept = withoutCandidate(slots);
+  if (slots.new) await writeCfg(s, ctx.plan.medium, kept);
+  await removeUnreferenced(s, ctx.plan.medium, kept);
+  return verdict(ctx, outcome);
+}
+
+function verdict(ctx: Ctx, outcome: Outcome): Entry {
+  return {
+    step: 'verdict',
+    outcome,
+    buildId: ctx.plan.buildId,
+    commit: ctx.plan.commit,
+    hostKey: ctx.plan.hostKey,
+    bytesSent: lastOf(ctx.history, 'label')?.bytesSent,
+    imageBytes: ctx.plan.imageBytes,
+  };
+}
+
+/** Whether the machine runs this slot's entry: syslinux booted the label, and the image says it is that build. */
+export function runsEntry(r: Running, slot: SlotName, e: SlotEntry): boolean {
+  // An image ramboot did not build (adopted by `bootloader install`) has no /etc/ramboot-release.
+  return r.slot === slot && r.cmdlineBuild === e.buildId && (r.build === undefined || r.build === e.buildId);
+}
+
+function waitEvents(ctx: Ctx, what: string): (e: WaitEvent) => void {
+  return (e) => ctx.emit({ kind: 'wait', what, elapsedMs: e.elapsedMs, observation: e.observation });
+}

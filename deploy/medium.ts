@@ -1,0 +1,322 @@
+import { join } from 'node:path';
+import type { Manifest } from '../image/manifest.js';
+import { RambootError, UsageError } from '../lib/errors.js';
+import { CFG_PATH, FILES_DIR, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
+import { shq, type Session } from './ssh.js';
+
+// The boot medium as seen over SSH (DESIGN.md §3): checks before anything is written,
+// uploads to temporary names that become content files only once their sha256 matched,
+// and a syslinux.cfg that is replaced in one rename.
+
+export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'not-managed';
+
+/** The machine is not ready for a deploy; the user must fix it. Nothing was changed. */
+export class PreflightError extends UsageError {
+  readonly reason: PreflightFailure;
+  constructor(reason: PreflightFailure, host: string, medium: string, problem: string, output?: string) {
+    super(`failed to check boot medium ${medium} on ${host}: ${problem}`, { step: 'preflight', host, input: medium, output });
+    this.reason = reason;
+  }
+}
+
+/** Room left on the medium beyond the files themselves: the syslinux.cfg temp file and FAT cluster slack. */
+export const SPACE_MARGIN_BYTES = 4 * 1024 * 1024;
+/** Flushing tens of MiB to a slow USB stick takes a while. */
+export const SYNC_TIMEOUT_MS = 10 * 60_000;
+/** The suffix of an upload in progress; such a file is never named by a label. */
+export const PART_SUFFIX = '.part';
+
+export interface MountEntry {
+  source: string;
+  mountPoint: string;
+  fsType: string;
+  options: string[];
+}
+
+/** /proc/mounts; octal escapes (\040 for a space) decoded. */
+export function parseMounts(text: string): MountEntry[] {
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return text
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 4)
+    .map(([source, mountPoint, fsType, options]) => ({
+      source: unescape(source!),
+      mountPoint: unescape(mountPoint!),
+      fsType: fsType!,
+      options: options!.split(','),
+    }));
+}
+
+/** /etc/ramboot-release: key=value lines (build, commit, time), written by the build. */
+export function parseRelease(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"?(.*?)"?\s*$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/** The ramboot arguments of /proc/cmdline, as renderSyslinuxCfg wrote them into the label's APPEND. */
+export function parseCmdline(text: string): { slot?: string; build?: string } {
+  const args = text.trim().split(/\s+/);
+  const value = (key: string) => args.find((a) => a.startsWith(`${key}=`))?.slice(key.length + 1);
+  return { slot: value('ramboot.slot'), build: value('ramboot.build') };
+}
+
+/** Available bytes from `df -P -k <dir>` (POSIX format: busybox and coreutils agree). */
+export function parseDfAvailable(text: string): number | undefined {
+  const fields = text.trim().split('\n').at(-1)?.trim().split(/\s+/);
+  const kib = Number(fields?.[3]);
+  return fields && fields.length >= 6 && Number.isFinite(kib) ? kib * 1024 : undefined;
+}
+
+/** Regular files and their sizes from `ls -ln`; the names ramboot writes have no spaces. */
+export function parseLs(text: string): Map<string, number> {
+  const files = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 9 && f[0]!.startsWith('-')) files.set(f.at(-1)!, Number(f[4]));
+  }
+  return files;
+}
+
+/** What runs on the machine now. */
+export interface Running {
+  bootId: string;
+  /** build= of /etc/ramboot-release; undefined on a system ramboot did not build. */
+  build?: string;
+  commit?: string;
+  /** ramboot.slot= and ramboot.build= of /proc/cmdline: the label syslinux booted. */
+  slot?: string;
+  cmdlineBuild?: string;
+}
+
+const SEP = '--ramboot--';
+
+export async function readRunning(session: Session): Promise<Running> {
+  const out = await session.check(
+    'read the running build',
+    `cat /proc/sys/kernel/random/boot_id; echo ${SEP}; cat /proc/cmdline; echo ${SEP}; cat /etc/ramboot-release 2>/dev/null; true`,
+  );
+  const [bootId, cmdline, release] = out.split(`${SEP}\n`);
+  const rel = parseRelease(release ?? '');
+  const cmd = parseCmdline(cmdline ?? '');
+  return { bootId: (bootId ?? '').trim(), build: rel.build, commit: rel.commit, slot: cmd.slot, cmdlineBuild: cmd.build };
+}
+
+export interface MediumState {
+  /** The medium's mount point as configured (boot.medium). */
+  medium: string;
+  mount: MountEntry;
+  freeBytes: number;
+  extlinux: string;
+  cfg: { text?: string; slots: SlotTable; managed: boolean };
+  /** Files under boot/ramboot (paths relative to the medium) and their sizes. */
+  files: Map<string, number>;
+}
+
+/**
+ * Checks that the medium is mounted read-write and extlinux is installed, and reads
+ * its syslinux.cfg, content files and free space. Writes nothing but a probe file it removes.
+ */
+export async function inspectMedium(session: Session, medium: string): Promise<MediumState> {
+  const host = session.target.name;
+  const fail = (reason: PreflightFailure, problem: string, output?: string) => new PreflightError(reason, host, medium, problem, output);
+
+  const where = await session.exec(`cd ${shq(medium)} && pwd -P`);
+  if (where.code !== 0) throw fail('not-mounted', `${medium} does not exist (mount the boot medium there or set boot.medium in ramboot.yaml)`, where.stderr);
+  const physical = where.stdout.trim();
+  const mounts = parseMounts(await session.check('read /proc/mounts', 'cat /proc/mounts'));
+  // Mounts stack: the last entry for a mount point is the one in effect.
+  const mount = mounts.filter((m) => m.mountPoint === physical).at(-1);
+  if (!mount) throw fail('not-mounted', `nothing is mounted at ${medium} (mount the boot medium there or set boot.medium in ramboot.yaml)`);
+  if (mount.options.includes('ro')) throw fail('read-only', `${mount.source} is mounted read-only at ${medium} (remount it read-write: mount -o remount,rw ${medium})`);
+  const probe = `${medium}/.ramboot-probe`;
+  const write = await session.exec(`: > ${shq(probe)} && rm -f ${shq(probe)}`);
+  if (write.code !== 0) throw fail('read-only', `cannot write to ${medium}: ${write.stderr.trim()}`, write.stderr);
+
+  const extlinux = await session.exec('command -v extlinux');
+  if (extlinux.code !== 0 || !extlinux.stdout.trim()) {
+    throw fail('no-extlinux', 'extlinux is not installed on the machine (add the syslinux package (Alpine) or extlinux (Debian) to the image)');
+  }
+
+  const df = await session.check('measure free space', `df -P -k ${shq(medium)}`);
+  const freeBytes = parseDfAvailable(df);
+  if (freeBytes === undefined) throw new RambootError(`failed to measure free space on ${medium} on ${host}: unexpected df output "${df.trim()}"`, { step: 'preflight', host, output: df });
+
+  const cfgRead = await session.exec(`cat ${shq(`${medium}/${CFG_PATH}`)}`);
+  const text = cfgRead.code === 0 ? cfgRead.stdout : undefined;
+  const slots = text ? parseSyslinuxCfg(text) : {};
+  const files = parseLs((await session.exec(`ls -ln ${shq(`${medium}/${FILES_DIR}`)}`)).stdout);
+  return {
+    medium,
+    mount,
+    freeBytes,
+    extlinux: extlinux.stdout.trim(),
+    cfg: { text, slots, managed: !!text?.startsWith(MANAGED_HEADER) && !!slots.lts },
+    files: new Map([...files].map(([name, size]) => [`${FILES_DIR}/${name}`, size])),
+  };
+}
+
+/** A file of the candidate image and where it lives on the medium. */
+export interface CandidateFile {
+  /** Relative to the medium: boot/ramboot/<sha256>.<kind>. */
+  path: string;
+  sha256: string;
+  bytes: number;
+  /** The file in the image directory on the controller. */
+  local: string;
+}
+
+/** An image's boot files as they are named on the medium, in INITRD order (microcode first). */
+export function candidateFiles(imageDir: string, m: Manifest): { kernel: CandidateFile; initrds: CandidateFile[] } {
+  const file = (f: { file: string; sha256: string; bytes: number }, kind: 'vmlinuz' | 'ucode' | 'cpio.zst'): CandidateFile => ({
+    path: contentPath(f.sha256, kind),
+    sha256: f.sha256,
+    bytes: f.bytes,
+    local: join(imageDir, f.file),
+  });
+  return {
+    kernel: file(m.kernel, 'vmlinuz'),
+    initrds: [...(m.ucode ? [file(m.ucode, 'ucode')] : []), ...m.segments.map((s) => file(s, 'cpio.zst'))],
+  };
+}
+
+export interface UploadPlan {
+  /** Not on the medium: uploaded. */
+  missing: CandidateFile[];
+  /** Bytes of a missing file already in its `.part` file (a cut upload): only the rest is sent. */
+  resume: Map<string, number>;
+  /** On the medium but named by no label (left by an interrupted deploy): hashed before use. */
+  unverified: CandidateFile[];
+  /** Named by no label and not needed: deleted before uploading, to make room. */
+  stale: string[];
+  /** Bytes still to send. */
+  bytes: number;
+}
+
+/** Which files to send: a file a label names was verified before that label was written. */
+export function planUpload(state: MediumState, candidate: CandidateFile[]): UploadPlan {
+  const named = referencedFiles(state.cfg.slots);
+  const wanted = new Set(candidate.map((f) => f.path));
+  const missing = candidate.filter((f) => !state.files.has(f.path));
+  const unverified = candidate.filter((f) => state.files.has(f.path) && !named.has(f.path));
+  // A part no longer than its file is the start of it (bytes arrive in order); the hash after the upload checks that.
+  const resume = new Map<string, number>();
+  for (const f of missing) {
+    const part = state.files.get(`${f.path}${PART_SUFFIX}`);
+    if (part !== undefined && part > 0 && part <= f.bytes) resume.set(f.path, part);
+  }
+  const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p) && !resume.has(p.slice(0, -PART_SUFFIX.length)));
+  const bytes = missing.reduce((n, f) => n + f.bytes - (resume.get(f.path) ?? 0), 0);
+  return { missing, resume, unverified, stale, bytes };
+}
+
+/** Fails when the upload would not fit, before anything is written. */
+export function checkSpace(state: MediumState, plan: UploadPlan, host: string): void {
+  const freed = plan.stale.reduce((n, p) => n + (state.files.get(p) ?? 0), 0);
+  const need = plan.bytes + SPACE_MARGIN_BYTES;
+  if (state.freeBytes + freed < need) {
+    throw new PreflightError(
+      'no-space',
+      host,
+      state.medium,
+      `not enough free space: ${mib(need)} needed (${mib(plan.bytes)} to upload + ${mib(SPACE_MARGIN_BYTES)} margin), ${mib(state.freeBytes + freed)} available`,
+    );
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+export interface UploadProgress {
+  file: string;
+  sent: number;
+  total: number;
+}
+
+/**
+ * Deletes stale files, checks the unverified ones, and uploads the missing ones to
+ * `<name>.part`, resuming a part a cut upload left; a file gets its content name only
+ * after its sha256 matched on the machine. Returns the bytes sent.
+ */
+export async function uploadFiles(session: Session, medium: string, plan: UploadPlan, onProgress?: (p: UploadProgress) => void): Promise<number> {
+  const dir = `${medium}/${FILES_DIR}`;
+  await session.check('prepare the medium', `mkdir -p ${shq(dir)}${plan.stale.map((p) => ` && rm -f ${shq(`${medium}/${p}`)}`).join('')}`);
+  const send = plan.missing.map((f) => ({ f, offset: plan.resume.get(f.path) ?? 0 }));
+  for (const f of plan.unverified) {
+    if ((await session.sha256(`${medium}/${f.path}`)) !== f.sha256) {
+      await session.check('remove a corrupt file', `rm -f ${shq(`${medium}/${f.path}`)}`);
+      send.push({ f, offset: 0 });
+    }
+  }
+  let total = send.reduce((n, { f, offset }) => n + f.bytes - offset, 0);
+  let sent = 0;
+  const put = async (f: CandidateFile, part: string, offset: number) => {
+    const before = sent;
+    sent += await session.upload(f.local, part, (n) => onProgress?.({ file: f.path, sent: before + n, total }), offset);
+    return session.sha256(part);
+  };
+  for (const { f, offset } of send) {
+    const final = `${medium}/${f.path}`;
+    const part = `${final}${PART_SUFFIX}`;
+    let got = await put(f, part, offset);
+    if (got !== f.sha256 && offset > 0) {
+      // The part was not the start of this file after all (a writer from the cut connection
+      // still appending, a medium that lost its tail): send the whole file once more.
+      total += f.bytes;
+      got = await put(f, part, 0);
+    }
+    if (got !== f.sha256) {
+      await session.check('remove a corrupt upload', `rm -f ${shq(part)}`);
+      throw new RambootError(`failed to upload ${f.local} to ${session.target.name}: sha256 on the machine is ${got}, expected ${f.sha256}`, {
+        step: 'upload',
+        host: session.target.name,
+        input: f.local,
+      });
+    }
+    await session.rename(part, final);
+  }
+  await session.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
+  return sent;
+}
+
+/** Replaces syslinux.cfg in one rename, with the new text on the medium before the rename and the rename on it after. */
+export async function writeCfg(session: Session, medium: string, slots: SlotTable): Promise<void> {
+  const cfg = `${medium}/${CFG_PATH}`;
+  const tmp = `${cfg}.tmp`;
+  await session.check('write syslinux.cfg', `cat > ${shq(tmp)} && sync && mv -f ${shq(tmp)} ${shq(cfg)} && sync`, {
+    stdin: renderSyslinuxCfg(slots),
+    timeoutMs: SYNC_TIMEOUT_MS,
+  });
+}
+
+/** Deletes every file under boot/ramboot that no label names (and any upload left half done). */
+export async function removeUnreferenced(session: Session, medium: string, slots: SlotTable): Promise<string[]> {
+  const named = referencedFiles(slots);
+  const present = parseLs((await session.exec(`ls -ln ${shq(`${medium}/${FILES_DIR}`)}`)).stdout);
+  const doomed = [...present.keys()].map((n) => `${FILES_DIR}/${n}`).filter((p) => !named.has(p));
+  if (doomed.length > 0) {
+    await session.check('delete unreferenced files', `rm -f ${doomed.map((p) => shq(`${medium}/${p}`)).join(' ')} && sync`, { timeoutMs: SYNC_TIMEOUT_MS });
+  }
+  return doomed;
+}
+
+/** Makes the next boot, and only the next one, boot `label`. */
+export async function armOnce(session: Session, medium: string, label: SlotName): Promise<void> {
+  await session.check('arm the boot-once entry', `extlinux --once=${label} ${shq(`${medium}/boot/syslinux`)}`);
+}
+
+export async function clearOnce(session: Session, medium: string): Promise<void> {
+  await session.check('clear the boot-once entry', `extlinux --clear-once ${shq(`${medium}/boot/syslinux`)}`);
+}
+
+/** The current slot table, read fresh (a resumed deploy must not trust an earlier reading). */
+export async function readSlots(session: Session, medium: string): Promise<SlotTable> {
+  const r = await session.exec(`cat ${shq(`${medium}/${CFG_PATH}`)}`);
+  if (r.code !== 0) throw new RambootError(`failed to read ${medium}/${CFG_PATH} on ${session.target.name}: ${r.stderr.trim()}`, { step: 'read syslinux.cfg', host: session.target.name, output: r.stderr });
+  return parseSyslinuxCfg(r.stdout);
+}

@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs';
+import { packagePath } from '../lib/package.js';
+import type { Config } from '../lib/config-schema.js';
+
+// The trial agent (assets/agent/) goes into every image (DESIGN.md §4): an openrc
+// service in the boot runlevel that reboots a trial boot into `lts` unless the
+// controller confirms it. Deploy's side of the conversation is in deploy/trial.ts.
+
+/** A file the build adds to the image. A symlink's data is its target. */
+export interface AgentFile {
+  path: string;
+  type: 'file' | 'symlink';
+  /** Permission bits only. */
+  mode: number;
+  data: Buffer;
+}
+
+export const AGENT_BIN = '/usr/sbin/ramboot-trial';
+export const AGENT_INITD = '/etc/init.d/ramboot-trial';
+export const AGENT_RUNLEVEL_LINK = '/etc/runlevels/boot/ramboot-trial';
+/**
+ * Debian's inittab runs `openrc sysinit` (rcS) and then `openrc default` (rc 2): it never
+ * enters the boot runlevel, so there the agent starts in sysinit (after openrc mounted /run).
+ */
+export const AGENT_RUNLEVEL_LINK_DEBIAN = '/etc/runlevels/sysinit/ramboot-trial';
+
+export function agentRunlevelLink(distro: string | undefined): string {
+  return distro === 'debian' ? AGENT_RUNLEVEL_LINK_DEBIAN : AGENT_RUNLEVEL_LINK;
+}
+export const AGENT_CONF = '/etc/ramboot/trial.conf';
+
+
+/** The agent's files, exactly as they must appear in the image. */
+export function agentFiles(config: Pick<Config, 'trial'> & { distro?: { name: string } }): AgentFile[] {
+  return [
+    { path: AGENT_BIN, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-trial')) },
+    { path: AGENT_INITD, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-trial.initd')) },
+    { path: agentRunlevelLink(config.distro?.name), type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
+    { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial)) },
+  ];
+}
+
+export function trialConf(trial: Config['trial']): string {
+  return [
+    '# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.',
+    `CONFIRM_TIMEOUT=${Math.ceil(trial.confirm_timeout / 1000)}`,
+    `WATCHDOG=${trial.watchdog ? 1 : 0}`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,69 @@
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { configSchema, type Config } from './config-schema.js';
+
+export const CONFIG_FILE = 'ramboot.yaml';
+
+/**
+ * Parses and validates ramboot.yaml. The first problem found is thrown as a
+ * ConfigError naming the file, the line and the key, and what is allowed there.
+ */
+export function parseConfig(text: string, file = CONFIG_FILE): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    // linePos is only filled in with prettyErrors: take the line from the offset.
+    const line = e.linePos?.[0]?.line ?? (e.pos ? lines.linePos(e.pos[0]).line : undefined);
+    throw new ConfigError(file, line, undefined, `not valid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const result = configSchema.safeParse(doc.toJS() ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw issueToError(issue, doc, lines, file);
+  }
+  return result.data;
+}
+
+function issueToError(issue: z.core.$ZodIssue, doc: Document, lines: LineCounter, file: string): ConfigError {
+  let path = issue.path.map(String);
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    path = [...path, issue.keys[0]!];
+    message = `unknown key; allowed here: ${allowedKeys(issue.path.map(String)).join(', ')}`;
+  } else if (issue.code === 'invalid_value' && 'values' in issue) {
+    message = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  } else if (issue.code === 'invalid_type' && issue.input === undefined) {
+    message = `is required (${issue.expected})`;
+  }
+  const line = lineOf(doc, lines, path);
+  return new ConfigError(file, line, path.join('.') || undefined, message);
+}
+
+/** The line of the key itself when the parent map has it, else of the deepest node that exists along the path. */
+function lineOf(doc: Document, lines: LineCounter, path: string[]): number | undefined {
+  for (let n = path.length; n >= 0; n--) {
+    if (n > 0) {
+      // Point at the key (an unknown key's value may start on a later line).
+      const parent = doc.getIn(path.slice(0, n - 1), true) as { items?: { key: unknown }[] } | undefined;
+      const pair = parent?.items?.find((p) => isNode(p.key) && String((p.key as { value?: unknown }).value) === path[n - 1]);
+      if (pair && isNode(pair.key) && pair.key.range) return lines.linePos(pair.key.range[0]).line;
+    }
+    const node = doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
+  }
+  return undefined;
+}
+
+function allowedKeys(path: string[]): string[] {
+  let schema: unknown = configSchema;
+  for (const key of path) schema = unwrap(schema)?.shape?.[key];
+  return Object.keys(unwrap(schema)?.shape ?? {});
+}
+
+function unwrap(schema: unknown): { shape?: Record<string, unknown> } | undefined {
+  let s = schema as { shape?: Record<string, unknown>; def?: { innerType?: unknown; in?: unknown; schema?: unknown } } | undefined;
+  while (s && !s.shape && s.def) s = (s.def.innerType ?? s.def.in ?? s.def.schema) as typeof s;
+  return s;
+}
