@@ -1,13 +1,13 @@
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { run } from '../lib/run.js';
+import { runStep, type Work } from './work.js';
 import type { Source } from './source.js';
 import { ensureDirs } from './skeleton.js';
 
 // bins/ is a Go module; every main package in it becomes a static binary in
 // /usr/local/bin (CGO off, so it runs on musl as on glibc). Reproducible flags.
 
-export async function buildBins(source: Source, root: string, workDir: string, cacheDir: string): Promise<string[]> {
+export async function buildBins(source: Source, root: string, workDir: string, cacheDir: string, work: Work): Promise<string[]> {
   const files = await source.list('bins');
   if (!files.some((f) => f.path === 'bins/go.mod')) return [];
   const src = join(workDir, 'bins-src');
@@ -18,7 +18,7 @@ export async function buildBins(source: Source, root: string, workDir: string, c
   }
   const out = join(workDir, 'bins-out');
   mkdirSync(out, { recursive: true });
-  await run('go', ['build', '-trimpath', '-ldflags=-s -w -buildid=', '-o', `${out}/`, './...'], {
+  await runStep(work, 'go', ['build', '-trimpath', '-ldflags=-s -w -buildid=', '-o', `${out}/`, './...'], {
     step: 'build the Go programs in bins/',
     cwd: src,
     env: {

@@ -5,17 +5,19 @@ import { RAMBOOT_VERSION } from '../lib/package.js';
 import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { BuildError, CommandError, UsageError } from '../lib/errors.js';
-import { progress } from '../lib/log.js';
+import type { Emit } from '../lib/events.js';
 import { agentFiles, type AgentFile } from '../image/agent.js';
 import { buildBins } from './bins.js';
 import { runInChroot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
 import { alpine } from './distro/alpine.js';
 import { debian } from './distro/debian.js';
-import { MANIFEST, type Manifest, type Segment } from '../image/manifest.js';
+import { MANIFEST, MANIFEST_FORMAT, type Manifest, type Segment } from '../image/manifest.js';
 import { requireKernel, findBootFile } from './kernel.js';
 import { deletions, overlayDirs, withOverlay } from './overlay.js';
 import { mediumFromFstab } from './fstab.js';
+import { pidTag, removeBuildDir, sweepLeftovers } from './sweep.js';
+import type { BuildEvent, Work } from './work.js';
 import { parsePackages } from './packages.js';
 import { renderRelease } from '../image/release.js';
 import { decryptSecrets, secretEntries, type ImageSecret } from './secrets.js';
@@ -34,9 +36,16 @@ export interface BuildOptions {
   rev?: string;
   /** Build this working directory instead of a commit. */
   dir?: string;
-  stateDir: string;
-  imagesDir?: string;
+  /** Published images go here, one directory per build id. */
+  imagesDir: string;
+  /** Package stages, base segments, downloads; the build's temporary directories under tmp/. */
+  cacheDir: string;
+  /** The repository's path or URL, recorded in the manifest (it keys the state directory). */
+  origin: string;
   identity?: string;
+  emit?: Emit<BuildEvent>;
+  /** Aborted by Ctrl-C or SIGTERM: the running command stops, mounts are undone, nothing is published. */
+  signal?: AbortSignal;
 }
 
 export interface BuildResult {
@@ -50,71 +59,77 @@ export interface BuildResult {
 const BACKENDS: Record<Config['distro']['name'], DistroBackend> = { alpine, debian };
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
-  const p = progress('build');
+  const started = Date.now();
+  const work: Work = { emit: opts.emit ?? (() => {}), signal: opts.signal };
+  const stage = (message: string) => work.emit({ kind: 'stage', source: 'build', message });
   requireRoot();
-  const cacheDir = join(opts.stateDir, 'cache');
-  const imagesDir = opts.imagesDir ?? join(opts.stateDir, 'images');
+  const { cacheDir, imagesDir } = opts;
+  const tmpDir = ensure(join(cacheDir, 'tmp'));
+  ensure(imagesDir);
+  await sweepLeftovers([tmpDir, join(cacheDir, 'stages'), imagesDir], work);
 
-  p.stage('reading the repository');
+  stage('reading the repository');
   const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
   const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
   const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
   const inputsHash = sha256(JSON.stringify({ ramboot: RAMBOOT_VERSION, tree: source.treeHash }));
   const buildId = `${source.commit?.slice(0, 8) ?? 'dir'}-${inputsHash.slice(0, 8)}`;
 
-  p.stage('decrypting secrets');
-  const secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity);
+  stage('decrypting secrets');
+  const secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity, work);
 
   const backend = BACKENDS[config.distro.name];
-  p.stage(`installing packages (${backend.name}: ${packages.length} listed)`);
+  stage(`installing packages (${backend.name}: ${packages.length} listed)`);
   const stageReq = {
     config,
     packages,
     cacheDir: ensure(join(cacheDir, 'packages', backend.name)),
     resolvePath: (x: string) => (x.startsWith('/') ? x : join(opts.dir ?? opts.repoDir, x)),
   };
-  const stage = await packageStage(backend, stageReq, cacheDir);
+  const packaged = await packageStage(backend, stageReq, cacheDir, work);
 
-  const workDir = join(opts.stateDir, 'tmp', `build-${buildId}-${randomBytes(4).toString('hex')}`);
+  const workDir = join(tmpDir, `build-${buildId}-${pidTag()}-${randomBytes(4).toString('hex')}`);
   mkdirSync(workDir, { recursive: true, mode: 0o700 });
   try {
     const dirs = overlayDirs(workDir);
-    const { services, medium } = await withOverlay(stage.root, dirs, async (root) => {
-      p.stage('applying root/');
+    const { services, medium } = await withOverlay(packaged.root, dirs, work, async (root) => {
+      stage('applying root/');
       await applySkeleton(source, config, root);
-      p.stage('building bins/');
-      await buildBins(source, root, workDir, cacheDir);
+      stage('building bins/');
+      await buildBins(source, root, workDir, cacheDir, work);
       for (const f of agentFiles(config)) addAgentFile(root, f);
       writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       for (const s of secrets) ensureDirs(root, s.path.split('/').slice(0, -1).join('/'));
       const setup = await source.readFile('setup.sh');
       if (setup) {
-        p.stage('running setup.sh');
-        await runSetup(root, setup.toString(), buildId);
+        stage('running setup.sh');
+        await runSetup(root, setup.toString(), buildId, work);
       }
       return { services: listServices(root), medium: mediumFromFstab(root, config.boot.medium) };
     });
 
-    p.stage('packing segments');
+    stage('packing segments');
     const d = await deletions(dirs.upper);
-    const kernel = requireKernel(config.boot.kernel, dirs.upper, stage.root, d);
-    const ucode = config.boot.ucode ? findBootFile(config.boot.ucode, dirs.upper, stage.root, d) : undefined;
-    const out = join(imagesDir, `.tmp-${buildId}-${randomBytes(4).toString('hex')}`);
+    const kernel = requireKernel(config.boot.kernel, dirs.upper, packaged.root, d);
+    const ucode = config.boot.ucode ? findBootFile(config.boot.ucode, dirs.upper, packaged.root, d) : undefined;
+    const out = join(imagesDir, `.tmp-${buildId}-${pidTag()}-${randomBytes(4).toString('hex')}`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     try {
-      const base = await packBase(stage, d, join(cacheDir, 'base'), join(out, 'base.cpio.zst'));
+      const base = await packBase(packaged, d, join(cacheDir, 'base'), join(out, 'base.cpio.zst'));
       const overlay = await packOverlay(dirs.upper, source.time, join(out, 'overlay.cpio.zst'));
-      const secretSeg = await writeSegment(secretEntries(secrets, dirs.upper, stage.root, source.time), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
+      const secretSeg = await writeSegment(secretEntries(secrets, dirs.upper, packaged.root, source.time), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
       copyFileSync(kernel.path, join(out, 'vmlinuz'));
       if (ucode) copyFileSync(ucode.path, join(out, 'ucode.img'));
       const manifest: Manifest = {
-        formatVersion: 1,
+        formatVersion: MANIFEST_FORMAT,
         buildId,
         commit: source.commit,
         commitTime: source.time,
         inputsHash,
+        origin: opts.origin,
         distro: { name: backend.name, release: config.distro.release ?? '', arch: config.distro.arch ?? '' },
         host: config.host.name,
+        settings: { host: config.host, boot: config.boot, trial: config.trial, health: config.health },
         kernel: { file: 'vmlinuz', ...fileDigest(join(out, 'vmlinuz')), version: kernel.name },
         ...(ucode ? { ucode: { file: 'ucode.img', ...fileDigest(join(out, 'ucode.img')) } } : {}),
         segments: [
@@ -122,7 +137,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           segment('overlay', overlay.segment.sha256, overlay.segment.bytes),
           segment('secrets', secretSeg.sha256, secretSeg.bytes),
         ],
-        packages: stage.packages,
+        packages: packaged.packages,
         services,
         files: mergeFiles(base, overlay, secrets),
         hostKey: hostKeyLine(secrets, config),
@@ -131,18 +146,19 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       };
       writeFileSync(join(out, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
       const imageDir = publish(out, imagesDir, buildId);
-      p.done(`built ${buildId}`);
-      return { buildId, imageDir, manifest, stageReused: stage.reused, baseReused: base.reused };
+      work.emit({ kind: 'built', source: 'build', buildId, commit: source.commit, ms: Date.now() - started, stageReused: packaged.reused, baseReused: base.reused });
+      return { buildId, imageDir, manifest, stageReused: packaged.reused, baseReused: base.reused };
     } catch (err) {
       rmSync(out, { recursive: true, force: true });
       throw err;
     }
   } finally {
-    rmSync(workDir, { recursive: true, force: true });
+    await removeBuildDir(workDir, work);
   }
 }
 
-function requireRoot(): void {
+/** A build mounts overlayfs and chroots: checked before anything else is read. */
+export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new UsageError('failed to start the build: ramboot build must run as root (it mounts overlayfs and chroots); run it with sudo', {
       step: 'build',
@@ -156,9 +172,9 @@ async function requireFile(source: Source, path: string): Promise<string> {
   return data.toString();
 }
 
-async function runSetup(root: string, script: string, buildId: string): Promise<void> {
+async function runSetup(root: string, script: string, buildId: string, work: Work): Promise<void> {
   try {
-    await runInChroot(root, script, 'run setup.sh', { RAMBOOT_BUILD: buildId });
+    await runInChroot(root, script, 'run setup.sh', work, { RAMBOOT_BUILD: buildId });
   } catch (err) {
     if (err instanceof CommandError) {
       const tail = (err.output ?? '').trimEnd().split('\n').slice(-15).join('\n');

@@ -2,6 +2,7 @@ import { lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../lib/run.js';
 import { unmount } from './chroot.js';
+import type { Work } from './work.js';
 
 // The skeleton and setup.sh run on an overlayfs over the cached package stage, so
 // the upper directory holds exactly what they added or changed (DESIGN.md §2), and a
@@ -19,14 +20,14 @@ export function overlayDirs(buildDir: string): OverlayDirs {
   return dirs;
 }
 
-export async function withOverlay<T>(lower: string, dirs: OverlayDirs, work: (merged: string) => Promise<T>): Promise<T> {
+export async function withOverlay<T>(lower: string, dirs: OverlayDirs, w: Work, fn: (merged: string) => Promise<T>): Promise<T> {
   await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dirs.upper},workdir=${dirs.work}`, dirs.merged], {
     step: 'mount the build overlay',
   });
   try {
-    return await work(dirs.merged);
+    return await fn(dirs.merged);
   } finally {
-    await unmount(dirs.merged);
+    await unmount(dirs.merged, w);
   }
 }
 

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import type { Config } from '../lib/config-schema.js';
 import { loadIdentities } from '../secrets/identity.js';
 import { decryptForImage, hostKeyPublic, type ImageSecret as DecryptedSecret } from '../secrets/store.js';
-import { logger } from '../lib/log.js';
 import type { CpioEntry } from './cpio.js';
 import type { Source } from './source.js';
+import type { Work } from './work.js';
 import { resolveId } from './users.js';
 
 // The secrets segment is made from memory: decrypted buffers go straight into the
@@ -16,17 +16,17 @@ export interface ImageSecret extends DecryptedSecret {
   publicLine?: string;
 }
 
-export async function decryptSecrets(source: Source, config: Config, repoDir: string, identity?: string): Promise<ImageSecret[]> {
+export async function decryptSecrets(source: Source, config: Config, repoDir: string, identity: string | undefined, work: Pick<Work, 'emit'>): Promise<ImageSecret[]> {
   const files = (await source.list('secrets')).filter((f) => f.path.endsWith('.age'));
   if (files.length === 0 && Object.keys(config.secrets.files).length === 0) {
-    logger('build').warn({ hostKey: config.secrets.host_key }, 'no secrets in this repository: deploy cannot pin the host key');
+    work.emit({ kind: 'warn', source: 'build', message: `no secrets in this repository: deploy cannot pin the host key (add secrets/${config.secrets.host_key}.age)` });
     return [];
   }
   const encrypted = await Promise.all(files.map(async (f) => ({ repoPath: f.path, data: await f.read(), isSymlink: f.kind === 'symlink' })));
   const identities = await loadIdentities({ path: identity, env: process.env, config, repoDir });
   const secrets: ImageSecret[] = await decryptForImage(encrypted, config, identities);
   const hostKey = hostKeyPublic(secrets, config);
-  if (!hostKey) logger('build').warn({ hostKey: config.secrets.host_key }, 'no host key secret: deploy cannot pin the host key');
+  if (!hostKey) work.emit({ kind: 'warn', source: 'build', message: `no host key secret secrets/${config.secrets.host_key}.age: deploy cannot pin the host key` });
   return secrets.map((s) => (s.path === config.secrets.host_key && hostKey ? { ...s, publicLine: hostKey } : s));
 }
 

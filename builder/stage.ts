@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DistroBackend, InstalledPackage, StageRequest } from './distro/backend.js';
+import { pidTag, removeBuildDir } from './sweep.js';
+import type { Work } from './work.js';
 
 // The package stage: the root file system with only the packages installed. It is the
 // slow part of a build, so it is cached, keyed by everything it depends on; a commit
@@ -21,23 +23,22 @@ export async function stageKey(backend: DistroBackend, req: StageRequest): Promi
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex');
 }
 
-export async function packageStage(backend: DistroBackend, req: StageRequest, cacheRoot: string): Promise<Stage> {
+export async function packageStage(backend: DistroBackend, req: StageRequest, cacheRoot: string, work: Work): Promise<Stage> {
   const key = await stageKey(backend, req);
   const dir = join(cacheRoot, 'stages', key);
   if (existsSync(join(dir, 'packages.json'))) {
     return { key, root: join(dir, 'root'), packages: JSON.parse(readFileSync(join(dir, 'packages.json'), 'utf8')), reused: true };
   }
-  const tmp = join(cacheRoot, 'stages', `.tmp-${key}-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
+  const tmp = join(cacheRoot, 'stages', `.tmp-${key}-${pidTag()}`);
   mkdirSync(join(tmp, 'root'), { recursive: true });
   try {
-    await backend.create(req, join(tmp, 'root'));
+    await backend.create(req, join(tmp, 'root'), work);
     const packages = await backend.installed(join(tmp, 'root'));
     writeFileSync(join(tmp, 'packages.json'), JSON.stringify(packages));
     renameSync(tmp, dir);
     return { key, root: join(dir, 'root'), packages, reused: false };
   } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
+    await removeBuildDir(tmp, work);
     throw err;
   }
 }

@@ -42,7 +42,6 @@ export async function initRepo(o: InitOptions): Promise<void> {
   doc.setIn(['secrets', 'identity'], identityPath);
   doc.setIn(['host', 'identity'], clientKey);
   writeFileSync(configFile, doc.toString());
-  writeFileSync(join(o.dir, '.gitignore'), '.ramboot/\n');
 
   const { fingerprint } = await generateInitialSecrets(o.dir, [recipient], clientPub);
   await commitAll(o.dir, `ramboot init (${o.distro})`);
@@ -78,6 +77,12 @@ function ensureClientKey(path: string): string {
 
 async function commitAll(dir: string, message: string): Promise<void> {
   await git.init({ fs, dir, defaultBranch: 'main' });
+  // isomorphic-git writes the settings of a case-insensitive file system without
+  // symlinks; the git CLI would then drop executable bits and turn symlinks in root/
+  // into plain files. This repository lives on Linux.
+  for (const [path, value] of [['core.filemode', true], ['core.symlinks', true], ['core.ignorecase', false]] as const) {
+    await git.setConfig({ fs, dir, path, value });
+  }
   await git.add({ fs, dir, filepath: '.' });
   const author = { name: 'ramboot', email: 'ramboot@localhost' };
   await git.commit({ fs, dir, message, author, committer: author });

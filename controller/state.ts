@@ -1,6 +1,102 @@
-import { join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { removeBuildDir } from '../builder/sweep.js';
+import { UsageError } from '../lib/errors.js';
+import { run } from '../lib/run.js';
 
-/** Where ramboot keeps images, caches and journals: --state, $RAMBOOT_STATE, or .ramboot in the repository. */
-export function stateDir(flag: string | undefined, repoDir: string): string {
-  return resolve(flag ?? process.env.RAMBOOT_STATE ?? join(repoDir, '.ramboot'));
+// Where ramboot keeps what it makes: never in the user's working tree (a build mounts
+// /proc, /sys and /dev inside its temporary root, and anything walking the tree would
+// follow them). A root service's conventional places, one directory per machine
+// repository so that two repositories never share a journal:
+//   /var/lib/ramboot/<host>-<hash of the repository's path or URL>/
+//     images/  deploy.jsonl  deploy.lock  history/  vm/
+//   /var/cache/ramboot/   package stages, base segments, downloads, build temporaries
+// --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache).
+
+export const STATE_ROOT = '/var/lib/ramboot';
+export const CACHE_ROOT = '/var/cache/ramboot';
+
+export interface MachineState {
+  /** The machine's directory: journal, lock, history, the virtual NAS. */
+  dir: string;
+  images: string;
+  cache: string;
+  vm: string;
+}
+
+/** A repository's identity: its real path, or its URL. */
+export function originOf(repoOrUrl: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repoOrUrl)) return repoOrUrl;
+  try {
+    return realpathSync(repoOrUrl);
+  } catch {
+    return resolve(repoOrUrl);
+  }
+}
+
+export function machineKey(host: string, origin: string): string {
+  return `${host}-${createHash('sha256').update(origin).digest('hex').slice(0, 8)}`;
+}
+
+export interface StateRequest {
+  /** --state, else $RAMBOOT_STATE. */
+  state?: string;
+  host: string;
+  origin: string;
+  /** The working tree, when there is one: state may not live inside it. */
+  workTree?: string;
+}
+
+export function machineState(r: StateRequest): MachineState {
+  const explicit = r.state ?? process.env.RAMBOOT_STATE;
+  const dir = explicit ? resolve(explicit) : join(STATE_ROOT, machineKey(r.host, r.origin));
+  const cache = explicit ? join(dir, 'cache') : (process.env.RAMBOOT_CACHE ?? CACHE_ROOT);
+  if (r.workTree) {
+    for (const d of [dir, cache]) {
+      if (inside(d, r.workTree)) {
+        throw new UsageError(
+          `failed to use ${d} for ramboot's state: it is inside the repository ${r.workTree}, and builds mount /proc there; choose a directory outside it (--state)`,
+          { step: 'state', input: d },
+        );
+      }
+    }
+  }
+  return { dir, images: join(dir, 'images'), cache, vm: join(dir, 'vm') };
+}
+
+function inside(dir: string, tree: string): boolean {
+  const rel = relative(resolve(tree), resolve(dir));
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'));
+}
+
+/**
+ * Earlier versions kept state in REPO/.ramboot. It is moved to the machine's state
+ * directory (images, journal, the virtual NAS) and the cache; an interrupted build's
+ * mounts below it are undone first. Returns a notice, or undefined when there was none.
+ */
+export async function migrateLegacyState(workTree: string, host: string, state: MachineState): Promise<string | undefined> {
+  const legacy = join(workTree, '.ramboot');
+  if (!existsSync(legacy)) return undefined;
+  await removeBuildDir(join(legacy, 'tmp'), { emit: () => {} });
+  const moves: [string, string][] = [
+    [join(legacy, 'images'), state.images],
+    [join(legacy, 'vm'), state.vm],
+    [join(legacy, 'state', host, 'deploy.jsonl'), join(state.dir, 'deploy.jsonl')],
+    ...(existsSync(join(legacy, 'cache')) ? readdirSync(join(legacy, 'cache')).map((n): [string, string] => [join(legacy, 'cache', n), join(state.cache, n)]) : []),
+  ];
+  mkdirSync(state.dir, { recursive: true });
+  mkdirSync(state.cache, { recursive: true });
+  for (const [from, to] of moves) {
+    if (!existsSync(from) || existsSync(to)) continue;
+    try {
+      renameSync(from, to);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      // Another file system: package stages hold device nodes, which only cp -a copies.
+      await run('cp', ['-a', from, to], { step: `move ${from} to ${to}` });
+    }
+  }
+  await removeBuildDir(legacy, { emit: () => {} });
+  return `ramboot: moved ${legacy} to ${state.dir} (state) and ${state.cache} (caches): state no longer lives in the repository`;
 }

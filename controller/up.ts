@@ -1,64 +1,68 @@
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { build } from '../builder/build.js';
-import { parseRelease } from '../image/release.js';
-import { connect } from '../deploy/ssh.js';
-import { loadTarget } from './verbs/deploy.js';
-import { fingerprint } from '../secrets/store.js';
+import { deploy } from '../deploy/deploy.js';
+import { Journal, acquireLock } from '../deploy/journal.js';
+import { targetFor } from '../deploy/target.js';
+import { fingerprint } from '../secrets/ssh-public.js';
 import { UsageError } from '../lib/errors.js';
-import { logger } from '../lib/log.js';
-import { formatDisk } from '../vm/format.js';
-import { startVm } from '../vm/qemu.js';
+import { openMachine } from './machine.js';
+import type { Renderer } from './render.js';
+import { startVirtualNas } from './virtual-nas.js';
+import { formatVerdict } from './verbs/deploy.js';
 
 // `ramboot up`: the main job for one machine. Builds the newest commit; with no host
-// address configured, boots it on the virtual NAS, proves SSH with the pinned host key,
-// and keeps the machine running until Ctrl-C.
+// address configured, boots the virtual NAS (its disk kept across runs) and brings it
+// to that build through the trial boot, then keeps the machine running until Ctrl-C.
 
 export interface UpOptions {
   repoDir: string;
-  stateDir: string;
+  state?: string;
   identity?: string;
   sshPort: number;
   httpPort: number;
+  render: Renderer;
 }
 
 const BOOT_DEADLINE_MS = 10 * 60_000;
 
 export async function up(o: UpOptions): Promise<number> {
-  const log = logger('up');
-  const r = await build({ repoDir: o.repoDir, stateDir: o.stateDir, identity: o.identity });
-  const { config, target } = await loadTarget({ repo: o.repoDir });
-  if (config.host.address) {
-    throw new UsageError(`failed to bring up ${config.host.name}: it has an address; use ramboot deploy --repo ${o.repoDir}`, { step: 'up' });
+  const machine = await openMachine({ repo: o.repoDir, state: o.state });
+  const emit = o.render.emit;
+  if (machine.notice) process.stderr.write(`${machine.notice}\n`);
+  if (machine.config.host.address) {
+    throw new UsageError(`failed to bring up ${machine.config.host.name}: it has an address; use ramboot deploy --repo ${o.repoDir}`, { step: 'up' });
   }
-  if (!r.manifest.hostKey) {
-    throw new UsageError('failed to bring up the virtual NAS: the repository has no host key secret to pin (ramboot secrets add --generate ssh-ed25519)', {
-      step: 'up',
-    });
+  const built = await build({ repoDir: machine.repo, imagesDir: machine.state.images, cacheDir: machine.state.cache, origin: machine.origin, identity: o.identity, emit });
+  const hostKey = built.manifest.hostKey;
+  if (!hostKey) {
+    throw new UsageError('failed to bring up the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
   }
-  const vmDir = join(o.stateDir, 'vm');
-  mkdirSync(vmDir, { recursive: true });
-  const disk = join(vmDir, 'disk.img');
-  await formatDisk({ disk, imageDir: r.imageDir });
-  const vm = startVm({ disk, sshPort: o.sshPort, httpPort: o.httpPort, serialLog: join(vmDir, 'serial.log'), monitor: join(vmDir, 'monitor.sock') });
-  process.once('SIGINT', () => void vm.stop());
-  process.once('SIGTERM', () => void vm.stop());
+  const nas = await startVirtualNas({ state: machine.state, firstImage: built.imageDir, sshPort: o.sshPort, httpPort: o.httpPort, emit });
+  const stop = () => void nas.vm.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
   try {
-    const ms = await vm.waitForSsh(BOOT_DEADLINE_MS);
-    log.info({ seconds: ms / 1000 }, 'the virtual NAS answers SSH');
-    const session = await connect({ ...target, address: '127.0.0.1', port: o.sshPort, hostKey: r.manifest.hostKey });
-    const release = parseRelease((await session.exec('cat /etc/ramboot-release')).stdout);
-    session.close();
+    const ms = await nas.vm.waitForSsh(BOOT_DEADLINE_MS);
+    emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
+    const target = targetFor(built.manifest.settings, { address: '127.0.0.1', port: o.sshPort, powerCycle: () => nas.vm.powerCycle() });
+    const journal = await Journal.open(machine.state.dir);
+    const release = acquireLock(machine.state.dir, target.name);
+    try {
+      const known = [journal.lastPromotedHostKey()].filter((k): k is string => !!k);
+      const r = await deploy({ target, journal, imageDir: built.imageDir, manifest: built.manifest, previousHostKeys: known, onEvent: emit });
+      o.render.end();
+      process.stdout.write(`${formatVerdict(r)}\n`);
+    } finally {
+      release();
+    }
     process.stdout.write(
-      `${config.host.name} runs ${release.build} on the virtual NAS (host key ${fingerprint(r.manifest.hostKey)} pinned)\n` +
+      `${target.name} runs on the virtual NAS (host key ${fingerprint(hostKey)} pinned)\n` +
         `  ssh -p ${o.sshPort} -i ${target.identityFile} root@127.0.0.1\n` +
         `  status page: http://127.0.0.1:${o.httpPort}/\n` +
-        `  serial console: ${join(vmDir, 'serial.log')}; Ctrl-C stops the machine\n`,
+        `  serial console: ${nas.serialLog}; Ctrl-C stops the machine\n`,
     );
   } catch (err) {
-    await vm.stop();
+    await nas.vm.stop();
     throw err;
   }
-  const done = await vm.process;
-  return existsSync(disk) ? (done.exitCode ?? 0) : 1;
+  return (await nas.vm.stopped).exitCode;
 }

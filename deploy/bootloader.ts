@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { userArgs } from '../image/cmdline.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import { PART_SUFFIX, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, inspectMedium, writeCfg, type MediumState } from './medium.js';
 import { CFG_PATH, FILES_DIR, contentPath, parseLabels, type CfgLabel, type ContentKind, type SlotName, type SlotTable } from './slots.js';
@@ -163,16 +164,9 @@ async function chooseAdoptees(
     // The default label may be the one named old or new: each image goes into one slot only.
     if (seen.has(key)) continue;
     seen.add(key);
-    out.push({ slot, kernel: chosen.kernel!, initrds: chosen.initrds, append: chosen === files ? append : stripRamboot(chosen.append) });
+    out.push({ slot, kernel: chosen.kernel!, initrds: chosen.initrds, append: chosen === files ? append : userArgs(chosen.append) });
   }
   return out;
-}
-
-function stripRamboot(append: string): string {
-  return append
-    .split(/\s+/)
-    .filter((a) => a && a !== 'panic=10' && !a.startsWith('ramboot.'))
-    .join(' ');
 }
 
 async function all(items: string[], pred: (s: string) => Promise<boolean>): Promise<boolean> {

@@ -1,37 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import type { Manifest } from '../image/manifest.js';
-import type { Config } from '../lib/config-schema.js';
 import { RambootError, UsageError } from '../lib/errors.js';
-import { logger } from '../lib/log.js';
+import type { WarnEvent } from '../lib/events.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
-import {
-  candidateFiles,
-  PreflightError,
-  armOnce,
-  checkSpace,
-  clearOnce,
-  inspectMedium,
-  planUpload,
-  readRunning,
-  readSlots,
-  removeUnreferenced,
-  uploadFiles,
-  writeCfg,
-  type Running,
-} from './medium.js';
+import { candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg } from './medium.js';
+import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
 import { promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
 import { HostKeyMismatchError, connect, type Session, type Target } from './ssh.js';
 import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
 import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
 
-// The deploy protocol of DESIGN.md §4 as a chain of steps. Each step is recorded in the
+// The deploy protocol (docs/ARCHITECTURE.md, "Deploy") as a chain of steps. Each step is recorded in the
 // journal before it is taken and returns the next one; the driver records that and
 // goes on until a verdict. A step is safe to repeat: a resumed deploy re-enters the
 // last recorded step, which looks at the machine before it acts.
-
-const log = logger('deploy');
 
 export type DeployEvent =
   | { kind: 'step'; step: Step; deploy: string; message: string }
@@ -39,15 +23,16 @@ export type DeployEvent =
   | { kind: 'upload'; file: string; sent: number; total: number }
   | { kind: 'wait'; what: string; elapsedMs: number; observation: Observation }
   | { kind: 'check'; event: HealthEvent }
-  | { kind: 'verdict'; outcome: Outcome; bytesSent?: number; imageBytes?: number };
+  | { kind: 'verdict'; outcome: Outcome; bytesSent?: number; imageBytes?: number }
+  | WarnEvent;
 
 export interface DeployOptions {
   /** Where and how to reach the machine; the host keys come from the image. */
   target: Omit<Target, 'hostKey' | 'previousHostKeys'>;
   journal: Journal;
   imageDir: string;
+  /** The image's manifest: it carries the commit's boot medium, trial timings and health checks. */
   manifest: Manifest;
-  config: Pick<Config, 'boot' | 'trial' | 'health'>;
   /** The key the machine presents now, when it differs from the image's (a rotated host key). */
   previousHostKeys?: string[];
   /** Deploy a build that was rolled back before. */
@@ -119,7 +104,8 @@ export async function recordBuildFailure(journal: Journal, message: string, comm
 
 /** The image's boot files as content files of the medium, in INITRD order. */
 function makePlan(opts: DeployOptions): DeployPlan {
-  const { manifest: m, config, target } = opts;
+  const { manifest: m, target } = opts;
+  const config = m.settings;
   if (!m.hostKey) {
     throw new UsageError(`failed to deploy build ${m.buildId}: the image has no host key to pin (its host key secret, secrets.host_key, is missing)`, {
       step: 'deploy',
@@ -130,10 +116,12 @@ function makePlan(opts: DeployOptions): DeployPlan {
   if (config.trial.confirm_timeout <= config.health.deadline) {
     // Not refused: a healthy trial usually confirms long before the deadline. But a slow
     // one is rebooted by the agent mid-check and ends as "unreachable".
-    log.warn(
-      `trial.confirm_timeout (${config.trial.confirm_timeout / 1000} s) is not longer than health.deadline (${config.health.deadline / 1000} s) ` +
+    opts.onEvent?.({
+      kind: 'warn',
+      source: 'deploy',
+      message: `trial.confirm_timeout (${config.trial.confirm_timeout / 1000} s) is not longer than health.deadline (${config.health.deadline / 1000} s) ` +
         'plus the boot time: the agent may reboot a slow but healthy trial before it is confirmed',
-    );
+    });
   }
   const { kernel, initrds } = candidateFiles(opts.imageDir, m);
   const files = [kernel, ...initrds];

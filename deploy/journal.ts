@@ -76,9 +76,8 @@ export class Journal {
     private records: JournalRecord[],
   ) {}
 
-  /** The journal of one host: `<stateDir>/<host>/deploy.jsonl`. A last line cut by a crash is removed. */
-  static async open(stateDir: string, host: string): Promise<Journal> {
-    const dir = join(stateDir, host);
+  /** The journal in a machine's state directory: `<dir>/deploy.jsonl`. A last line cut by a crash is removed. */
+  static async open(dir: string): Promise<Journal> {
     await mkdir(dir, { recursive: true });
     const file = join(dir, 'deploy.jsonl');
     let text = '';
@@ -220,8 +219,8 @@ export function decideStart(history: DeployHistory[], req: Request): StartDecisi
  * One deploy at a time per host: a lock file holding the owner's pid. A lock whose
  * process is gone was left by a killed controller and is taken over.
  */
-export function acquireLock(stateDir: string, host: string): () => void {
-  const file = join(stateDir, host, 'deploy.lock');
+export function acquireLock(dir: string, host: string): () => void {
+  const file = join(dir, 'deploy.lock');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(file, 'wx');

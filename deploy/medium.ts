@@ -48,23 +48,6 @@ export function parseMounts(text: string): MountEntry[] {
     }));
 }
 
-/** /etc/ramboot-release: key=value lines (build, commit, time), written by the build. */
-export function parseRelease(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"?(.*?)"?\s*$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
-}
-
-/** The ramboot arguments of /proc/cmdline, as renderSyslinuxCfg wrote them into the label's APPEND. */
-export function parseCmdline(text: string): { slot?: string; build?: string } {
-  const args = text.trim().split(/\s+/);
-  const value = (key: string) => args.find((a) => a.startsWith(`${key}=`))?.slice(key.length + 1);
-  return { slot: value('ramboot.slot'), build: value('ramboot.build') };
-}
-
 /** Available bytes from `df -P -k <dir>` (POSIX format: busybox and coreutils agree). */
 export function parseDfAvailable(text: string): number | undefined {
   const fields = text.trim().split('\n').at(-1)?.trim().split(/\s+/);
@@ -80,30 +63,6 @@ export function parseLs(text: string): Map<string, number> {
     if (f.length >= 9 && f[0]!.startsWith('-')) files.set(f.at(-1)!, Number(f[4]));
   }
   return files;
-}
-
-/** What runs on the machine now. */
-export interface Running {
-  bootId: string;
-  /** build= of /etc/ramboot-release; undefined on a system ramboot did not build. */
-  build?: string;
-  commit?: string;
-  /** ramboot.slot= and ramboot.build= of /proc/cmdline: the label syslinux booted. */
-  slot?: string;
-  cmdlineBuild?: string;
-}
-
-const SEP = '--ramboot--';
-
-export async function readRunning(session: Session): Promise<Running> {
-  const out = await session.check(
-    'read the running build',
-    `cat /proc/sys/kernel/random/boot_id; echo ${SEP}; cat /proc/cmdline; echo ${SEP}; cat /etc/ramboot-release 2>/dev/null; true`,
-  );
-  const [bootId, cmdline, release] = out.split(`${SEP}\n`);
-  const rel = parseRelease(release ?? '');
-  const cmd = parseCmdline(cmdline ?? '');
-  return { bootId: (bootId ?? '').trim(), build: rel.build, commit: rel.commit, slot: cmd.slot, cmdlineBuild: cmd.build };
 }
 
 export interface MediumState {

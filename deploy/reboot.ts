@@ -1,6 +1,6 @@
 import { RambootError, describe } from '../lib/errors.js';
 import { run } from '../lib/run.js';
-import { readRunning, type Running } from './medium.js';
+import { readRunning, type Running } from './running.js';
 import { connect, type Session, type Target } from './ssh.js';
 
 // Rebooting the machine and watching it come back. The reboot drops the connection

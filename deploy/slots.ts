@@ -1,3 +1,5 @@
+import { parseCmdline, renderSlotArgs, userArgs } from '../image/cmdline.js';
+
 // The managed syslinux.cfg: three labels (DESIGN.md §3). Files are content-addressed
 // under boot/ramboot/, so promotion only rewrites this file, never moves an image.
 
@@ -50,7 +52,7 @@ export function renderSyslinuxCfg(slots: SlotTable, serial = true): string {
 }
 
 function appendLine(name: SlotName, e: SlotEntry): string {
-  return [`panic=10 ramboot.slot=${name} ramboot.build=${e.buildId}`, e.append].filter(Boolean).join(' ');
+  return [renderSlotArgs(name, e.buildId), e.append].filter(Boolean).join(' ');
 }
 
 /** One LABEL of any syslinux configuration, paths relative to the medium root. */
@@ -102,13 +104,13 @@ export function parseLabels(text: string): { default?: string; labels: CfgLabel[
 export function parseSyslinuxCfg(text: string): SlotTable {
   const slots: SlotTable = {};
   for (const l of parseLabels(text).labels) {
-    const buildId = /(?:^|\s)ramboot\.build=(\S+)/.exec(l.append)?.[1];
+    const buildId = parseCmdline(l.append).build;
     if (!(SLOTS as string[]).includes(l.name) || !l.kernel || !buildId) continue;
     slots[l.name as SlotName] = {
       buildId,
       kernel: l.kernel,
       initrds: l.initrds,
-      append: l.append.replace(/panic=10 ramboot\.slot=\S+ ramboot\.build=\S+ ?/, '').trim(),
+      append: userArgs(l.append),
     };
   }
   return slots;

@@ -1,6 +1,7 @@
 import { describe } from '../lib/errors.js';
 import type { Journal } from './journal.js';
-import { readRunning, readSlots, type Running } from './medium.js';
+import { readSlots } from './medium.js';
+import { readRunning, type Running } from './running.js';
 import type { SlotTable } from './slots.js';
 import { connect, type Session, type Target } from './ssh.js';
 import { STATUS_COMMAND } from './trial.js';

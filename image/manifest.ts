@@ -1,9 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BuildError } from '../lib/errors.js';
+import type { Config } from '../lib/config-schema.js';
+import { UsageError } from '../lib/errors.js';
 
-// The image directory is the contract between build and deploy: deploy reads
-// only manifest.json and the files it names, never the build's internals.
+// The image directory is the contract between builder and deploy: deploy reads only
+// manifest.json and the files it names, never the build's internals or the repository.
+// Everything deploy needs from the commit (where the machine is, its boot medium, the
+// trial timings, the health checks) is carried here, as the commit said it.
 
 export type SegmentName = 'base' | 'overlay' | 'secrets';
 
@@ -25,14 +28,22 @@ export interface ManifestFile {
   segment: SegmentName;
 }
 
+/** The parts of the commit's ramboot.yaml that say how to deploy it (durations in ms). */
+export type DeploySettings = Pick<Config, 'host' | 'boot' | 'trial' | 'health'>;
+
+export const MANIFEST_FORMAT = 2;
+
 export interface Manifest {
-  formatVersion: 1;
+  formatVersion: typeof MANIFEST_FORMAT;
   buildId: string;
   commit?: string;
   commitTime: number;
   inputsHash: string;
+  /** Which repository the image was built from (a path or URL): its state directory's key. */
+  origin: string;
   distro: { name: string; release: string; arch: string };
   host: string;
+  settings: DeploySettings;
   kernel: { file: string; sha256: string; bytes: number; version?: string };
   ucode?: { file: string; sha256: string; bytes: number };
   segments: Segment[];
@@ -50,11 +61,24 @@ export interface Manifest {
 export const MANIFEST = 'manifest.json';
 
 export async function readManifest(imageDir: string): Promise<Manifest> {
+  const file = join(imageDir, MANIFEST);
   let text: string;
   try {
-    text = await readFile(join(imageDir, MANIFEST), 'utf8');
+    text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new BuildError(`failed to read image ${imageDir}: no ${MANIFEST}`, { step: 'read image', input: imageDir }, { cause: err });
+    throw new UsageError(`failed to read image ${imageDir}: no ${MANIFEST} (is it an image directory made by \`ramboot build\`?)`, { step: 'read image', input: imageDir }, { cause: err });
   }
-  return JSON.parse(text) as Manifest;
+  let m: Manifest;
+  try {
+    m = JSON.parse(text) as Manifest;
+  } catch (err) {
+    throw new UsageError(`failed to read ${file}: not JSON (${(err as Error).message})`, { step: 'read image', input: file }, { cause: err });
+  }
+  if (m.formatVersion !== MANIFEST_FORMAT) {
+    throw new UsageError(`failed to read image ${imageDir}: manifest format ${m.formatVersion}, this ramboot reads ${MANIFEST_FORMAT}; build the commit again`, {
+      step: 'read image',
+      input: file,
+    });
+  }
+  return m;
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { isRecipient } from '../secrets/recipients.js';
+import { isRecipient } from '../secrets/keys.js';
 
 // The schema of ramboot.yaml. Defaults here are what a user gets when a key is left out.
 

@@ -1,5 +1,5 @@
 import { execa, type Options } from 'execa';
-import { CommandError } from './errors.js';
+import { CommandError, InterruptedError } from './errors.js';
 
 export interface RunOptions {
   cwd?: string;
@@ -8,6 +8,10 @@ export interface RunOptions {
   /** Step name for the error message: "failed to <step>". */
   step: string;
   timeoutMs?: number;
+  /** Stops the program (SIGTERM) when aborted; the run then fails with an InterruptedError. */
+  signal?: AbortSignal;
+  /** Each line of output as it comes (stdout and stderr interleaved). */
+  onLine?: (line: string) => void;
 }
 
 export interface RunResult {
@@ -25,10 +29,28 @@ export async function run(file: string, args: string[], opts: RunOptions): Promi
     all: true,
     stripFinalNewline: false,
     timeout: opts.timeoutMs,
+    cancelSignal: opts.signal,
   };
-  const r = await execa(file, args, options);
+  if (opts.signal?.aborted) throw interrupted(opts);
+  const child = execa(file, args, options);
+  if (opts.onLine) {
+    let rest = '';
+    child.all?.on('data', (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split('\n');
+      rest = lines.pop() ?? '';
+      for (const l of lines) opts.onLine!(l);
+    });
+    child.all?.on('end', () => rest && opts.onLine!(rest));
+  }
+  const r = await child;
+  if (opts.signal?.aborted) throw interrupted(opts);
   if (r.exitCode !== 0 || r.failed) {
     throw new CommandError(opts.step, [file, ...args].join(' '), r.exitCode, String(r.all ?? r.stderr ?? ''));
   }
   return { stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+function interrupted(opts: RunOptions): InterruptedError {
+  const reason = opts.signal?.reason;
+  return new InterruptedError(reason === 'SIGTERM' ? 'SIGTERM' : 'SIGINT', opts.step);
 }

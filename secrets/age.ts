@@ -1,6 +1,6 @@
 import { Decrypter, Encrypter, armor, type Identity as AgeIdentity, type Stanza } from 'age-encryption';
 import { UsageError } from '../lib/errors.js';
-import { parseRecipient, type RecipientType, type StanzaSummary } from './recipients.js';
+import { parseRecipient, type RecipientType, type StanzaSummary } from './keys.js';
 
 // age encryption and decryption on age-encryption (X25519) plus our ssh-ed25519 stanza.
 // Decryption also reports the header's stanzas, which is all a file says about who can

@@ -1,6 +1,7 @@
 import { UsageError } from '../lib/errors.js';
 import type { Identity } from './age.js';
-import { describeRecipients, describeStanzas, type Recipient, type StanzaSummary } from './recipients.js';
+import type { Recipient, StanzaSummary } from './keys.js';
+import { describeRecipients, describeStanzas } from './recipients.js';
 
 // Errors about one secret file. Each names the file and says what the user can do;
 // none carries plaintext.

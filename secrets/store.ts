@@ -1,7 +1,6 @@
 import { CONFIG_FILE } from '../lib/config.js';
 import type { Config, SecretSpec } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
-import { logger } from '../lib/log.js';
 import { AgeDecryptError, decryptWithHeader, type Decrypted, type Identity } from './age.js';
 import { CorruptSecretError, MissingSecretError, UnsafeSecretPathError, WrongIdentityError } from './errors.js';
 import { imagePathOf, isIgnoredSecretsEntry, repoPathOf } from './paths.js';
@@ -51,7 +50,6 @@ export async function decryptForImage(files: EncryptedSecret[], config: Config, 
     const { plaintext } = await decryptSecret(file, path, config, identities);
     out.push({ path, ...secretSpec(config, path), data: Buffer.from(plaintext) });
   }
-  logger('secrets').debug({ secrets: out.map((s) => s.path) }, 'decrypted secrets');
   return out;
 }
 

@@ -4,7 +4,7 @@ import { readManifest } from '../image/manifest.js';
 import { candidateFiles } from '../deploy/medium.js';
 import { CFG_PATH, renderSyslinuxCfg } from '../deploy/slots.js';
 import { UsageError } from '../lib/errors.js';
-import { progress } from '../lib/log.js';
+import type { Emit, StageEvent } from '../lib/events.js';
 import { run } from '../lib/run.js';
 
 // `ramboot format`: a new boot medium as a disk image, written with mtools (no mount):
@@ -15,10 +15,11 @@ export interface FormatOptions {
   imageDir: string;
   /** Size in MiB; by default room for three images. */
   sizeMiB?: number;
+  emit?: Emit<StageEvent>;
 }
 
 export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: string; sizeMiB: number }> {
-  const p = progress('format');
+  const stage = (message: string) => opts.emit?.({ kind: 'stage', source: 'format', message });
   const m = await readManifest(opts.imageDir);
   if (!m.medium?.uuid) {
     throw new UsageError(
@@ -31,13 +32,13 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
   const imageMiB = Math.ceil([kernel, ...initrds].reduce((n, f) => n + f.bytes, 0) / 2 ** 20);
   const sizeMiB = opts.sizeMiB ?? Math.max(256, imageMiB * 4 + 64);
 
-  p.stage(`formatting ${opts.disk} (${sizeMiB} MiB, volume id ${m.medium.uuid})`);
+  stage(`formatting ${opts.disk} (${sizeMiB} MiB, volume id ${m.medium.uuid})`);
   rmSync(opts.disk, { force: true });
   await run('mkfs.vfat', ['-C', '-F', '32', '-i', volumeId, '-n', 'RAMBOOT', opts.disk, String(sizeMiB * 1024)], { step: 'make the FAT file system' });
   await mtools('mmd', ['-i', opts.disk, '::/boot', '::/boot/syslinux', '::/boot/ramboot']);
   await run('syslinux', ['--install', '--directory', '/boot/syslinux', opts.disk], { step: 'install syslinux' });
 
-  p.stage('copying the image into the lts slot');
+  stage('copying the image into the lts slot');
   for (const f of [kernel, ...initrds]) await mtools('mcopy', ['-i', opts.disk, f.local, `::/${f.path}`]);
   const cfg = join(opts.imageDir, '..', `.syslinux-${process.pid}.cfg`);
   const lts = { buildId: m.buildId, kernel: kernel.path, initrds: initrds.map((f) => f.path), append: m.append };
@@ -47,7 +48,7 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
   } finally {
     rmSync(cfg, { force: true });
   }
-  p.done(`formatted ${opts.disk}: ${m.buildId} in lts`);
+  stage(`formatted ${opts.disk}: ${m.buildId} in lts`);
   return { volumeId: m.medium.uuid, sizeMiB };
 }
 

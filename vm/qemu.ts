@@ -1,34 +1,47 @@
 import { execa, type ResultPromise } from 'execa';
 import { createConnection } from 'node:net';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { RambootError } from '../lib/errors.js';
+import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
 
 // The virtual NAS: the disk made by `ramboot format` attached as a USB stick (as the
 // reference NAS boots), SeaBIOS → syslinux → the slot's kernel and segments, SSH and
 // HTTP forwarded to loopback, the serial console in a log. TCG works everywhere.
+//
+// A reset inside a running qemu process boots several times slower under TCG than a
+// fresh process on the same disk, so a guest reboot ends the process (reboot=shutdown)
+// and the machine starts a new one at once: same disk (the boot-once flag lives on it),
+// same ports, same monitor, the serial log appended. qemu says why it ended on QMP (its
+// stdio): a guest that powered off stays off, as a real machine would.
 
 export interface VmOptions {
   disk: string;
   sshPort: number;
   httpPort: number;
   serialLog: string;
-  /** A unix socket for qemu's monitor: power-cycling the machine from outside. */
+  /** A unix socket for qemu's monitor: the network cable, the power state. */
   monitor?: string;
   memoryMiB?: number;
   accel?: 'tcg' | 'kvm';
+  emit?: Emit<VmEvent>;
 }
 
+export type VmEvent = StageEvent | WarnEvent;
+
 export interface Vm {
-  process: ResultPromise;
   options: VmOptions;
-  /** Resolves once the guest's sshd sends its banner; rejects at the deadline. */
+  /** Boots so far: the first start, every guest reboot, every power cycle. */
+  boots(): number;
+  /** Resolves once the guest's sshd sends its banner; rejects at the deadline or when the machine stops. */
   waitForSsh(timeoutMs: number): Promise<number>;
   serial(): string;
-  /** A hard reset, as a smart plug would do it. */
+  /** Power off and on, as a smart plug would: the qemu process is killed and a new one started. */
   powerCycle(): Promise<void>;
   /** Pulls (false) or plugs back (true) the network cable: the guest sees its link go down. */
   setLink(up: boolean): Promise<void>;
   stop(): Promise<void>;
+  /** Settles when the machine is stopped for good: by stop(), or because qemu failed. */
+  stopped: Promise<{ exitCode: number; reason: string }>;
 }
 
 export function qemuArgs(o: VmOptions): string[] {
@@ -38,7 +51,10 @@ export function qemuArgs(o: VmOptions): string[] {
     '-m', String(o.memoryMiB ?? 1536),
     '-smp', '1',
     '-display', 'none',
-    '-serial', `file:${o.serialLog}`,
+    '-no-reboot',
+    '-qmp', 'stdio',
+    '-chardev', `file,id=console,path=${o.serialLog},append=on`,
+    '-serial', 'chardev:console',
     ...(o.monitor ? ['-monitor', `unix:${o.monitor},server,nowait`] : ['-monitor', 'none']),
     '-drive', `if=none,id=stick,format=raw,file=${o.disk}`,
     '-device', 'qemu-xhci,id=xhci',
@@ -49,31 +65,114 @@ export function qemuArgs(o: VmOptions): string[] {
 }
 
 export function startVm(o: VmOptions): Vm {
-  const proc = execa('qemu-system-x86_64', qemuArgs(o), { reject: false, stdin: 'ignore', all: true });
-  const started = Date.now();
+  const emit = o.emit ?? (() => {});
+  let proc: ResultPromise;
+  let boots = 0;
+  let startedAt = Date.now();
+  let stopping = false;
+  let cycling = false;
+  let settle!: (r: { exitCode: number; reason: string }) => void;
+  const stopped = new Promise<{ exitCode: number; reason: string }>((r) => (settle = r));
+
+  const launch = () => {
+    if (o.monitor) rmSync(o.monitor, { force: true });
+    boots++;
+    startedAt = Date.now();
+    proc = execa('qemu-system-x86_64', qemuArgs(o), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
+    const mine = proc;
+    // Writing to the QMP pipe of a qemu that just exited fails; its exit is handled below.
+    mine.stdin!.on('error', () => {});
+    const why = shutdownReason(mine);
+    void mine.then(async (r) => {
+      if (mine !== proc || cycling) return;
+      if (stopping) return settle({ exitCode: 0, reason: 'stopped' });
+      const reason = await why;
+      if (r.exitCode === 0 && reason === 'guest-shutdown') {
+        emit({ kind: 'stage', source: 'vm', message: 'the machine powered off' });
+        settle({ exitCode: 0, reason: 'the machine powered off' });
+        return;
+      }
+      if (r.exitCode === 0) {
+        // reboot=shutdown: the guest asked for a reset (a reboot, the trial agent, a panic).
+        emit({ kind: 'stage', source: 'vm', message: 'the machine rebooted: starting a fresh qemu process on the same disk' });
+        launch();
+        return;
+      }
+      const failure = `qemu exited with ${r.exitCode ?? r.signal}: ${String(r.stderr ?? '').trim().split('\n').slice(-3).join(' ')}`;
+      emit({ kind: 'warn', source: 'vm', message: failure });
+      settle({ exitCode: r.exitCode ?? 1, reason: failure });
+    });
+  };
+  launch();
+
+  const kill = async () => {
+    const p = proc;
+    p.kill('SIGKILL');
+    await p;
+  };
+
   return {
-    process: proc,
     options: o,
+    boots: () => boots,
     waitForSsh: async (timeoutMs) => {
       const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline) {
-        if (proc.exitCode !== null) break;
-        if (await sshBanner(o.sshPort)) return Date.now() - started;
+      let done = false;
+      void stopped.then(() => (done = true));
+      while (Date.now() < deadline && !done) {
+        if (await sshBanner(o.sshPort)) return Date.now() - startedAt;
         await new Promise((r) => setTimeout(r, 1000));
       }
-      throw new RambootError(`failed to reach the virtual NAS: no SSH answer on 127.0.0.1:${o.sshPort} within ${timeoutMs / 1000} s; serial log ${o.serialLog}`, {
-        step: 'boot vm',
-        output: tail(o.serialLog),
-      });
+      throw new RambootError(
+        `failed to reach the virtual NAS: ${done ? 'qemu stopped' : `no SSH answer on 127.0.0.1:${o.sshPort} within ${timeoutMs / 1000} s`}; serial log ${o.serialLog}`,
+        { step: 'boot vm', output: tail(o.serialLog) },
+      );
     },
     serial: () => (existsSync(o.serialLog) ? readFileSync(o.serialLog, 'utf8') : ''),
-    powerCycle: () => monitorCommand(o, 'system_reset'),
-    setLink: (up) => monitorCommand(o, `set_link net0 ${up ? 'on' : 'off'}`),
+    powerCycle: async () => {
+      cycling = true;
+      try {
+        await kill();
+      } finally {
+        cycling = false;
+      }
+      if (!stopping) launch();
+    },
+    setLink: (up) => monitorCommand(o.monitor, `set_link net0 ${up ? 'on' : 'off'}`),
     stop: async () => {
+      stopping = true;
       proc.kill('SIGTERM');
       await proc;
+      settle({ exitCode: 0, reason: 'stopped' });
     },
+    stopped,
   };
+}
+
+/**
+ * The reason of qemu's last SHUTDOWN event ("guest-reset", "guest-shutdown",
+ * "host-signal"…), read from QMP on its stdio; undefined if it said none.
+ */
+function shutdownReason(p: ResultPromise): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let buf = '';
+    let reason: string | undefined;
+    p.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line.startsWith('{"QMP"')) p.stdin!.write('{"execute":"qmp_capabilities"}\n');
+        try {
+          const msg = JSON.parse(line) as { event?: string; data?: { reason?: string } };
+          if (msg.event === 'SHUTDOWN') reason = msg.data?.reason;
+        } catch {
+          // Not a QMP message.
+        }
+      }
+    });
+    p.stdout!.on('close', () => resolve(reason));
+  });
 }
 
 /** qemu's user network accepts TCP itself, so only an SSH banner proves the guest answers. */
@@ -96,10 +195,10 @@ export function sshBanner(port: number, timeoutMs = 3000): Promise<boolean> {
  * the monitor's first prompt, or left unread when the connection closes, can be lost,
  * so the command waits for a prompt and the connection for the one after it.
  */
-function monitorCommand(o: VmOptions, cmd: string, timeoutMs = 10_000): Promise<void> {
-  if (!o.monitor) throw new RambootError(`failed to send \`${cmd}\` to the virtual NAS: started without a monitor socket`, { step: 'vm monitor' });
+export function monitorCommand(socket: string | undefined, cmd: string, timeoutMs = 10_000): Promise<void> {
+  if (!socket) throw new RambootError(`failed to send \`${cmd}\` to the virtual NAS: started without a monitor socket`, { step: 'vm monitor' });
   return new Promise((resolve, reject) => {
-    const s = createConnection(o.monitor!);
+    const s = createConnection(socket);
     let seen = '';
     let prompts = 0;
     const timer = setTimeout(() => {
@@ -120,7 +219,7 @@ function monitorCommand(o: VmOptions, cmd: string, timeoutMs = 10_000): Promise<
     });
     s.on('error', (err) => {
       clearTimeout(timer);
-      reject(new RambootError(`failed to reach the virtual NAS's monitor ${o.monitor}: ${err.message}`, { step: 'vm monitor' }, { cause: err }));
+      reject(new RambootError(`failed to reach the virtual NAS's monitor ${socket}: ${err.message}`, { step: 'vm monitor' }, { cause: err }));
     });
   });
 }

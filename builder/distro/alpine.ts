@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { BuildError } from '../../lib/errors.js';
 import { run } from '../../lib/run.js';
 import { chrootMounts, withMounts, type Mount } from '../chroot.js';
+import { runStep } from '../work.js';
 import type { DistroBackend, InstalledPackage, StageRequest } from './backend.js';
 
 // Alpine: the official minirootfs (pinned by checksum), then apk inside it.
@@ -50,7 +51,7 @@ export const alpine: DistroBackend = {
     };
   },
 
-  async create(req, root) {
+  async create(req, root, work) {
     const tarball = await fetchVerified(minirootfs(req), req);
     await run('tar', ['--numeric-owner', '-xzpf', tarball, '-C', root], { step: 'unpack the Alpine minirootfs' });
     const mirror = req.config.distro.mirror ?? `https://dl-cdn.alpinelinux.org/alpine/${release(req)}`;
@@ -70,8 +71,8 @@ export const alpine: DistroBackend = {
     mounts.push({ source: req.cacheDir, target: join(root, 'var/cache/apk'), options: 'bind' });
     const apkArgs = ['add', '--no-progress', '--update-cache', '--cache-dir', '/var/cache/apk'];
     if (req.config.distro.allow_untrusted) apkArgs.push('--allow-untrusted');
-    await withMounts(mounts, () =>
-      run('chroot', [root, '/sbin/apk', ...apkArgs, ...req.packages], { step: `install Alpine packages (${req.packages.join(' ')})` }),
+    await withMounts(mounts, work, () =>
+      runStep(work, 'chroot', [root, '/sbin/apk', ...apkArgs, ...req.packages], { step: `install Alpine packages (${req.packages.join(' ')})` }),
     );
   },
 

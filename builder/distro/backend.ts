@@ -1,4 +1,5 @@
 import type { Config } from '../../lib/config-schema.js';
+import type { Work } from '../work.js';
 
 export interface StageRequest {
   config: Config;
@@ -19,6 +20,6 @@ export interface DistroBackend {
   name: 'alpine' | 'debian';
   /** What the package stage depends on, beyond the package list: goes into the cache key. */
   keyInputs(req: StageRequest): Promise<Record<string, unknown>>;
-  create(req: StageRequest, root: string): Promise<void>;
+  create(req: StageRequest, root: string, work: Work): Promise<void>;
   installed(root: string): Promise<InstalledPackage[]>;
 }

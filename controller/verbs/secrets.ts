@@ -1,24 +1,26 @@
 import { access, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CONFIG_FILE } from '../../lib/config.js';
 import type { Config } from '../../lib/config-schema.js';
-import { RambootError, UsageError } from '../../lib/errors.js';
+import { ArgumentError, RambootError, UsageError } from '../../lib/errors.js';
+import { verb, type Verb } from '../args.js';
+import { dispatch } from '../dispatch.js';
 import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../secrets/age.js';
 import { checkSecrets } from '../../secrets/check.js';
 import { editInRam } from '../../secrets/edit.js';
 import { identityPath, loadIdentities } from '../../secrets/identity.js';
 import { WrongIdentityError } from '../../secrets/errors.js';
 import { checkImagePath, isIgnoredSecretsEntry, repoPathOf } from '../../secrets/paths.js';
-import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch, type Recipient } from '../../secrets/recipients.js';
+import type { Recipient } from '../../secrets/keys.js';
+import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch } from '../../secrets/recipients.js';
 import { generateSshEd25519 } from '../../secrets/ssh-private.js';
 import { fingerprint } from '../../secrets/ssh-public.js';
 import { decryptSecret, indexSecrets, safeImagePath, secretSpec, sshPublicLine, type EncryptedSecret } from '../../secrets/store.js';
-import { generateValue, isKind, KINDS, shapeOf, type SecretKind } from '../../secrets/value.js';
+import { generateValue, KINDS, shapeOf, type SecretKind } from '../../secrets/value.js';
 import { loadRepoConfig, readSecretFile, readSecretFiles, writeSecretFile } from '../../secrets/workdir.js';
 
-// `ramboot secrets <verb>`: manage secrets/ in a repository's working directory.
-// Output for people goes to stdout, failures to stderr; exit 0 = fine, 1 = failed or
-// problems found, 2 = wrong arguments.
+// `ramboot secrets VERB`: manage secrets/ in a repository's working directory. Output
+// for people goes to stdout, failures to stderr; exit codes as every verb (lib/errors.ts).
 
 export interface SecretsIO {
   repoDir: string;
@@ -28,31 +30,12 @@ export interface SecretsIO {
   env: Record<string, string | undefined>;
 }
 
-export const SECRETS_USAGE = `usage: ramboot secrets VERB [--identity FILE]
-  add PATH [--from FILE | --generate ${KINDS.join('|')}] [--force]
-                 encrypt a new secret (from FILE, generated, or stdin) to secrets/PATH.age
-  edit PATH      decrypt into RAM, run $VISUAL/$EDITOR, re-encrypt if changed
-  list           every secret: mode, recipients, whether this identity can decrypt it
-  rekey [--all]  re-encrypt secrets whose recipients differ from ramboot.yaml (--all: every secret)
-  rotate PATH    replace a secret with a new value of the same kind
-  check          fail on secrets that do not decrypt, stale recipients, missing secrets,
-                 and plaintext private keys in root/ or the HEAD commit
-  hostkey        print the SSH host key fingerprint and public key the controller pins
-PATH is the file's path in the image, e.g. etc/ssh/ssh_host_ed25519_key.
-The identity is --identity FILE, else $RAMBOOT_IDENTITY, else secrets.identity in ramboot.yaml.
-`;
-
-interface Args {
-  positional: string[];
-  options: Map<string, string>;
-  flags: Set<string>;
-}
-
-interface Verb {
-  positional: string[];
-  options?: string[];
-  flags?: string[];
-  run(args: Args, ctx: Context): Promise<number>;
+interface SecretArgs {
+  path: string;
+  from?: string;
+  generate?: string;
+  force: boolean;
+  all: boolean;
 }
 
 interface Context {
@@ -65,68 +48,53 @@ interface Context {
   hasIdentity: boolean;
 }
 
-const VERBS: Record<string, Verb> = {
-  add: { positional: ['PATH'], options: ['--from', '--generate'], flags: ['--force'], run: add },
-  edit: { positional: ['PATH'], run: edit },
-  list: { positional: [], run: list },
-  rekey: { positional: [], flags: ['--all'], run: rekey },
-  rotate: { positional: ['PATH'], run: rotate },
-  check: { positional: [], run: check },
-  hostkey: { positional: [], run: hostkey },
-};
+const identity = { type: 'string', short: 'i', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
+const repoOption = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository' } as const;
+const PATH_ARG = { name: 'PATH', help: 'the file\'s path in the image, e.g. etc/ssh/ssh_host_ed25519_key' };
 
-export async function secretsCommand(argv: string[], io: SecretsIO): Promise<number> {
-  const [name, ...rest] = argv;
-  const verb = name ? VERBS[name] : undefined;
-  if (name === '--help' || name === 'help') {
-    io.stdout.write(SECRETS_USAGE);
-    return 0;
-  }
-  if (!verb) {
-    io.stderr.write(`${name ? `ramboot secrets: unknown verb "${name}"\n` : ''}${SECRETS_USAGE}`);
-    return 2;
-  }
-  let args: Args;
-  try {
-    args = parseArgs(rest, verb);
-  } catch (err) {
-    io.stderr.write(`ramboot secrets ${name}: ${(err as Error).message}\n${SECRETS_USAGE}`);
-    return 2;
-  }
-  try {
-    return await verb.run(args, await context(io, args.options.get('--identity')));
-  } catch (err) {
-    if (!(err instanceof RambootError)) throw err;
-    io.stderr.write(`ramboot secrets ${name}: ${err.message}\n`);
-    return 1;
-  }
+/** The secrets verbs; `io(repo)` gives the streams and environment for a repository. */
+export function secretsVerbs(io: (repoDir: string) => SecretsIO): Verb[] {
+  const run = (fn: (a: SecretArgs, ctx: Context) => Promise<number>) =>
+    async (values: { repo: string; identity?: string; from?: string; generate?: string; force?: boolean; all?: boolean }, args: string[]) => {
+      const ctx = await context(io(resolve(values.repo)), values.identity);
+      return fn({ path: args[0] ?? '', from: values.from, generate: values.generate, force: !!values.force, all: !!values.all }, ctx);
+    };
+  return [
+    verb({
+      name: 'secrets add',
+      summary: 'encrypt a new secret (from FILE, generated, or stdin) to secrets/PATH.age',
+      args: [PATH_ARG],
+      options: {
+        from: { type: 'string', value: 'FILE', help: 'read the value from FILE' },
+        generate: { type: 'string', choices: KINDS, help: 'generate the value' },
+        force: { type: 'boolean', help: 'replace an existing secret' },
+        repo: repoOption,
+        identity,
+      },
+      run: run(add),
+    }),
+    verb({ name: 'secrets edit', summary: 'decrypt into RAM, run $VISUAL/$EDITOR, re-encrypt if changed', args: [PATH_ARG], options: { repo: repoOption, identity }, run: run(edit) }),
+    verb({ name: 'secrets list', summary: 'every secret: mode, recipients, whether this identity can decrypt it', options: { repo: repoOption, identity }, run: run(list) }),
+    verb({
+      name: 'secrets rekey',
+      summary: 're-encrypt secrets whose recipients differ from ramboot.yaml',
+      options: { all: { type: 'boolean', help: 'every secret, whatever its recipients' }, repo: repoOption, identity },
+      run: run(rekey),
+    }),
+    verb({ name: 'secrets rotate', summary: 'replace a secret with a new value of the same kind', args: [PATH_ARG], options: { repo: repoOption, identity }, run: run(rotate) }),
+    verb({
+      name: 'secrets check',
+      summary: 'fail on secrets that do not decrypt, stale recipients, missing secrets, plaintext private keys',
+      options: { repo: repoOption, identity },
+      run: run(check),
+    }),
+    verb({ name: 'secrets hostkey', summary: 'print the SSH host key fingerprint and public key the controller pins', options: { repo: repoOption, identity }, run: run(hostkey) }),
+  ];
 }
 
-function parseArgs(argv: string[], verb: Verb): Args {
-  const options = new Set(['--identity', ...(verb.options ?? [])]);
-  const flags = new Set(verb.flags ?? []);
-  const args: Args = { positional: [], options: new Map(), flags: new Set() };
-  for (let i = 0; i < argv.length; i++) {
-    const raw = argv[i]!;
-    const eq = raw.startsWith('--') ? raw.indexOf('=') : -1;
-    const key = eq > 0 ? raw.slice(0, eq) : raw === '-i' ? '--identity' : raw;
-    const inline = eq > 0 ? raw.slice(eq + 1) : undefined;
-    if (options.has(key)) {
-      const value = inline ?? argv[++i];
-      if (value === undefined) throw new Error(`${key} needs a value`);
-      args.options.set(key, value);
-    } else if (flags.has(key) && inline === undefined) {
-      args.flags.add(key);
-    } else if (raw.startsWith('-') && raw !== '-') {
-      throw new Error(`unknown option ${raw}`);
-    } else {
-      args.positional.push(raw);
-    }
-  }
-  if (args.positional.length !== verb.positional.length) {
-    throw new Error(`expected ${verb.positional.join(' ') || 'no arguments'}, got ${args.positional.length} argument(s)`);
-  }
-  return args;
+/** `ramboot secrets ARGV…` in this process, with these streams: what the tests drive. */
+export function secretsCommand(argv: string[], sio: SecretsIO): Promise<number> {
+  return dispatch(secretsVerbs((repoDir) => ({ ...sio, repoDir })), ['secrets', ...argv, '--repo', sio.repoDir], sio);
 }
 
 async function context(io: SecretsIO, identityOption: string | undefined): Promise<Context> {
@@ -176,13 +144,12 @@ function printSshKey(ctx: Context, imagePath: string, publicLine: string): void 
   ctx.io.stdout.write(`${role} fingerprint: ${fingerprint(publicLine)}\n${publicLine}\n`);
 }
 
-async function add(args: Args, ctx: Context): Promise<number> {
-  const imagePath = checkImagePath(args.positional[0]!);
-  const from = args.options.get('--from');
-  const kind = args.options.get('--generate');
-  if (from !== undefined && kind !== undefined) throw usage('add takes --from FILE or --generate KIND, not both');
-  if (kind !== undefined && !isKind(kind)) throw usage(`--generate must be one of ${KINDS.join(', ')}`);
-  if (!args.flags.has('--force') && (await readSecretFile(ctx.io.repoDir, imagePath))) {
+async function add(args: SecretArgs, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.path);
+  const from = args.from;
+  const kind = args.generate;
+  if (from !== undefined && kind !== undefined) throw new ArgumentError('ramboot secrets add: takes --from FILE or --generate KIND, not both', 'secrets add');
+  if (!args.force && (await readSecretFile(ctx.io.repoDir, imagePath))) {
     throw usage(`${repoPathOf(imagePath)} exists; pass --force to replace it, or use \`ramboot secrets edit ${imagePath}\``);
   }
   const plaintext = kind !== undefined ? generated(ctx, kind as SecretKind) : from !== undefined ? await readFile(from) : await fromStdin(ctx.io);
@@ -199,8 +166,8 @@ function generated(ctx: Context, kind: SecretKind): Buffer {
   return generateValue({ kind, comment: `root@${ctx.config.host.name}` });
 }
 
-async function edit(args: Args, ctx: Context): Promise<number> {
-  const imagePath = checkImagePath(args.positional[0]!);
+async function edit(args: SecretArgs, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.path);
   const plaintext = await decrypted(ctx, imagePath);
   const editor = ctx.io.env.VISUAL || ctx.io.env.EDITOR || 'vi';
   const outcome = await editInRam(plaintext, imagePath, editor, ctx.io.env);
@@ -216,7 +183,7 @@ async function edit(args: Args, ctx: Context): Promise<number> {
   return 0;
 }
 
-async function list(_args: Args, ctx: Context): Promise<number> {
+async function list(_args: SecretArgs, ctx: Context): Promise<number> {
   const identities = ctx.hasIdentity ? await ctx.identities() : undefined;
   const rows: string[][] = [['PATH', 'MODE', 'RECIPIENTS', 'DECRYPTS', 'STATUS']];
   const present = new Set<string>();
@@ -272,7 +239,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
 }
 
-async function rekey(args: Args, ctx: Context): Promise<number> {
+async function rekey(args: SecretArgs, ctx: Context): Promise<number> {
   const identities = await ctx.identities();
   const files = indexSecrets(await readSecretFiles(ctx.io.repoDir));
   // Prove every affected secret decrypts before rewriting any, so a rekey that cannot
@@ -281,7 +248,7 @@ async function rekey(args: Args, ctx: Context): Promise<number> {
   const failures: string[] = [];
   for (const [path, file] of files) {
     try {
-      if (!args.flags.has('--all') && recipientsMatch(await readStanzas(file.data), recipientsOf(ctx, path))) continue;
+      if (!args.all && recipientsMatch(await readStanzas(file.data), recipientsOf(ctx, path))) continue;
       ready.push({ path, plaintext: (await decryptSecret(file, path, ctx.config, identities)).plaintext });
     } catch (err) {
       if (!(err instanceof RambootError || err instanceof AgeDecryptError)) throw err;
@@ -300,8 +267,8 @@ async function rekey(args: Args, ctx: Context): Promise<number> {
   return 0;
 }
 
-async function rotate(args: Args, ctx: Context): Promise<number> {
-  const imagePath = checkImagePath(args.positional[0]!);
+async function rotate(args: SecretArgs, ctx: Context): Promise<number> {
+  const imagePath = checkImagePath(args.path);
   const shape = shapeOf(await decrypted(ctx, imagePath));
   if ('problem' in shape) {
     throw usage(`cannot rotate ${repoPathOf(imagePath)}: ${shape.problem}; use \`ramboot secrets edit ${imagePath}\` or \`add --force\``);
@@ -313,7 +280,7 @@ async function rotate(args: Args, ctx: Context): Promise<number> {
   return 0;
 }
 
-async function check(_args: Args, ctx: Context): Promise<number> {
+async function check(_args: SecretArgs, ctx: Context): Promise<number> {
   const { problems, checked } = await checkSecrets(ctx.io.repoDir, ctx.config, await ctx.identities());
   for (const p of problems) ctx.io.stdout.write(`${p.where}: ${p.problem}\n`);
   if (problems.length > 0) {
@@ -324,7 +291,7 @@ async function check(_args: Args, ctx: Context): Promise<number> {
   return 0;
 }
 
-async function hostkey(_args: Args, ctx: Context): Promise<number> {
+async function hostkey(_args: SecretArgs, ctx: Context): Promise<number> {
   const path = ctx.config.secrets.host_key;
   const line = sshPublicLine(path, await decrypted(ctx, path), 'the SSH host key (secrets.host_key)');
   ctx.io.stdout.write(`${fingerprint(line)}\n${line}\n`);

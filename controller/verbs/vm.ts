@@ -1,25 +1,21 @@
-import { logger } from '../../lib/log.js';
 import { startVm, type VmOptions } from '../../vm/qemu.js';
+import type { Renderer } from '../render.js';
 
 const BOOT_DEADLINE_MS = 10 * 60_000;
 
-/** `ramboot vm`: boots the disk in the foreground and says when the machine answers. */
-export async function runVm(o: VmOptions): Promise<number> {
-  const log = logger('vm');
-  const vm = startVm(o);
+/** `ramboot vm`: boots the disk in the foreground, says when the machine answers, runs until Ctrl-C. */
+export async function runVm(o: Omit<VmOptions, 'emit'>, r: Renderer, stdout: NodeJS.WritableStream): Promise<number> {
+  const vm = startVm({ ...o, emit: r.emit });
   const stop = () => void vm.stop();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  log.info({ disk: o.disk, serialLog: o.serialLog, accel: o.accel ?? 'tcg' }, 'booting the virtual NAS');
+  r.emit({ kind: 'stage', source: 'vm', message: `booting ${o.disk} (serial console in ${o.serialLog}, ${o.accel ?? 'tcg'})` });
   try {
     const ms = await vm.waitForSsh(BOOT_DEADLINE_MS);
-    process.stdout.write(
-      `the virtual NAS answers after ${(ms / 1000).toFixed(1)} s: ssh -p ${o.sshPort} root@127.0.0.1, status page http://127.0.0.1:${o.httpPort}/ (Ctrl-C stops it)\n`,
-    );
+    stdout.write(`the virtual NAS answers after ${(ms / 1000).toFixed(1)} s: ssh -p ${o.sshPort} root@127.0.0.1, status page http://127.0.0.1:${o.httpPort}/ (Ctrl-C stops it)\n`);
   } catch (err) {
     await vm.stop();
     throw err;
   }
-  const r = await vm.process;
-  return r.exitCode ?? 0;
+  return (await vm.stopped).exitCode;
 }

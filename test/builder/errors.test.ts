@@ -35,14 +35,14 @@ describe('a build with bad input', () => {
     return ramboot(['build', '--repo', repo, '--state', state, '--images', images, ...extra]);
   }
 
-  /** The message the user sees: the last line ramboot writes, after its logs. */
-  const message = (r: CliResult) => r.stderr.slice(r.stderr.lastIndexOf('\nramboot build:'));
+  /** The message the user sees: the last thing ramboot writes, after its progress. */
+  const message = (r: CliResult) => r.stderr.slice(r.stderr.lastIndexOf('ramboot build:'));
 
   function expectNothingLeft(images: string): void {
     expect(existsSync(images) ? readdirSync(images) : [], 'images directory').toEqual([]);
     const stages = join(state, 'cache', 'stages');
     expect(readdirSync(stages).filter((n) => n.startsWith('.tmp')), 'half-made package stages').toEqual([]);
-    const tmp = join(state, 'tmp');
+    const tmp = join(state, 'cache', 'tmp');
     expect(existsSync(tmp) ? readdirSync(tmp) : [], 'build work directories').toEqual([]);
     const mounts = readFileSync('/proc/mounts', 'utf8')
       .split('\n')
@@ -103,7 +103,7 @@ describe('a build with bad input', () => {
 
   it('says which revision it could not resolve', async () => {
     const { r, msg } = await failing({}, [], ['--rev', 'nope']);
-    expect(r.exitCode).toBe(2);
+    expect(r.exitCode).toBe(1);
     expect(msg).toContain('failed to resolve revision "nope"');
   });
 

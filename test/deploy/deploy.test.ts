@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Manifest } from '../../image/manifest.js';
 import { parseConfig } from '../../lib/config.js';
 import { bootloaderInstall } from '../../deploy/bootloader.js';
-import { deployCommand, statusCommand } from '../../controller/verbs/deploy.js';
+import { runCli } from '../../controller/commands.js';
 import { deploy, type DeployEvent, type DeployOptions } from '../../deploy/deploy.js';
 import { candidateFiles } from '../../deploy/medium.js';
 import { Journal } from '../../deploy/journal.js';
@@ -57,7 +57,13 @@ interface Image {
 }
 
 /** An image directory; `base` is shared between builds the way an unchanged package segment is. */
-async function makeImage(buildId: string, base: Buffer, opts: { overlayBytes?: number; hostKey?: string } = {}): Promise<Image> {
+/** The deploy settings an image carries from its commit's ramboot.yaml. */
+const settings = (medium = m.dir) => {
+  const c = parseConfig(`host: { name: nas }\nboot: { medium: ${JSON.stringify(medium)}, append: console=ttyS0 }\ntrial: { confirm_timeout: 600, reboot_deadline: 5 }\nhealth: { deadline: 60 }\n`);
+  return { host: c.host, boot: c.boot, trial: c.trial, health: c.health };
+};
+
+async function makeImage(buildId: string, base: Buffer, opts: { overlayBytes?: number; hostKey?: string; medium?: string } = {}): Promise<Image> {
   const dir = join(work, 'images', buildId);
   await mkdir(dir, { recursive: true });
   const file = async (name: string, data: Buffer) => {
@@ -65,11 +71,13 @@ async function makeImage(buildId: string, base: Buffer, opts: { overlayBytes?: n
     return { file: name, sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
   };
   const manifest = {
-    formatVersion: 1,
+    formatVersion: 2,
     buildId,
     commit: `commit-${buildId}`,
     commitTime: 0,
     inputsHash: buildId,
+    origin: work,
+    settings: settings(opts.medium),
     distro: { name: 'debian', release: 'bookworm', arch: 'amd64' },
     host: 'nas',
     kernel: await file('vmlinuz', randomBytes(300_000)),
@@ -96,21 +104,37 @@ async function installAsLts(img: Image): Promise<void> {
   await writeFile(join(m.dir, CFG_PATH), renderSyslinuxCfg({ lts }));
 }
 
-const config = (medium = m.dir) =>
-  parseConfig(`host: { name: nas }\nboot: { medium: ${JSON.stringify(medium)} }\ntrial: { confirm_timeout: 600, reboot_deadline: 5 }\nhealth: { deadline: 60 }\n`);
-
 async function run(img: Image, over: Partial<DeployOptions> = {}) {
   const events: DeployEvent[] = [];
-  const journal = await Journal.open(stateDir, 'nas');
+  const journal = await Journal.open(stateDir);
   const { hostKey: _pinnedByImage, ...target } = sshd.target();
-  const result = await deploy({ target, journal, imageDir: img.dir, manifest: img.manifest, config: config(), onEvent: (e) => events.push(e), ...over });
-  return { result, events, journal: await Journal.open(stateDir, 'nas') };
+  const result = await deploy({ target, journal, imageDir: img.dir, manifest: img.manifest, onEvent: (e) => events.push(e), ...over });
+  return { result, events, journal: await Journal.open(stateDir) };
+}
+
+/** Every file on the medium with its sha256: what "unchanged" compares. */
+async function mediumListing(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await readdir(join(m.dir, rel), { withFileTypes: true })) {
+      const path = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(path);
+      else out[path] = createHash('sha256').update(await readFile(join(m.dir, path))).digest('hex');
+    }
+  };
+  await walk('');
+  return out;
 }
 
 const onceArmed = async () => (await readFile(join(m.dir, 'boot/syslinux/ldlinux.sys'))).subarray(-1024).includes(Buffer.from('\x01\x03new', 'latin1'));
 const cfg = async () => parseSyslinuxCfg(await readFile(join(m.dir, CFG_PATH), 'utf8'));
-const killAt = (step: string) => (e: DeployEvent) => {
-  if (e.kind === 'step' && e.step === step) throw new Error(`controller killed before ${step}`);
+/**
+ * A stand-in for a crash: it throws from the event handler as the step begins. Unlike a
+ * SIGKILL it lets `finally` blocks run, so each test writes by hand what a killed
+ * controller leaves; the real SIGKILL is tested on the virtual NAS (test/e2e).
+ */
+const throwAtStep = (step: string) => (e: DeployEvent) => {
+  if (e.kind === 'step' && e.step === step) throw new Error(`stand-in crash before ${step}`);
 };
 
 describe('deploy against a local sshd standing in for the NAS', () => {
@@ -156,25 +180,30 @@ describe('deploy against a local sshd standing in for the NAS', () => {
   it('ends with "upload failed" and changes nothing when the medium is not mounted', async () => {
     const plain = join(work, 'not-mounted');
     await mkdir(plain);
-    const cand = await makeImage('cand', randomBytes(1000));
-    const { result } = await run(cand, { config: config(plain) });
+    const cand = await makeImage('cand', randomBytes(1000), { medium: plain });
+    const { result } = await run(cand);
     expect(result.outcome).toMatchObject({ verdict: VERDICT.UPLOAD_FAILED, reason: REASON.PREFLIGHT_FAILED });
     expect(result.outcome.message).toMatch(/nothing is mounted at/);
     expect(await readdir(plain)).toEqual([]);
   });
 
-  it('refuses a medium ramboot does not manage yet', async () => {
+  it('refuses a medium ramboot does not manage yet, and leaves it as it was', async () => {
+    const foreign = 'DEFAULT linux\nLABEL linux\n  KERNEL /vmlinuz\n';
+    await writeFile(join(m.dir, CFG_PATH), foreign);
+    const before = await mediumListing();
     const cand = await makeImage('cand', randomBytes(1000));
     const { result } = await run(cand);
     expect(result.outcome.reason).toBe(REASON.PREFLIGHT_FAILED);
     expect(result.outcome.message).toMatch(/not managed by ramboot \(run `ramboot bootloader install --host nas` first\)/);
+    expect(await mediumListing()).toEqual(before);
+    expect(await readFile(join(m.dir, CFG_PATH), 'utf8')).toBe(foreign);
   });
 
-  it('resumes a deploy whose controller was killed during the upload, sending only what is missing', async () => {
+  it('resumes a deploy stopped during the upload (stand-in crash), sending only what is missing', async () => {
     const base = randomBytes(1_000_000);
     await installAsLts(await makeImage('prev', base));
     const cand = await makeImage('cand', base, { overlayBytes: 2_000_000 });
-    await expect(run(cand, { onEvent: killAt('upload') })).rejects.toThrow(/controller killed/);
+    await expect(run(cand, { onEvent: throwAtStep('upload') })).rejects.toThrow(/stand-in crash/);
     // What the killed upload left: the kernel verified and renamed, the overlay half-written.
     const { kernel, initrds } = candidateFiles(cand.dir, cand.manifest);
     const overlay = initrds[1]!;
@@ -189,15 +218,15 @@ describe('deploy against a local sshd standing in for the NAS', () => {
     expect(await readdir(join(m.dir, 'boot/ramboot'))).not.toContain(`${overlay.path.split('/').pop()}.part`);
   });
 
-  it('disarms an interrupted deploy of an older build before deploying a newer one', async () => {
+  it('disarms a deploy of an older build stopped after arming (stand-in crash) before deploying a newer one', async () => {
     const base = randomBytes(100_000);
     await installAsLts(await makeImage('prev', base));
     const older = await makeImage('older', base);
-    await expect(run(older, { onEvent: killAt('arm') })).rejects.toThrow(/controller killed/);
+    await expect(run(older, { onEvent: throwAtStep('arm') })).rejects.toThrow(/stand-in crash/);
     // Killed right after arming: `new` names the older build and the once-entry is set.
     await execa('extlinux', ['--once=new', join(m.dir, 'boot/syslinux')]);
     expect((await cfg()).new?.buildId).toBe('older');
-    expect((await Journal.open(stateDir, 'nas')).open()?.last.step).toBe('arm');
+    expect((await Journal.open(stateDir)).open()?.last.step).toBe('arm');
 
     const newer = await makeImage('newer', base);
     const { result, journal } = await run(newer);
@@ -211,7 +240,7 @@ describe('deploy against a local sshd standing in for the NAS', () => {
   });
 
   it('does not deploy a build that was rolled back, unless forced', async () => {
-    const journal = await Journal.open(stateDir, 'nas');
+    const journal = await Journal.open(stateDir);
     await journal.record('d0', {
       step: 'verdict',
       buildId: 'cand',
@@ -287,14 +316,22 @@ describe('bootloader install against a local sshd standing in for the NAS', () =
   });
 });
 
-describe('CLI handlers against a local sshd standing in for the NAS', () => {
+describe('the deploy verbs of the CLI against a local sshd standing in for the NAS', () => {
   class Sink extends Writable {
     text = '';
+    isTTY = false;
     _write(chunk: Buffer, _enc: string, cb: () => void) {
       this.text += chunk.toString();
       cb();
     }
   }
+  const cli = async (argv: string[]) => {
+    const out = new Sink();
+    const err = new Sink();
+    const code = await runCli(argv, { stdin: process.stdin, stdout: out, stderr: err, env: process.env });
+    return { code, out: out.text, err: err.text };
+  };
+  /** A committed repository: status and bootloader read the committed ramboot.yaml, never the working tree. */
   async function repo(): Promise<string> {
     const dir = join(work, 'repo');
     await mkdir(dir, { recursive: true });
@@ -313,43 +350,59 @@ describe('CLI handlers against a local sshd standing in for the NAS', () => {
         '',
       ].join('\n'),
     );
+    const git = (...args: string[]) => execa('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.invalid', ...args], { cwd: dir });
+    await git('init', '-q', '-b', 'main');
+    await git('add', '-A');
+    await git('commit', '-q', '-m', 'machine');
     return dir;
   }
+  const reach = () => ['--address', '127.0.0.1', '--port', String(sshd.port), '--ssh-key', sshd.clientKey];
 
-  it('deploy: an unknown host is a usage error', async () => {
-    const err = new Sink();
-    expect(await deployCommand({ repo: await repo(), host: 'fileserver', image: '/nonexistent', stderr: err as never, stdout: new Sink() })).toBe(2);
-    expect(err.text).toMatch(/failed to find host fileserver: unknown host; .*ramboot.yaml describes nas/);
+  it('deploy: --host naming another machine than the image\'s is a command-line error (64) and contacts nothing', async () => {
+    const img = await makeImage('cand', randomBytes(1000));
+    const logBefore = sshd.log().length;
+    const r = await cli(['deploy', '--image', img.dir, '--host', 'fileserver', '--state', stateDir, ...reach()]);
+    expect(r.code).toBe(64);
+    expect(r.err).toMatch(/--host fileserver: this repository \(or image\) describes nas/);
+    expect(sshd.log().slice(logBefore)).not.toMatch(/Accepted publickey/);
   });
 
-  it('deploy: prints progress and a one-line verdict, and exits with its code', async () => {
+  it('deploy: prints progress on stderr and a one-line verdict on stdout, and exits with its code', async () => {
     const base = randomBytes(100_000);
     await installAsLts(await makeImage('prev', base));
     const img = await makeImage('cand', base);
-    const out = new Sink();
-    const err = new Sink();
-    const code = await deployCommand({ repo: await repo(), host: 'nas', image: img.dir, stateDir, stdout: out, stderr: err as never });
-    expect(code).toBe(11);
-    expect(err.text).toMatch(/nas runs build unknown from slot \(not booted by ramboot\)/);
-    expect(err.text).toMatch(/uploading to nas…\n( {2}sent .* of 488.3 KiB .*\n)* {2}sent 488.3 KiB\n/);
-    expect(err.text).toMatch(/rebooting nas into the trial…\ndisarming the trial: failed to reboot nas: .* exited with 99…\n$/);
-    expect(out.text).toBe(
+    const r = await cli(['deploy', '--image', img.dir, '--host', 'nas', '--state', stateDir, ...reach()]);
+    expect(r.code).toBe(11);
+    expect(r.err).toMatch(/deploy: nas runs build unknown from slot \(not booted by ramboot\)/);
+    expect(r.err).toMatch(/deploy: uploading to nas\n( {2}sent .* of 488.3 KiB .*\n)*deploy: sent 488.3 KiB\n/);
+    expect(r.err).toMatch(/deploy: rebooting nas into the trial\ndeploy: disarming the trial: failed to reboot nas: .* exited with 99\n$/);
+    expect(r.out).toBe(
       'upload failed (nothing changed on the machine): failed to reboot nas: `openrc-shutdown -r now || reboot` exited with 99 ' +
         '(sent 488.3 KiB of a 585.9 KiB image, 83.3%)\n  | openrc-shutdown: refused by the test sshd\n  | reboot: refused by the test sshd\n',
     );
   });
 
+  it('deploy --json: every progress line on stderr is a JSON event', async () => {
+    const base = randomBytes(10_000);
+    await installAsLts(await makeImage('prev', base));
+    const img = await makeImage('cand', base);
+    const r = await cli(['deploy', '--image', img.dir, '--state', stateDir, '--json', ...reach()]);
+    expect(r.code).toBe(11);
+    const events = r.err.trim().split('\n').map((l) => JSON.parse(l) as { kind: string });
+    expect(events.map((e) => e.kind)).toEqual(expect.arrayContaining(['step', 'running', 'upload']));
+  });
+
   it('status: the running build, the slots and the last verdict', async () => {
     await installAsLts(await makeImage('prev', randomBytes(1000)));
-    const journal = await Journal.open(stateDir, 'nas');
+    const journal = await Journal.open(stateDir);
     await journal.record('d1', {
       step: 'verdict',
       buildId: 'prev',
       hostKey: sshd.hostKey,
       outcome: { verdict: VERDICT.PROMOTED, reason: REASON.HEALTHY, message: 'build prev is the default' },
     });
-    const out = new Sink();
-    expect(await statusCommand({ repo: await repo(), stateDir, stdout: out, stderr: new Sink() as never })).toBe(0);
-    expect(out.text).toMatch(/^host nas\n {2}running {2}build unknown \(no \/etc\/ramboot-release\) from slot \(not booted by ramboot\)\n {2}lts {6}build prev\n {2}old {6}\(empty\)\n {2}new {6}\(empty\)\n {2}last {5}promoted \(prev, .*\): build prev is the default\n$/);
+    const r = await cli(['status', '--repo', await repo(), '--state', stateDir]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^host nas\n {2}running {2}build unknown \(no \/etc\/ramboot-release\) from slot \(not booted by ramboot\)\n {2}lts {6}build prev\n {2}old {6}\(empty\)\n {2}new {6}\(empty\)\n {2}last {5}promoted \(prev, .*\): build prev is the default\n$/);
   });
 });

@@ -116,11 +116,11 @@ describe('decideStart', () => {
 
 describe('journal file', () => {
   it('appends durable lines and reads them back grouped by deploy', async () => {
-    const j = await Journal.open(dir, 'nas');
+    const j = await Journal.open(dir);
     await j.record('d1', { step: 'start', plan: plan('a') });
     await j.record('d1', { step: 'verdict', outcome: outcome(VERDICT.PROMOTED), buildId: 'a', hostKey: 'ssh-ed25519 KEY' });
     await j.record('d2', { step: 'start', plan: plan('b') });
-    const again = await Journal.open(dir, 'nas');
+    const again = await Journal.open(dir);
     expect(again.deploys().map((d) => [d.id, d.entries.length, !!d.verdict])).toEqual([
       ['d1', 2, true],
       ['d2', 1, false],
@@ -131,13 +131,13 @@ describe('journal file', () => {
   });
 
   it('drops a last line cut by a crash, so the next record starts on a line of its own', async () => {
-    const j = await Journal.open(dir, 'nas');
+    const j = await Journal.open(dir);
     await j.record('d1', { step: 'start', plan: plan('a') });
     await writeFile(j.file, `${await readFile(j.file, 'utf8')}{"ts":"2024-01-01","deploy":"d1","st`);
-    const again = await Journal.open(dir, 'nas');
+    const again = await Journal.open(dir);
     expect(again.deploys()[0]!.entries).toHaveLength(1);
     await again.record('d1', { step: 'upload' });
-    expect((await Journal.open(dir, 'nas')).deploys()[0]!.last.step).toBe('upload');
+    expect((await Journal.open(dir)).deploys()[0]!.last.step).toBe('upload');
   });
 
   it('refuses a journal damaged in the middle', () => {
@@ -147,13 +147,13 @@ describe('journal file', () => {
 
 describe('deploy lock', () => {
   it('lets one deploy per host run and takes over a lock whose owner died', async () => {
-    await Journal.open(dir, 'nas');
+    await Journal.open(dir);
     const release = acquireLock(dir, 'nas');
     release();
-    await writeFile(join(dir, 'nas', 'deploy.lock'), '999999999\n');
+    await writeFile(join(dir, 'deploy.lock'), '999999999\n');
     const again = acquireLock(dir, 'nas');
     again();
-    await writeFile(join(dir, 'nas', 'deploy.lock'), `${process.ppid}\n`);
+    await writeFile(join(dir, 'deploy.lock'), `${process.ppid}\n`);
     expect(() => acquireLock(dir, 'nas')).toThrow(new RegExp(`process ${process.ppid} is deploying to it`));
   });
 });

@@ -4,24 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  PreflightError,
-  armOnce,
-  checkSpace,
-  clearOnce,
-  inspectMedium,
-  parseCmdline,
-  parseDfAvailable,
-  parseLs,
-  parseMounts,
-  parseRelease,
-  planUpload,
-  readRunning,
-  removeUnreferenced,
-  uploadFiles,
-  writeCfg,
-  type CandidateFile,
-} from '../../deploy/medium.js';
+import { PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, parseDfAvailable, parseLs, parseMounts, planUpload, removeUnreferenced, uploadFiles, writeCfg, type CandidateFile } from '../../deploy/medium.js';
+import { readRunning } from '../../deploy/running.js';
 import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../deploy/slots.js';
 import { connect } from '../../deploy/ssh.js';
 import { mountExt2, mountReadOnly, mountTmpfs, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
@@ -32,21 +16,6 @@ describe('parsers', () => {
       { source: '/dev/sdb1', mountPoint: '/media/usb stick', fsType: 'vfat', options: ['rw', 'relatime', 'fmask=0022'] },
       { source: 'proc', mountPoint: '/proc', fsType: 'proc', options: ['rw'] },
     ]);
-  });
-
-  it.each([
-    ['build=abc123\ncommit=deadbeef\ntime=2024-01-01T00:00:00Z\n', { build: 'abc123', commit: 'deadbeef', time: '2024-01-01T00:00:00Z' }],
-    ['BUILD="quoted"\n# comment\n\nbuild = spaced \n', { BUILD: 'quoted', build: 'spaced' }],
-    ['', {}],
-  ])('reads /etc/ramboot-release %#', (text, expected) => {
-    expect(parseRelease(text)).toEqual(expected);
-  });
-
-  it.each([
-    ['BOOT_IMAGE=/boot/x panic=10 ramboot.slot=new ramboot.build=b1 quiet\n', { slot: 'new', build: 'b1' }],
-    ['root=/dev/sda1 quiet\n', { slot: undefined, build: undefined }],
-  ])('reads /proc/cmdline %#', (text, expected) => {
-    expect(parseCmdline(text)).toEqual(expected);
   });
 
   it.each([

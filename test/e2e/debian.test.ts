@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Session } from '../../deploy/ssh.js';
+import { armOnce, readSlots, writeCfg } from '../../deploy/medium.js';
+import { requestReboot, waitUntil } from '../../deploy/reboot.js';
+import { readRunning } from '../../deploy/running.js';
+import { connect, type Session, type Target } from '../../deploy/ssh.js';
 import { startVm, type Vm } from '../../vm/qemu.js';
 import { buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from '../helpers/ramboot.js';
 
@@ -16,6 +19,7 @@ describe('the Debian example on the virtual NAS', () => {
   let httpPort: number;
   let env: Record<string, string>;
   let repo: string;
+  let target: Target;
 
   beforeAll(async () => {
     ({ repo, env } = await initRepo('debian'));
@@ -29,7 +33,8 @@ describe('the Debian example on the virtual NAS', () => {
     vm = startVm({ disk, sshPort, httpPort, serialLog: join(work, 'serial.log') });
     await vm.waitForSsh(8 * 60_000);
     hostKey = JSON.parse(readFileSync(join(built.imageDir, 'manifest.json'), 'utf8')).hostKey;
-    session = await connect({ name: 'nas', address: '127.0.0.1', port: sshPort, user: 'root', identityFile: join(env.HOME!, '.config/ramboot/id_ed25519'), hostKey });
+    target = { name: 'nas', address: '127.0.0.1', port: sshPort, user: 'root', identityFile: join(env.HOME!, '.config/ramboot/id_ed25519'), hostKey };
+    session = await connect(target);
   });
 
   afterAll(async () => {
@@ -67,4 +72,27 @@ describe('the Debian example on the virtual NAS', () => {
     expect(body).toContain(`build=${built.buildId}`);
     expect(body).toContain('ramboot.slot=lts');
   });
+
+  it('a reboot from inside the guest starts a fresh qemu process that honours the boot-once slot, then lts again', async () => {
+    const medium = '/media/usb';
+    const slots = await readSlots(session, medium);
+    // The same image under the `new` label too: the slot on the kernel command line tells which label booted.
+    await writeCfg(session, medium, { ...slots, new: slots.lts });
+    await armOnce(session, medium, 'new');
+    const reboot = async (label: string) => {
+      const before = (await readRunning(session)).bootId;
+      const boots = vm.boots();
+      await requestReboot(session);
+      session.close();
+      const t = Date.now();
+      const back = await waitUntil(target, 6 * 60_000, (r) => r.bootId !== before);
+      console.log(`guest reboot into ${label}: SSH again after ${Math.round((Date.now() - t) / 1000)} s`);
+      session = await connect(target);
+      expect(vm.boots(), 'a new qemu process per reboot').toBe(boots + 1);
+      return back.running;
+    };
+    expect((await reboot('new'))?.slot).toBe('new');
+    expect((await reboot('lts'))?.slot).toBe('lts');
+    await writeCfg(session, medium, slots);
+  }, 20 * 60_000);
 });

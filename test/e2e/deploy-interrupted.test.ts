@@ -29,7 +29,7 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   });
 
   /** Deploys the candidate under `broken` (set up, then undone), and checks nothing on the machine changed. */
-  async function refused(broken: { setUp: string; undo: string }, expected: RegExp, extra: Parameters<VirtualNas['deploy']>[1] = {}) {
+  async function refused(broken: { setUp: string; undo: string }, expected: RegExp, extra: string[] = []) {
     const before = await nas.listing();
     const slots = await nas.slots();
     await nas.sh(broken.setUp);
@@ -69,13 +69,13 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   }, 5 * 60_000);
 
   it('8: a host name that does not resolve: a clear error naming it, nothing changed', async () => {
-    await refused({ setUp: 'true', undo: 'true' }, /unknown host no-such-nas\.invalid/, { address: 'no-such-nas.invalid' });
+    await refused({ setUp: 'true', undo: 'true' }, /unknown host no-such-nas\.invalid/, ['--address', 'no-such-nas.invalid']);
   }, 5 * 60_000);
 
-  it('8: a host ramboot.yaml does not describe: a usage error naming it', async () => {
-    const r = await nas.deploy(candidate.imageDir, { host: 'frood' });
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/unknown host; .*ramboot\.yaml describes nas/);
+  it('8: a host the image does not describe: a command-line error naming both', async () => {
+    const r = await nas.deploy(candidate.imageDir, ['--host', 'frood']);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/--host frood: this repository \(or image\) describes nas/);
   }, 5 * 60_000);
 
   it('4: an upload cut in the middle leaves lts untouched; the next run sends only what is missing and completes', async () => {

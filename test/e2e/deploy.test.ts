@@ -1,7 +1,7 @@
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRunning } from '../../deploy/medium.js';
+import { readRunning } from '../../deploy/running.js';
 import { requestReboot, waitUntil } from '../../deploy/reboot.js';
 import type { Built } from '../helpers/ramboot.js';
 import { startNas, strangerKey, type VirtualNas } from '../helpers/nas.js';
@@ -32,7 +32,7 @@ describe('deploying to the virtual NAS (Debian example)', () => {
     m.hostKey = strangerKey();
     m.buildId = `${m.buildId}-forged`;
     writeFileSync(join(forged, 'manifest.json'), JSON.stringify(m));
-    const r = await nas.deploy(forged, { hostKey: strangerKey() });
+    const r = await nas.deploy(forged, ['--host-key', strangerKey()]);
     expect(r.code).toBe(11);
     expect(`${r.stdout}${r.stderr}`).toMatch(/host key/i);
     expect(await nas.listing()).toBe(before);

@@ -5,10 +5,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { parse, stringify } from 'yaml';
 import { readManifest } from '../../image/manifest.js';
-import { deployCommand, loadTarget, type DeployCommandOptions } from '../../controller/verbs/deploy.js';
+import { runCli } from '../../controller/commands.js';
+import { targetFor } from '../../deploy/target.js';
 import { deploy, type DeployEvent, type DeployResult } from '../../deploy/deploy.js';
 import { Journal, type JournalRecord } from '../../deploy/journal.js';
-import { readRunning, readSlots, type Running } from '../../deploy/medium.js';
+import { readSlots } from '../../deploy/medium.js';
+import { readRunning, type Running } from '../../deploy/running.js';
 import { waitUntil } from '../../deploy/reboot.js';
 import type { SlotTable } from '../../deploy/slots.js';
 import { connect, type Session, type Target } from '../../deploy/ssh.js';
@@ -38,7 +40,7 @@ export interface VirtualNas {
   repo: string;
   env: Record<string, string>;
   work: string;
-  /** The journal directory of an in-process deploy; `--state <work>` gives the CLI the same one. */
+  /** The machine's state directory (journal, lock): `--state <stateDir>` for the CLI. */
   stateDir: string;
   first: Built;
   hostKey: string;
@@ -47,8 +49,8 @@ export interface VirtualNas {
   settings(o?: Settings): void;
   /** Writes files into the repository, commits and builds. */
   change(files: Record<string, string | Buffer>, message: string): Promise<Built>;
-  /** `ramboot deploy` in this process, with the host key the image pins unless given. */
-  deploy(image: string, extra?: Partial<DeployCommandOptions>): Promise<DeployRun>;
+  /** `ramboot deploy --image IMAGE` in this process, reaching the VM's forwarded port; `extra` are more arguments. */
+  deploy(image: string, extra?: string[]): Promise<DeployRun>;
   /** The deploy protocol itself, for a test that acts on its events (the CLI prints them). */
   deployWatching(image: string, onEvent: (e: DeployEvent) => void): Promise<DeployResult>;
   /** `ramboot deploy` as a process of its own, killed with SIGKILL at the first stderr line matching `killAt`. */
@@ -94,6 +96,7 @@ export async function startNas(name: string): Promise<VirtualNas> {
   const work = tempDir(name);
   const images = join(work, 'images');
   const stateDir = join(work, 'state');
+  const reach = () => ['--state', stateDir, '--address', '127.0.0.1', '--port', String(sshPort), '--ssh-key', identity];
   const sshPort = await freePort();
   const httpPort = await freePort();
   const original = parse(readFileSync(join(repo, 'ramboot.yaml'), 'utf8'));
@@ -153,28 +156,29 @@ export async function startNas(name: string): Promise<VirtualNas> {
       log(`built ${b.buildId} (${message}) in ${Math.round((Date.now() - t) / 1000)} s`);
       return b;
     },
-    async deploy(image, extra = {}) {
+    async deploy(image, extra = []) {
       const out = sink();
       const err = sink();
       const t = Date.now();
-      const code = await deployCommand({ repo, image, stateDir, address: '127.0.0.1', port: sshPort, identity, stdout: out.stream, stderr: err.stream, ...extra });
+      const code = await runCli(['deploy', '--image', image, ...reach(), ...extra], { stdin: process.stdin, stdout: out.stream, stderr: err.stream, env: { ...process.env, ...env } });
       log(`deploy ${image.split('/').pop()} → exit ${code} in ${Math.round((Date.now() - t) / 1000)} s\n${out.text()}`);
       return { code, stdout: out.text(), stderr: err.text(), ms: Date.now() - t };
     },
     async deployWatching(image, onEvent) {
-      const { config, target: t } = await loadTarget({ repo, address: '127.0.0.1', port: sshPort, identity });
-      const journal = await Journal.open(stateDir, t.name);
-      const r = await deploy({ target: t, journal, imageDir: image, manifest: await readManifest(image), config, onEvent });
+      const manifest = await readManifest(image);
+      const t = targetFor(manifest.settings, { address: '127.0.0.1', port: sshPort, identity });
+      const journal = await Journal.open(stateDir);
+      const r = await deploy({ target: t, journal, imageDir: image, manifest, onEvent });
       log(`deploy ${image.split('/').pop()} → ${r.outcome.verdict}: ${r.outcome.message}; sent ${r.bytesSent ?? 0} bytes`);
       return r;
     },
     async lastRecord() {
-      const journal = await Journal.open(stateDir, 'nas');
+      const journal = await Journal.open(stateDir);
       return journal.deploys().at(-1)?.last;
     },
     async deployProcess(image, killAt) {
       const t = Date.now();
-      const args = [CLI, 'deploy', '--repo', repo, '--image', image, '--state', work, '--address', '127.0.0.1', '--port', String(sshPort), '--identity', identity];
+      const args = [CLI, 'deploy', '--image', image, ...reach()];
       const child = execa('node', args, { reject: false, env: { ...process.env, ...env }, stdin: 'ignore' });
       let stderr = '';
       let killed = false;

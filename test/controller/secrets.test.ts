@@ -17,7 +17,7 @@ import {
   tempDir,
   writeConfig,
   writeRepoFile,
-} from './helpers.js';
+} from '../secrets/helpers.js';
 
 const HOST_KEY = 'etc/ssh/ssh_host_ed25519_key';
 
@@ -135,12 +135,12 @@ describe('add: a new secret is encrypted to every configured recipient', () => {
     await expect(readdir(join(dir, 'secrets'))).rejects.toThrow(/ENOENT/);
   });
 
-  it('wrong arguments exit 2 with the usage', async () => {
+  it('wrong arguments exit 64 with the usage', async () => {
     const { cmd } = await repo();
-    expect(await cmd(['add'])).toMatchObject({ code: 2, err: expect.stringContaining('usage: ramboot secrets') });
-    expect((await cmd(['add', 'x', '--bogus'])).err).toContain('unknown option --bogus');
-    expect((await cmd(['add', 'x', '--generate', 'rsa'])).err).toContain('--generate must be one of ssh-ed25519, password, token');
-    expect((await cmd(['frobnicate'])).code).toBe(2);
+    expect(await cmd(['add'])).toMatchObject({ code: 64, err: expect.stringContaining('usage: ramboot secrets add PATH') });
+    expect((await cmd(['add', 'x', '--bogus'])).err).toMatch(/Unknown option '--bogus'/);
+    expect((await cmd(['add', 'x', '--generate', 'rsa'])).err).toContain('--generate must be one of ssh-ed25519, password, token, not "rsa"');
+    expect(await cmd(['frobnicate'])).toMatchObject({ code: 64, err: expect.stringContaining('unknown verb "frobnicate"') });
   });
 
   it('a malformed recipient in ramboot.yaml stops the command with file, line and key', async () => {

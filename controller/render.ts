@@ -1,0 +1,112 @@
+import pino from 'pino';
+import type { DeployEvent } from '../deploy/deploy.js';
+import { VERDICT_TEXT } from '../deploy/verdict.js';
+import type { BuildEvent } from '../builder/work.js';
+import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
+import type { VmEvent } from '../vm/qemu.js';
+
+// The one place where events become text: a live progress line on a terminal, plain
+// lines otherwise (logs, `git push` output), JSON lines with --json (pino). Every verb
+// and the controller hand their events to a renderer; nothing else writes progress.
+
+export type RambootEvent = BuildEvent | DeployEvent | VmEvent | StageEvent | WarnEvent;
+
+export type RenderMode = 'tty' | 'plain' | 'json';
+
+export interface Renderer {
+  emit: Emit<RambootEvent>;
+  /** Ends a live line, if one is showing. */
+  end(): void;
+}
+
+export function modeFor(stream: { isTTY?: boolean }, json: boolean): RenderMode {
+  return json ? 'json' : stream.isTTY ? 'tty' : 'plain';
+}
+
+/** How often a progress update (bytes, waiting) is printed as its own line when not on a terminal. */
+const PLAIN_UPDATE_MS = 15_000;
+
+export function renderer(mode: RenderMode, stream: NodeJS.WritableStream): Renderer {
+  if (mode === 'json') {
+    const log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+    return {
+      emit: (e) => {
+        const text = describeEvent(e) ?? progressText(e);
+        if (e.kind === 'warn') log.warn(e, text);
+        else log.info(e, text);
+      },
+      end: () => {},
+    };
+  }
+  let live = false;
+  let lastUpdate = 0;
+  const line = (text: string) => {
+    stream.write(`${live ? '\r\x1b[2K' : ''}${text}\n`);
+    live = false;
+  };
+  return {
+    emit: (e) => {
+      const text = describeEvent(e);
+      if (text !== undefined) return line(text);
+      const update = progressText(e);
+      if (update === undefined) return;
+      if (mode === 'tty') {
+        stream.write(`\r\x1b[2K${update}`);
+        live = true;
+      } else if (Date.now() - lastUpdate >= PLAIN_UPDATE_MS) {
+        line(update);
+        lastUpdate = Date.now();
+      }
+    },
+    end: () => {
+      if (live) line('');
+    },
+  };
+}
+
+/** The line an event stands for, or undefined for progress updates and raw command output. */
+export function describeEvent(e: RambootEvent): string | undefined {
+  switch (e.kind) {
+    case 'stage':
+      return `${e.source}: ${e.message}`;
+    case 'warn':
+      return `${e.source}: warning: ${e.message}`;
+    case 'output':
+      return undefined;
+    case 'built':
+      return `build: built ${e.buildId} in ${(e.ms / 1000).toFixed(1)} s${e.stageReused ? ' (package stage reused' : ' (packages installed'}${e.baseReused ? ', base reused)' : ')'}`;
+    case 'step':
+      return `deploy: ${e.message}`;
+    case 'running':
+      return `deploy: ${e.host} runs build ${e.running.build ?? e.running.cmdlineBuild ?? 'unknown'} from slot ${e.running.slot ?? '(not booted by ramboot)'}`;
+    case 'upload':
+      return e.sent === e.total ? `deploy: sent ${size(e.total)}` : undefined;
+    case 'wait':
+      return undefined;
+    case 'check': {
+      const c = e.event;
+      return `deploy: check ${c.check}: ${c.ok ? 'ok' : 'failed'} (attempt ${c.attempt}/${c.of})${c.ok ? '' : `: ${c.output.split('\n')[0]}`}`;
+    }
+    case 'verdict':
+      return `deploy: ${VERDICT_TEXT[e.outcome.verdict]}: ${e.outcome.message}`;
+  }
+}
+
+function progressText(e: RambootEvent): string | undefined {
+  switch (e.kind) {
+    case 'upload':
+      return `  sent ${size(e.sent)} of ${size(e.total)} (${e.file.split('/').pop()})`;
+    case 'wait':
+      return `  waiting for ${e.what}: ${Math.round(e.elapsedMs / 1000)} s${e.observation.reachable ? '' : ` (${e.observation.error.split(':').pop()?.trim()})`}`;
+    case 'output':
+      return `  ${e.line.slice(0, 160)}`;
+    default:
+      return undefined;
+  }
+}
+
+export function size(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+}
