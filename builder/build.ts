@@ -43,6 +43,13 @@ export interface BuildOptions {
   /** The repository's path or URL, recorded in the manifest (it keys the state directory). */
   origin: string;
   identity?: string;
+  /**
+   * Build without decrypting anything: the secrets segment is empty and the manifest
+   * names the secrets only. What `ramboot plan` builds, without the controller's identity.
+   */
+  withoutSecrets?: boolean;
+  /** Install the packages anew instead of reusing the cached stage: a refresh picks up updates. */
+  fresh?: boolean;
   emit?: Emit<BuildEvent>;
   /** Aborted by Ctrl-C or SIGTERM: the running command stops, mounts are undone, nothing is published. */
   signal?: AbortSignal;
@@ -72,11 +79,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
   const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
   const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
-  const inputsHash = sha256(JSON.stringify({ ramboot: RAMBOOT_VERSION, tree: source.treeHash }));
-  const buildId = `${source.commit?.slice(0, 8) ?? 'dir'}-${inputsHash.slice(0, 8)}`;
-
-  stage('decrypting secrets');
-  const secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity, work);
+  let secrets: ImageSecret[] = [];
+  if (!opts.withoutSecrets) {
+    stage('decrypting secrets');
+    secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity, work);
+  }
 
   const backend = BACKENDS[config.distro.name];
   stage(`installing packages (${backend.name}: ${packages.length} listed)`);
@@ -86,7 +93,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     cacheDir: ensure(join(cacheDir, 'packages', backend.name)),
     resolvePath: (x: string) => (x.startsWith('/') ? x : join(opts.dir ?? opts.repoDir, x)),
   };
-  const packaged = await packageStage(backend, stageReq, cacheDir, work);
+  const packaged = await packageStage(backend, stageReq, cacheDir, work, { fresh: opts.fresh });
+  // The installed versions are inputs too: a refresh that brings updates is another build.
+  const inputsHash = sha256(JSON.stringify({ ramboot: RAMBOOT_VERSION, tree: source.treeHash, packages: packaged.packages }));
+  const buildId = `${source.commit?.slice(0, 8) ?? 'dir'}-${inputsHash.slice(0, 8)}`;
 
   const workDir = join(tmpDir, `build-${buildId}-${pidTag()}-${randomBytes(4).toString('hex')}`);
   mkdirSync(workDir, { recursive: true, mode: 0o700 });
@@ -97,14 +107,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await applySkeleton(source, config, root);
       stage('building bins/');
       await buildBins(source, root, workDir, cacheDir, work);
-      for (const f of agentFiles(config)) addAgentFile(root, f);
-      writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       for (const s of secrets) ensureDirs(root, s.path.split('/').slice(0, -1).join('/'));
       const setup = await source.readFile('setup.sh');
       if (setup) {
         stage('running setup.sh');
         await runSetup(root, setup.toString(), buildId, work);
       }
+      // After setup.sh, so that every image has them whatever setup.sh did.
+      for (const f of agentFiles(config)) addAgentFile(root, f);
+      writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       return { services: listServices(root), medium: mediumFromFstab(root, config.boot.medium) };
     });
 

@@ -29,7 +29,7 @@ const inBoot = (path: string) => path.startsWith('boot/');
 
 export async function packBase(stage: Stage, d: Deletions, cacheDir: string, outFile: string): Promise<PackedTree> {
   const key = createHash('sha256')
-    .update(JSON.stringify({ format: BASE_FORMAT, stage: stage.key, removed: [...d.removed].sort(), opaque: [...d.opaque].sort() }))
+    .update(JSON.stringify({ format: BASE_FORMAT, stage: stage.key, content: stage.contentId, removed: [...d.removed].sort(), opaque: [...d.opaque].sort() }))
     .digest('hex');
   const cached = join(cacheDir, `${key}.cpio.zst`);
   const meta = join(cacheDir, `${key}.json`);

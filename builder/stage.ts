@@ -12,7 +12,10 @@ import type { Work } from './work.js';
 const STAGE_FORMAT = 1;
 
 export interface Stage {
+  /** What the stage was made from (the cache key). */
   key: string;
+  /** What it holds: the installed packages and versions. A refresh changes this, not the key. */
+  contentId: string;
   root: string;
   packages: InstalledPackage[];
   reused: boolean;
@@ -23,22 +26,33 @@ export async function stageKey(backend: DistroBackend, req: StageRequest): Promi
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex');
 }
 
-export async function packageStage(backend: DistroBackend, req: StageRequest, cacheRoot: string, work: Work): Promise<Stage> {
+export async function packageStage(backend: DistroBackend, req: StageRequest, cacheRoot: string, work: Work, opts: { fresh?: boolean } = {}): Promise<Stage> {
   const key = await stageKey(backend, req);
   const dir = join(cacheRoot, 'stages', key);
-  if (existsSync(join(dir, 'packages.json'))) {
-    return { key, root: join(dir, 'root'), packages: JSON.parse(readFileSync(join(dir, 'packages.json'), 'utf8')), reused: true };
-  }
+  const made = (packages: InstalledPackage[], reused: boolean): Stage => ({ key, contentId: contentId(packages), root: join(dir, 'root'), packages, reused });
+  if (!opts.fresh && existsSync(join(dir, 'packages.json'))) return made(JSON.parse(readFileSync(join(dir, 'packages.json'), 'utf8')), true);
   const tmp = join(cacheRoot, 'stages', `.tmp-${key}-${pidTag()}`);
   mkdirSync(join(tmp, 'root'), { recursive: true });
   try {
     await backend.create(req, join(tmp, 'root'), work);
     const packages = await backend.installed(join(tmp, 'root'));
     writeFileSync(join(tmp, 'packages.json'), JSON.stringify(packages));
-    renameSync(tmp, dir);
-    return { key, root: join(dir, 'root'), packages, reused: false };
+    if (existsSync(dir)) {
+      // A fresh stage replaces the cached one; the old one goes once the new one is in place.
+      const old = join(cacheRoot, 'stages', `.tmp-${key}-old-${pidTag()}`);
+      renameSync(dir, old);
+      renameSync(tmp, dir);
+      await removeBuildDir(old, work);
+    } else {
+      renameSync(tmp, dir);
+    }
+    return made(packages, false);
   } catch (err) {
     await removeBuildDir(tmp, work);
     throw err;
   }
+}
+
+function contentId(packages: InstalledPackage[]): string {
+  return createHash('sha256').update(JSON.stringify(packages)).digest('hex');
 }

@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, requireRoot } from '../builder/build.js';
-import { ArgumentError } from '../lib/errors.js';
+import { ArgumentError, EXIT, UsageError } from '../lib/errors.js';
+import { callController, findController, type Api } from './client.js';
+import { History, type ReconcileRecord } from './history.js';
+import { installHooks, postReceive, preReceive } from './hooks.js';
 import { formatDisk } from '../vm/format.js';
 import { verb, type Verb } from './args.js';
 import { dispatch, type CliIO } from './dispatch.js';
@@ -113,13 +116,14 @@ export function commands(io: Io): Verb[] {
       'serial-log': { type: 'string', value: 'FILE', help: 'where the serial console goes (default DISK.serial.log)' },
       accel: { type: 'string', choices: ['tcg', 'kvm'], default: 'tcg', help: 'qemu accelerator' },
       memory: { type: 'number', value: 'MIB', min: 256, default: 1536, help: 'guest RAM' },
+      monitor: { type: 'string', value: 'SOCKET', help: 'qemu\'s monitor on this unix socket (the network cable, the power)' },
       json,
     },
     run: async (o) => {
       if (!o.disk) throw new ArgumentError('ramboot vm: needs --disk FILE', 'vm');
       const disk = resolve(o.disk);
       return runVm(
-        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, memoryMiB: o.memory },
+        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor) },
         progress(o),
         io.stdout,
       );
@@ -127,10 +131,19 @@ export function commands(io: Io): Verb[] {
   }),
   verb({
     name: 'up',
-    summary: 'the controller: bring the machine to the newest commit and keep it there (the virtual NAS when no host.address)',
+    summary: 'the controller: bring the machine to the newest commit of the branch and keep it there (the virtual NAS when no host.address)',
+    details:
+      'Follows a local repository (--repo: a working tree, or the bare repository people push to) or an HTTP(S) remote (--url,\n' +
+      'polled on watch.poll). Serves the JSON API on --listen (loopback by default; anywhere else every request needs the token).',
     options: {
       repo,
+      url: { type: 'string', value: 'URL', help: 'follow this HTTP(S) remote instead of a local repository' },
+      branch: { type: 'string', value: 'NAME', help: 'the branch to follow (default watch.branch, else main)' },
       init: { type: 'string', choices: ['alpine', 'debian'], help: 'scaffold the repository first when it has no ramboot.yaml' },
+      listen: { type: 'string', value: 'HOST:PORT', default: '127.0.0.1:8180', help: 'where the API listens' },
+      'token-file': { type: 'string', value: 'FILE', help: 'the API token (default: made once, in the state directory)' },
+      'webhook-secret': { type: 'string', value: 'FILE', help: 'the forges\' webhook secret (also $RAMBOOT_WEBHOOK_SECRET)' },
+      signers: { type: 'string', value: 'FILE', help: 'require commits signed by a key of this allowed-signers file' },
       state,
       identity,
       'ssh-port': { type: 'number', min: 1, max: 65535, default: 2222, help: 'the virtual NAS\'s loopback SSH port' },
@@ -139,9 +152,90 @@ export function commands(io: Io): Verb[] {
     },
     run: async (o) => {
       const repoDir = resolve(o.repo);
-      if (o.init && !existsSync(join(repoDir, 'ramboot.yaml'))) await initRepo({ dir: repoDir, distro: o.init, identity: o.identity });
-      return up({ repoDir, state: o.state, identity: o.identity, sshPort: o['ssh-port'], httpPort: o['http-port'], render: progress(o) });
+      if (o.init && !o.url && !existsSync(join(repoDir, 'ramboot.yaml'))) await initRepo({ dir: repoDir, distro: o.init, identity: o.identity });
+      return up({
+        repo: o.url ? undefined : repoDir,
+        url: o.url,
+        branch: o.branch,
+        state: o.state,
+        identity: o.identity,
+        sshPort: o['ssh-port'],
+        httpPort: o['http-port'],
+        listen: hostPort(o.listen),
+        tokenFile: o['token-file'],
+        webhookSecretFile: o['webhook-secret'],
+        signers: o.signers,
+        render: progress(o),
+        stdout: io.stdout,
+      });
     },
+  }),
+  verb({
+    name: 'reconcile',
+    summary: 'ask the running controller to reconcile the branch now',
+    options: { repo, state },
+    run: async (o) => {
+      const r = await callController<{ commit?: string; queued?: string; error?: string }>(await controllerOf(o), 'POST', '/api/reconcile');
+      io.stdout.write(r.error ? `the controller could not read the branch: ${r.error}\n` : `${r.commit?.slice(0, 12)}: ${r.queued}\n`);
+      return r.error ? EXIT.FAILED : EXIT.OK;
+    },
+  }),
+  verb({
+    name: 'release',
+    summary: 'lift the quarantine of a commit (a failed build, a rolled-back trial) and deploy it',
+    args: [{ name: 'COMMIT', help: 'the commit id (7 characters or more)' }],
+    options: { repo, state },
+    run: async (o, [commit]) => {
+      const r = await callController<{ released: { commit: string; outcome: string }[] }>(await controllerOf(o), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
+      if (r.released.length === 0) {
+        io.stderr.write(`ramboot release: ${commit} is not quarantined\n`);
+        return EXIT.FAILED;
+      }
+      for (const q of r.released) io.stdout.write(`released ${q.commit.slice(0, 12)} (was ${q.outcome}); deploying it\n`);
+      return EXIT.OK;
+    },
+  }),
+  verb({
+    name: 'history',
+    summary: 'the reconciles of the machine, newest first: commit, trigger, outcome, reason',
+    options: { repo, state, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
+    run: async (o) => {
+      const m = await openMachine({ repo: o.repo, state: o.state });
+      const records = new History(m.state.dir, Number.MAX_SAFE_INTEGER).list(o.limit);
+      io.stdout.write(o.json ? `${JSON.stringify(records, null, 2)}\n` : formatHistory(records));
+      return EXIT.OK;
+    },
+  }),
+  verb({
+    name: 'hook install',
+    summary: 'install ramboot\'s pre-receive and post-receive hooks in the bare repository the controller follows',
+    args: [{ name: 'BARE_REPO', help: 'the bare repository people push to' }],
+    options: {
+      branch: { type: 'string', value: 'NAME', default: 'main', help: 'the branch the controller follows' },
+      signers: { type: 'string', value: 'FILE', help: 'the allowed-signers file the controller was started with' },
+      state,
+    },
+    run: async (o, [bare]) => {
+      const files = await installHooks(bare!, { branch: o.branch, state: o.state, signers: o.signers });
+      io.stdout.write(`installed ${files.join(', ')}; pushes to ${o.branch} are gated and show the deploy (git push -o ramboot.wait=false skips waiting)\n`);
+      return EXIT.OK;
+    },
+  }),
+  verb({
+    name: 'hook pre-receive',
+    summary: 'the push gate (run by git): signature policy, ramboot.yaml valid, secrets decrypt',
+    options: { repo, branch: { type: 'string', value: 'NAME', default: 'main', help: 'the branch' }, signers: { type: 'string', value: 'FILE', help: 'allowed signers' }, state },
+    run: async (o) => {
+      const problems = await preReceive(resolve(o.repo), await readAll(io.stdin), { branch: o.branch, state: o.state, signers: o.signers }, io.env as NodeJS.ProcessEnv);
+      for (const p of problems) io.stderr.write(`ramboot: refusing the push: ${p}\n`);
+      return problems.length > 0 ? EXIT.FAILED : EXIT.OK;
+    },
+  }),
+  verb({
+    name: 'hook post-receive',
+    summary: 'the deploy\'s progress in `git push` output (run by git)',
+    options: { repo, branch: { type: 'string', value: 'NAME', default: 'main', help: 'the branch' }, signers: { type: 'string', value: 'FILE', help: 'allowed signers' }, state },
+    run: async (o) => postReceive(resolve(o.repo), await readAll(io.stdin), { branch: o.branch, state: o.state }, io.env as NodeJS.ProcessEnv, io.stderr),
   }),
   verb({
     name: 'deploy',
@@ -176,6 +270,36 @@ export function commands(io: Io): Verb[] {
   }),
   ...secretsVerbs((repoDir) => ({ repoDir, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, env: io.env })),
   ];
+}
+
+/** The controller of the repository's machine; fails with a clear message when none runs. */
+async function controllerOf(o: { repo: string; state?: string }): Promise<Api> {
+  const m = await openMachine({ repo: o.repo, state: o.state });
+  const api = findController(m.state);
+  if (!api) throw new UsageError(`no controller runs for ${m.repo} (state ${m.state.dir}); start one with \`ramboot up --repo ${m.repo}\``, { step: 'find controller' });
+  return api;
+}
+
+function hostPort(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!m || Number(m[3]) > 65535) throw new ArgumentError(`ramboot up: --listen must be HOST:PORT (e.g. 127.0.0.1:8180), not "${listen}"`, 'up');
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) };
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks).toString();
+}
+
+function formatHistory(records: ReconcileRecord[]): string {
+  if (records.length === 0) return 'no reconciles yet\n';
+  return `${records
+    .map((r) => {
+      const took = r.startedAt && r.endedAt ? ` in ${Math.round((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000)} s` : '';
+      return `${r.id}  ${r.commit.slice(0, 12)}  ${(r.outcome ?? r.state).padEnd(18)} ${r.trigger.kind.padEnd(8)} ${r.subject ?? ''}${took}\n    ${r.message ?? ''}`;
+    })
+    .join('\n')}\n`;
 }
 
 function sshKey(o: { 'ssh-key'?: string }): { sshKey?: string } {

@@ -4,12 +4,13 @@ import { VERDICT_TEXT } from '../deploy/verdict.js';
 import type { BuildEvent } from '../builder/work.js';
 import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
 import type { VmEvent } from '../vm/qemu.js';
+import type { ControllerEvent } from './events.js';
 
 // The one place where events become text: a live progress line on a terminal, plain
 // lines otherwise (logs, `git push` output), JSON lines with --json (pino). Every verb
 // and the controller hand their events to a renderer; nothing else writes progress.
 
-export type RambootEvent = BuildEvent | DeployEvent | VmEvent | StageEvent | WarnEvent;
+export type RambootEvent = BuildEvent | DeployEvent | VmEvent | StageEvent | WarnEvent | ControllerEvent;
 
 export type RenderMode = 'tty' | 'plain' | 'json';
 
@@ -89,8 +90,26 @@ export function describeEvent(e: RambootEvent): string | undefined {
     }
     case 'verdict':
       return `deploy: ${VERDICT_TEXT[e.outcome.verdict]}: ${e.outcome.message}`;
+    case 'noticed':
+      return `controller: ${e.commit.slice(0, 12)} (${e.trigger.kind}${e.trigger.detail ? `: ${e.trigger.detail}` : ''}): ${NOTICED[e.queued]}`;
+    case 'superseded':
+      return `controller: ${e.commit.slice(0, 12)} superseded by ${e.by.slice(0, 12)}`;
+    case 'phase':
+      return undefined;
+    case 'reconciled':
+      return `controller: ${e.commit.slice(0, 12)}: ${e.outcome}: ${e.message}`;
+    case 'heartbeat':
+      return undefined;
   }
 }
+
+const NOTICED = {
+  started: 'reconciling',
+  pending: 'queued after the running reconcile',
+  duplicate: 'already queued',
+  quarantined: 'quarantined, not deployed (ramboot release lifts it)',
+  paused: 'automatic deploys are paused',
+} as const;
 
 function progressText(e: RambootEvent): string | undefined {
   switch (e.kind) {

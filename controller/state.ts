@@ -12,7 +12,8 @@ import { run } from '../lib/run.js';
 //   /var/lib/ramboot/<host>-<hash of the repository's path or URL>/
 //     images/  deploy.jsonl  deploy.lock  history/  vm/
 //   /var/cache/ramboot/   package stages, base segments, downloads, build temporaries
-// --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache).
+// --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache);
+// $RAMBOOT_CACHE names the cache on its own (machines of one host share package stages).
 
 export const STATE_ROOT = '/var/lib/ramboot';
 export const CACHE_ROOT = '/var/cache/ramboot';
@@ -48,10 +49,16 @@ export interface StateRequest {
   workTree?: string;
 }
 
+/** Where caches go, which does not depend on the machine: downloads, stages, mirrors of remotes. */
+export function cacheRoot(stateFlag?: string): string {
+  const explicit = stateFlag ?? process.env.RAMBOOT_STATE;
+  return resolve(process.env.RAMBOOT_CACHE ?? (explicit ? join(explicit, 'cache') : CACHE_ROOT));
+}
+
 export function machineState(r: StateRequest): MachineState {
   const explicit = r.state ?? process.env.RAMBOOT_STATE;
   const dir = explicit ? resolve(explicit) : join(STATE_ROOT, machineKey(r.host, r.origin));
-  const cache = explicit ? join(dir, 'cache') : (process.env.RAMBOOT_CACHE ?? CACHE_ROOT);
+  const cache = cacheRoot(r.state);
   if (r.workTree) {
     for (const d of [dir, cache]) {
       if (inside(d, r.workTree)) {

@@ -1,68 +1,178 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import cron from 'node-cron';
 import { build } from '../builder/build.js';
-import { deploy } from '../deploy/deploy.js';
-import { Journal, acquireLock } from '../deploy/journal.js';
-import { targetFor } from '../deploy/target.js';
+import { gitSource } from '../builder/source.js';
 import { fingerprint } from '../secrets/ssh-public.js';
-import { UsageError } from '../lib/errors.js';
-import { openMachine } from './machine.js';
+import { RambootError, UsageError, describe } from '../lib/errors.js';
+import type { Config } from '../lib/config-schema.js';
+import type { LocalSettings } from '../deploy/target.js';
+import { Controller, type AnyEvent } from './controller.js';
+import { configOf } from './machine.js';
 import type { Renderer } from './render.js';
-import { startVirtualNas } from './virtual-nas.js';
-import { formatVerdict } from './verbs/deploy.js';
+import { isUrl, localRepo, remoteRepo, type Repo } from './repo.js';
+import { startServer } from './server.js';
+import { cacheRoot, machineState, originOf, type MachineState } from './state.js';
+import { startVirtualNas, type VirtualNas } from './virtual-nas.js';
 
-// `ramboot up`: the main job for one machine. Builds the newest commit; with no host
-// address configured, boots the virtual NAS (its disk kept across runs) and brings it
-// to that build through the trial boot, then keeps the machine running until Ctrl-C.
+// `ramboot up`: the controller for one machine, the README's first command. It follows
+// a branch (a local repository, or an HTTP(S) remote it polls), brings the machine to
+// its newest commit and keeps it there, one reconcile at a time; it serves the API on
+// loopback. With no host.address the machine is the virtual NAS, whose disk is kept in
+// the state directory across runs.
 
 export interface UpOptions {
-  repoDir: string;
+  repo?: string;
+  url?: string;
+  branch?: string;
   state?: string;
   identity?: string;
   sshPort: number;
   httpPort: number;
+  /** The API's address. */
+  listen: { host: string; port: number };
+  tokenFile?: string;
+  webhookSecretFile?: string;
+  signers?: string;
   render: Renderer;
+  stdout: NodeJS.WritableStream;
 }
 
+/** How often a local repository's branch is looked at: cheap (one file), and noticed within seconds. */
+const LOCAL_POLL_MS = 2_000;
 const BOOT_DEADLINE_MS = 10 * 60_000;
 
 export async function up(o: UpOptions): Promise<number> {
-  const machine = await openMachine({ repo: o.repoDir, state: o.state });
-  const emit = o.render.emit;
-  if (machine.notice) process.stderr.write(`${machine.notice}\n`);
-  if (machine.config.host.address) {
-    throw new UsageError(`failed to bring up ${machine.config.host.name}: it has an address; use ramboot deploy --repo ${o.repoDir}`, { step: 'up' });
+  const emit = (e: AnyEvent) => o.render.emit(e);
+  const { repo, config, state } = await openRepo(o, emit);
+  const token = readOrMakeToken(state, o.tokenFile);
+  const webhookSecret = o.webhookSecretFile ? readFileSync(resolve(o.webhookSecretFile), 'utf8').trim() : process.env.RAMBOOT_WEBHOOK_SECRET;
+
+  let nas: VirtualNas | undefined;
+  let reach: () => LocalSettings = () => ({});
+  if (!config.host.address) {
+    const booted = await bootVirtualNas(o, repo, state, emit);
+    nas = booted;
+    reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
   }
-  const built = await build({ repoDir: machine.repo, imagesDir: machine.state.images, cacheDir: machine.state.cache, origin: machine.origin, identity: o.identity, emit });
-  const hostKey = built.manifest.hostKey;
-  if (!hostKey) {
-    throw new UsageError('failed to bring up the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
+
+  const ctrl = new Controller({ repo, state, identity: o.identity, reach, signers: o.signers && resolve(o.signers), keep: config.watch.history, emit });
+  await ctrl.recover();
+  const head = await repo.head().catch(() => undefined);
+  if (head) await ctrl.adoptPolicy(head);
+  const server = await startServer(ctrl, { host: o.listen.host, port: o.listen.port, token, webhookSecret });
+  const api = `http://${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`;
+  writeFileSync(join(state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
+
+  const stopTriggers = watch(ctrl, repo, config);
+  await ctrl.poll({ kind: 'start' }, true);
+  o.render.end();
+  o.stdout.write(
+    `ramboot controls ${config.host.name} from ${repo.label} (branch ${repo.branch})\n` +
+      `  API: ${api}/api/status   (token in ${o.tokenFile ?? join(state.dir, 'api-token')})\n` +
+      (webhookSecret ? `  webhook: POST ${api}/hooks/git\n` : '') +
+      (nas ? `  the virtual NAS: ssh -p ${nas.record.sshPort}${config.host.identity ? ` -i ${config.host.identity}` : ''} root@127.0.0.1 (serial console ${nas.record.serialLog}); its status page http://127.0.0.1:${nas.record.httpPort}/\n` : '') +
+      `  state: ${state.dir}\n`,
+  );
+
+  const stopped = new Promise<number>(() => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      // A second signal ends the process at once.
+      if (stopping) process.exit(signal === 'SIGINT' ? 130 : 143);
+      stopping = true;
+      emit({ kind: 'stage', source: 'controller', message: `${signal}: stopping; a deploy in progress resumes at the next start` });
+      stopTriggers();
+      void (async () => {
+        await ctrl.stop(signal);
+        await server.close();
+        await nas?.stop();
+        // A deploy in flight is cut here, as a crash would cut it: its journal resumes it.
+        process.exit(0);
+      })();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  return stopped;
+}
+
+async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<{ repo: Repo; config: Config; state: MachineState }> {
+  if (o.url && o.repo && o.repo !== '.') throw new UsageError('ramboot up takes --repo DIR or --url URL, not both', { step: 'up' });
+  if (o.url && !isUrl(o.url)) throw new UsageError(`--url ${o.url}: only http:// and https:// remotes are supported; for a local repository use --repo`, { step: 'up', input: o.url });
+  let repo: Repo;
+  if (o.url) {
+    const mirror = join(cacheRoot(o.state), 'mirrors', `${createHash('sha256').update(o.url).digest('hex').slice(0, 16)}.git`);
+    repo = remoteRepo(o.url, o.branch ?? 'main', mirror);
+  } else {
+    const path = resolve(o.repo ?? '.');
+    const branch = o.branch ?? (await configOf(await gitSource(path, 'HEAD')).then((c) => c.watch.branch, () => 'main'));
+    repo = localRepo(path, branch);
   }
-  const nas = await startVirtualNas({ state: machine.state, firstImage: built.imageDir, sshPort: o.sshPort, httpPort: o.httpPort, emit });
-  const stop = () => void nas.vm.stop();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    const ms = await nas.vm.waitForSsh(BOOT_DEADLINE_MS);
-    emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
-    const target = targetFor(built.manifest.settings, { address: '127.0.0.1', port: o.sshPort, powerCycle: () => nas.vm.powerCycle() });
-    const journal = await Journal.open(machine.state.dir);
-    const release = acquireLock(machine.state.dir, target.name);
+  // Until the branch can be read there is nothing to control: say why, and keep trying.
+  let head: string | undefined;
+  for (let attempt = 1; !head; attempt++) {
     try {
-      const known = [journal.lastPromotedHostKey()].filter((k): k is string => !!k);
-      const r = await deploy({ target, journal, imageDir: built.imageDir, manifest: built.manifest, previousHostKeys: known, onEvent: emit });
-      o.render.end();
-      process.stdout.write(`${formatVerdict(r)}\n`);
-    } finally {
-      release();
+      head = await repo.head();
+    } catch (err) {
+      if (!(err instanceof RambootError) || err.kind !== 'retry') throw err;
+      emit({ kind: 'warn', source: 'controller', message: `${describe(err)} (attempt ${attempt})` });
+      await new Promise((r) => setTimeout(r, Math.min(60_000, 5_000 * attempt)));
     }
-    process.stdout.write(
-      `${target.name} runs on the virtual NAS (host key ${fingerprint(hostKey)} pinned)\n` +
-        `  ssh -p ${o.sshPort} -i ${target.identityFile} root@127.0.0.1\n` +
-        `  status page: http://127.0.0.1:${o.httpPort}/\n` +
-        `  serial console: ${nas.serialLog}; Ctrl-C stops the machine\n`,
-    );
-  } catch (err) {
-    await nas.vm.stop();
-    throw err;
   }
-  return (await nas.vm.stopped).exitCode;
+  const config = await configOf(await gitSource(repo.gitdir, head));
+  const origin = o.url ?? originOf(resolve(o.repo ?? '.'));
+  const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
+  const state = machineState({ state: o.state, host: config.host.name, origin, workTree });
+  mkdirSync(state.dir, { recursive: true });
+  return { repo, config, state };
+}
+
+/**
+ * The virtual NAS of this machine: an existing disk boots what its labels say; a new
+ * one is formatted with the branch's build, so that the first reconcile finds it running.
+ */
+async function bootVirtualNas(o: UpOptions, repo: Repo, state: MachineState, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
+  let firstImage: string | undefined;
+  if (!existsSync(join(state.vm, 'disk.img'))) {
+    const head = await repo.head();
+    const b = await build({ repoDir: repo.gitdir, rev: head, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
+    if (!b.manifest.hostKey) {
+      throw new UsageError('failed to start the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
+    }
+    emit({ kind: 'stage', source: 'vm', message: `a new disk for the virtual NAS, with build ${b.buildId} (host key ${fingerprint(b.manifest.hostKey)})` });
+    firstImage = b.imageDir;
+  }
+  const nas = await startVirtualNas({ state, firstImage, sshPort: o.sshPort, httpPort: o.httpPort, emit });
+  const ms = await nas.waitForSsh(BOOT_DEADLINE_MS);
+  emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
+  return nas;
+}
+
+/** The triggers: the branch watched (a local file every few seconds, a remote on watch.poll), the refresh schedule. */
+function watch(ctrl: Controller, repo: Repo, config: Config): () => void {
+  const stops: (() => void)[] = [];
+  if (isUrl(repo.label)) {
+    const task = cron.schedule(config.watch.poll, () => void ctrl.poll({ kind: 'poll' }), { noOverlap: true, name: 'poll' });
+    stops.push(() => void task.stop());
+  } else {
+    const timer = setInterval(() => void ctrl.poll({ kind: 'ref' }), LOCAL_POLL_MS);
+    stops.push(() => clearInterval(timer));
+  }
+  if (config.watch.refresh) {
+    const task = cron.schedule(config.watch.refresh, () => ctrl.refresh(), { name: 'refresh' });
+    stops.push(() => void task.stop());
+  }
+  return () => stops.forEach((s) => s());
+}
+
+/** The API token: the given file's, else one made once and kept (0600) in the state directory. */
+function readOrMakeToken(state: MachineState, file?: string): string {
+  if (file) return readFileSync(resolve(file), 'utf8').trim();
+  const path = join(state.dir, 'api-token');
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const token = randomBytes(24).toString('base64url');
+  writeFileSync(path, `${token}\n`, { mode: 0o600 });
+  return token;
 }

@@ -1,29 +1,37 @@
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Emit } from '../lib/events.js';
+import { RambootError } from '../lib/errors.js';
+import { packagePath } from '../lib/package.js';
 import { formatDisk } from '../vm/format.js';
-import { startVm, type Vm, type VmEvent } from '../vm/qemu.js';
-import { recordVm } from './machine.js';
+import { monitorCommand, sshBanner, type VmEvent } from '../vm/qemu.js';
+import { recordVm, runningVm, type VmRecord } from './machine.js';
 import type { MachineState } from './state.js';
 
-// The machine of `ramboot up` when ramboot.yaml names no host.address: the virtual NAS,
-// whose disk lives in the machine's state directory and is kept across runs (formatted
-// only on first use, so /media/usb/persist survives like on the real stick).
+// The machine of `ramboot up` when ramboot.yaml names no host.address: the virtual NAS.
+// Its disk lives in the machine's state directory and is kept across runs (formatted
+// only on first use, so /media/usb/persist survives like on the real stick). It runs in
+// a process of its own (`ramboot vm`), so that, like a real machine, it keeps running
+// when the controller dies, and the next `ramboot up` finds it again.
 
 export interface VirtualNasOptions {
   state: MachineState;
   /** The image to format a new disk with; an existing disk boots what its labels say. */
-  firstImage: string;
+  firstImage?: string;
   sshPort: number;
   httpPort: number;
   emit: Emit<VmEvent>;
 }
 
 export interface VirtualNas {
-  vm: Vm;
-  disk: string;
-  serialLog: string;
-  formatted: boolean;
+  record: VmRecord;
+  /** Resolves once the machine answers SSH; rejects at the deadline. */
+  waitForSsh(timeoutMs: number): Promise<number>;
+  /** Off and on, through qemu's monitor: the virtual NAS starts a fresh qemu process. */
+  powerCycle(): Promise<void>;
+  /** Stops the machine (Ctrl-C of `ramboot up`). */
+  stop(): Promise<void>;
 }
 
 export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas> {
@@ -31,15 +39,45 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
   const disk = join(o.state.vm, 'disk.img');
   const serialLog = join(o.state.vm, 'serial.log');
   const monitor = join(o.state.vm, 'monitor.sock');
-  const formatted = !existsSync(disk);
-  if (formatted) {
-    // Formatted beside its final name: a format cut short leaves no disk that looks made.
-    const tmp = `${disk}.tmp`;
-    rmSync(tmp, { force: true });
-    await formatDisk({ disk: tmp, imageDir: o.firstImage, emit: o.emit });
-    renameSync(tmp, disk);
+  let record = runningVm(o.state);
+  if (record) {
+    o.emit({ kind: 'stage', source: 'vm', message: `the virtual NAS runs already (pid ${record.pid}, ssh port ${record.sshPort})` });
+  } else {
+    if (!existsSync(disk)) {
+      if (!o.firstImage) throw new RambootError('failed to start the virtual NAS: it has no disk yet and no image to format one with', { step: 'start vm' });
+      // Formatted beside its final name: a format cut short leaves no disk that looks made.
+      rmSync(`${disk}.tmp`, { force: true });
+      await formatDisk({ disk: `${disk}.tmp`, imageDir: o.firstImage, emit: o.emit });
+      renameSync(`${disk}.tmp`, disk);
+    }
+    const log = openSync(join(o.state.vm, 'vm.log'), 'a');
+    const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor];
+    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+    child.unref();
+    record = { pid: child.pid!, sshPort: o.sshPort, httpPort: o.httpPort, monitor, serialLog, disk };
+    recordVm(o.state, record);
+    o.emit({ kind: 'stage', source: 'vm', message: `booting the virtual NAS (pid ${child.pid}; serial console ${serialLog})` });
   }
-  const vm = startVm({ disk, sshPort: o.sshPort, httpPort: o.httpPort, serialLog, monitor, emit: o.emit });
-  recordVm(o.state, { pid: process.pid, sshPort: o.sshPort, httpPort: o.httpPort, monitor, serialLog, disk });
-  return { vm, disk, serialLog, formatted };
+  const rec = record;
+  return {
+    record: rec,
+    async waitForSsh(timeoutMs) {
+      const started = Date.now();
+      while (Date.now() - started < timeoutMs) {
+        if (await sshBanner(rec.sshPort)) return Date.now() - started;
+        if (!runningVm(o.state)) break;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      throw new RambootError(`failed to reach the virtual NAS: no SSH answer on 127.0.0.1:${rec.sshPort} within ${timeoutMs / 1000} s; see ${rec.serialLog} and ${join(o.state.vm, 'vm.log')}`, { step: 'boot vm' });
+    },
+    powerCycle: () => monitorCommand(rec.monitor, 'system_reset'),
+    async stop() {
+      try {
+        process.kill(rec.pid, 'SIGTERM');
+      } catch {
+        return;
+      }
+      for (let i = 0; i < 100 && runningVm(o.state); i++) await new Promise((r) => setTimeout(r, 100));
+    },
+  };
 }

@@ -322,7 +322,8 @@ async function preflight(ctx: Ctx): Promise<Entry> {
     );
   }
   const lts = state.cfg.slots.lts!;
-  if (lts.buildId === ctx.plan.buildId && runsEntry(running, 'lts', lts)) {
+  // After a promotion the machine still runs the trial boot, from `new`: the same build.
+  if (lts.buildId === ctx.plan.buildId && (runsEntry(running, 'lts', lts) || runsEntry(running, 'new', lts))) {
     return verdict(ctx, { verdict: VERDICT.PROMOTED, reason: REASON.ALREADY_RUNNING, message: `build ${ctx.plan.buildId} already is the default and running` });
   }
   checkSpace(state, planUpload(state, ctx.plan.files), ctx.plan.host);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { validate as validateCron } from 'node-cron';
 import { parseDuration } from './duration.js';
 import { isRecipient } from '../secrets/keys.js';
 
@@ -14,6 +15,8 @@ const duration = z
     }
     return ms;
   });
+
+const cron = z.string().refine((v) => validateCron(v), { message: 'is not a cron expression (five or six fields, e.g. "*/5 * * * *")' });
 
 const mode = z
   .union([z.string(), z.number()])
@@ -128,6 +131,21 @@ export const configSchema = z
       .object({ owners: z.record(z.string(), z.string().regex(/^\d+:\d+$/, 'must be "uid:gid"')).default({}) })
       .strict()
       .default({ owners: {} }),
+    /** How `ramboot up` follows the repository. */
+    watch: z
+      .object({
+        branch: z.string().min(1).default('main'),
+        /** When an HTTP(S) remote is polled (node-cron syntax, seconds allowed). */
+        poll: cron.default('* * * * *'),
+        /** Rebuild the deployed commit with fresh packages; deployed through the same trial when the image changes. */
+        refresh: cron.optional(),
+        /** An allowed-signers file on the controller host: every deployed commit must carry a good SSH signature from it. */
+        signers: z.string().min(1).optional(),
+        /** Reconciles kept in the history. */
+        history: z.number().int().min(1).default(200),
+      })
+      .strict()
+      .default({ branch: 'main', poll: '* * * * *', history: 200 }),
   })
   .strict();
 

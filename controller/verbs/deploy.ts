@@ -9,6 +9,8 @@ import { targetFor } from '../../deploy/target.js';
 import { VERDICT_TEXT } from '../../deploy/verdict.js';
 import { readManifest, type Manifest } from '../../image/manifest.js';
 import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../lib/errors.js';
+import { callController, findController } from '../client.js';
+import type { ControllerStatus } from '../controller.js';
 import { openMachine, reachFor, type Machine, type Overrides } from '../machine.js';
 import { modeFor, renderer, size, type RambootEvent } from '../render.js';
 import { machineState, type MachineState } from '../state.js';
@@ -123,11 +125,32 @@ async function machineTarget(o: MachineOptions): Promise<{ machine: Machine; jou
   return { machine, journal, target: { ...target, hostKey } };
 }
 
+/** The machine (over SSH) and, when one runs, its controller: desired, running, last attempt, queue, quarantine. */
 export async function statusCommand(o: MachineOptions): Promise<number> {
   const { machine, journal, target } = await machineTarget(o);
   const report = await status(target, { medium: machine.config.boot.medium, journal });
-  (o.stdout ?? process.stdout).write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
+  const api = findController(machine.state);
+  const controller = api ? await callController<ControllerStatus>(api, 'GET', '/api/status').catch((err: unknown) => ({ error: describe(err) })) : undefined;
+  const out = o.stdout ?? process.stdout;
+  if (o.json) out.write(`${JSON.stringify({ ...report, controller }, null, 2)}\n`);
+  else out.write(`${formatStatus(report)}\n${formatController(controller, machine.state.dir)}`);
   return report.reachable ? EXIT.OK : EXIT.FAILED;
+}
+
+function formatController(c: ControllerStatus | { error: string } | undefined, stateDir: string): string {
+  if (!c) return `controller: not running (ramboot up starts it; state ${stateDir})\n`;
+  if ('error' in c) return `controller: ${c.error}\n`;
+  const lines = [`controller ${c.controller.version} (pid ${c.controller.pid}) following ${c.repo} ${c.branch}${c.paused ? ', PAUSED' : ''}${c.signing.required ? `, signed commits only (${c.signing.signers})` : ''}`];
+  if (c.desired) lines.push(`  desired  ${c.desired.commit.slice(0, 12)} ${c.desired.subject ?? ''}`);
+  if (c.running) lines.push(`  running  ${c.running.commit?.slice(0, 12) ?? '?'} build ${c.running.buildId} (promoted ${c.running.since})`);
+  if (c.current) lines.push(`  now      reconciling ${c.current.commit.slice(0, 12)}: ${c.current.phase ?? 'starting'}`);
+  if (c.pending) lines.push(`  queued   ${c.pending.commit.slice(0, 12)} (${c.pending.trigger.kind})`);
+  if (c.retry) lines.push(`  retry    ${c.retry.commit.slice(0, 12)} at ${c.retry.at} (attempt ${c.retry.attempt}): ${c.retry.reason}`);
+  if (c.lastAttempt) lines.push(`  last     ${c.lastAttempt.commit.slice(0, 12)} ${c.lastAttempt.outcome ?? c.lastAttempt.state}: ${c.lastAttempt.message ?? ''}`);
+  for (const q of c.quarantine) lines.push(`  quarantined ${q.commit.slice(0, 12)} (${q.outcome}): ramboot release ${q.commit.slice(0, 12)} lifts it`);
+  if (c.lastPoll) lines.push(`  polled   ${c.lastPoll.at}: ${c.lastPoll.ok ? `at ${c.lastPoll.commit?.slice(0, 12)}` : c.lastPoll.error}`);
+  if (c.lastWebhook) lines.push(`  webhook  ${c.lastWebhook.at}: ${c.lastWebhook.form ?? '?'} ${c.lastWebhook.status} ${c.lastWebhook.result}`);
+  return `${lines.join('\n')}\n`;
 }
 
 export async function bootloaderCommand(o: MachineOptions): Promise<number> {

@@ -1,0 +1,496 @@
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { build, type BuildResult } from '../builder/build.js';
+import { gitSource } from '../builder/source.js';
+import { deploy, type DeployEvent } from '../deploy/deploy.js';
+import { Journal, acquireLock } from '../deploy/journal.js';
+import type { Step } from '../deploy/journal.js';
+import { targetFor, type LocalSettings } from '../deploy/target.js';
+import { REASON, VERDICT } from '../deploy/verdict.js';
+import { InterruptedError, RambootError, describe } from '../lib/errors.js';
+import type { Emit } from '../lib/events.js';
+import { RAMBOOT_VERSION } from '../lib/package.js';
+import type { ControllerEvent } from './events.js';
+import { History, OUTCOME, type OutcomeName, type PhaseName, type ReconcileRecord } from './history.js';
+import { configOf } from './machine.js';
+import { Quarantine, type Quarantined } from './quarantine.js';
+import { Queue, type Request, type Submitted, type Trigger } from './queue.js';
+import type { RambootEvent } from './render.js';
+import type { Repo } from './repo.js';
+import { verifyCommit } from './signing.js';
+import type { MachineState } from './state.js';
+
+// The controller of one machine: it brings the machine to the newest commit of the
+// branch and keeps it there. Every trigger feeds one queue; each reconcile is an ordered
+// list of steps (verify → build → deploy → verdict), recorded on every path. One state
+// (status()) is what the CLI, the API, the page and the metrics show.
+
+export type AnyEvent = RambootEvent | ControllerEvent;
+
+/** An event as subscribers see it: with the reconcile it belongs to, if any. */
+export interface Envelope {
+  reconcile?: string;
+  commit?: string;
+  event: AnyEvent;
+}
+
+export interface ControllerOptions {
+  repo: Repo;
+  state: MachineState;
+  /** The controller's age identity, to decrypt secrets at build time. */
+  identity?: string;
+  /** How to reach the machine: the virtual NAS's port and power switch, or nothing (host.address). */
+  reach: () => LocalSettings;
+  /** An allowed-signers file given on the controller's command line: signing is required. */
+  signers?: string;
+  /** Reconciles kept in the history. */
+  keep: number;
+  emit: Emit<AnyEvent>;
+}
+
+interface Persisted {
+  paused: boolean;
+  /** The allowed-signers file of the last trusted commit (watch.signers); a candidate never weakens it. */
+  signers?: string;
+  lastPoll?: { at: string; ok: boolean; commit?: string; error?: string };
+  lastWebhook?: { at: string; form?: string; status: number; result: string };
+}
+
+export interface ControllerStatus {
+  machine: string;
+  repo: string;
+  branch: string;
+  controller: { version: string; pid: number; startedAt: string };
+  paused: boolean;
+  signing: { required: boolean; signers?: string };
+  desired?: { commit: string; subject?: string; author?: string };
+  running?: { buildId?: string; commit?: string; since: string };
+  current?: { reconcile: string; commit: string; phase?: PhaseName; startedAt?: string };
+  pending?: { commit: string; trigger: Trigger; at: string };
+  retry?: { commit: string; at: string; attempt: number; reason: string };
+  lastAttempt?: ReconcileRecord;
+  quarantine: Quarantined[];
+  lastPoll?: Persisted['lastPoll'];
+  lastWebhook?: Persisted['lastWebhook'];
+}
+
+const RETRY_FIRST_MS = 30_000;
+const RETRY_MAX_MS = 10 * 60_000;
+
+/** Deploy steps as the reconcile's phases. */
+const STEP_PHASE: Record<Step, PhaseName> = {
+  start: 'preflight',
+  upload: 'upload',
+  label: 'reboot',
+  arm: 'reboot',
+  reboot: 'reboot',
+  verify: 'reboot',
+  health: 'health',
+  confirm: 'promote',
+  promote: 'promote',
+  disarm: 'rollback',
+  rollback: 'rollback',
+  cleanup: 'rollback',
+  verdict: 'promote',
+};
+
+export class Controller {
+  readonly history: History;
+  readonly quarantine: Quarantine;
+  private readonly queue: Queue;
+  private readonly subscribers = new Set<(e: Envelope) => void>();
+  private persisted: Persisted;
+  private readonly startedAt = new Date().toISOString();
+  private desired?: { commit: string; subject?: string; author?: string };
+  private current?: { record: ReconcileRecord; phase?: PhaseName };
+  private retry?: { commit: string; at: string; attempt: number; reason: string; timer: NodeJS.Timeout };
+  private readonly abort = new AbortController();
+  private stopping = false;
+
+  constructor(private readonly o: ControllerOptions) {
+    this.history = new History(o.state.dir, o.keep);
+    this.quarantine = new Quarantine(o.state.dir);
+    this.persisted = this.load();
+    this.queue = new Queue(
+      (r) => this.reconcile(r),
+      (replaced, by) => this.superseded(replaced, by),
+      (r, err) => this.publish({ kind: 'warn', source: 'controller', message: `the reconcile of ${short(r.commit)} crashed: ${describe(err)}` }),
+    );
+  }
+
+  subscribe(fn: (e: Envelope) => void): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  /** A commit some trigger saw. Quarantined commits are not queued unless forced. */
+  notice(commit: string, trigger: Trigger, opts: { refresh?: boolean; force?: boolean } = {}): Submitted | 'quarantined' | 'paused' {
+    const q = this.quarantine.holds(commit);
+    let result: Submitted | 'quarantined' | 'paused';
+    if (q && !opts.force && !opts.refresh) result = 'quarantined';
+    else if (this.persisted.paused && !opts.force) result = 'paused';
+    else {
+      if (this.retry && (this.retry.commit !== commit || trigger.kind !== 'retry')) this.cancelRetry();
+      result = this.queue.submit({ commit, trigger, at: new Date().toISOString(), refresh: opts.refresh, force: opts.force });
+    }
+    this.publish({ kind: 'noticed', source: 'controller', commit, trigger, queued: result });
+    return result;
+  }
+
+  /**
+   * Asks the repository where the branch is; a new commit (or any, when `always`) is
+   * queued. Errors are recorded in status and returned, never thrown: a poll that fails
+   * is tried again at the next one.
+   */
+  async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Controller['notice']>; error?: string }> {
+    const at = new Date().toISOString();
+    let commit: string;
+    try {
+      commit = await this.o.repo.head();
+    } catch (err) {
+      const error = describe(err);
+      this.persist({ lastPoll: { at, ok: false, error } });
+      this.publish({ kind: 'warn', source: 'controller', message: error });
+      return { error };
+    }
+    this.persist({ lastPoll: { at, ok: true, commit } });
+    const changed = this.desired?.commit !== commit;
+    if (changed) {
+      const info = await this.o.repo.info(commit).catch(() => undefined);
+      this.desired = { commit, subject: info?.subject, author: info?.author };
+    }
+    if (!changed && !always) return { commit };
+    return { commit, queued: this.notice(commit, trigger) };
+  }
+
+  recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
+    this.persist({ lastWebhook: w });
+  }
+
+  /** Lifts the quarantine of a commit and reconciles it, forced. */
+  release(commit: string): Quarantined[] {
+    const lifted = this.quarantine.release(commit);
+    if (lifted.length > 0) this.notice(lifted[0]!.commit, { kind: 'release' }, { force: true });
+    return lifted;
+  }
+
+  setPaused(paused: boolean): void {
+    this.persist({ paused });
+    this.publish({ kind: 'stage', source: 'controller', message: paused ? 'automatic deploys paused' : 'automatic deploys resumed' });
+    if (!paused && this.desired) this.notice(this.desired.commit, { kind: 'manual', detail: 'resumed' });
+  }
+
+  /** The deployed commit rebuilt with fresh packages (watch.refresh). */
+  refresh(): void {
+    const running = this.running();
+    if (running?.commit) this.notice(running.commit, { kind: 'refresh' }, { refresh: true });
+  }
+
+  status(): ControllerStatus {
+    const last = this.history.list(1)[0];
+    return {
+      machine: this.o.state.dir.split('/').pop() ?? '',
+      repo: this.o.repo.label,
+      branch: this.o.repo.branch,
+      controller: { version: RAMBOOT_VERSION, pid: process.pid, startedAt: this.startedAt },
+      paused: this.persisted.paused,
+      signing: { required: !!this.signers(), signers: this.signers() },
+      desired: this.desired,
+      running: this.running(),
+      current: this.current && { reconcile: this.current.record.id, commit: this.current.record.commit, phase: this.current.phase, startedAt: this.current.record.startedAt },
+      pending: this.queue.pending && { commit: this.queue.pending.commit, trigger: this.queue.pending.trigger, at: this.queue.pending.at },
+      retry: this.retry && { commit: this.retry.commit, at: this.retry.at, attempt: this.retry.attempt, reason: this.retry.reason },
+      lastAttempt: last,
+      quarantine: this.quarantine.list(),
+      lastPoll: this.persisted.lastPoll,
+      lastWebhook: this.persisted.lastWebhook,
+    };
+  }
+
+  /** What the machine runs, as the journal's last promotion says. */
+  running(): ControllerStatus['running'] {
+    const journalFile = join(this.o.state.dir, 'deploy.jsonl');
+    if (!existsSync(journalFile)) return undefined;
+    const lines = readFileSync(journalFile, 'utf8').trim().split('\n').reverse();
+    for (const l of lines) {
+      try {
+        const r = JSON.parse(l) as { step: string; ts: string; buildId?: string; commit?: string; outcome?: { verdict: string } };
+        if (r.step === 'verdict' && r.outcome?.verdict === VERDICT.PROMOTED) return { buildId: r.buildId, commit: r.commit, since: r.ts };
+      } catch {
+        continue;
+      }
+    }
+    return undefined;
+  }
+
+  /** Records left `running` by a controller that was killed: their deploy, if any, resumes from the journal. */
+  async recover(): Promise<void> {
+    for (const r of this.history.list()) {
+      if (r.state !== 'running') continue;
+      this.finish(r, OUTCOME.INTERRUPTED, 'Interrupted', 'the controller stopped before the verdict; the deploy journal resumes the deploy');
+    }
+    const journal = await Journal.open(this.o.state.dir);
+    const open = journal.open();
+    if (open?.plan?.commit) this.notice(open.plan.commit, { kind: 'start', detail: 'resuming an interrupted deploy' }, { force: true });
+  }
+
+  drained(): Promise<void> {
+    return this.queue.drained();
+  }
+
+  /**
+   * SIGTERM or SIGINT: a build in progress stops and undoes its mounts (this resolves
+   * once it has); a deploy in progress is left as it is: its journal makes the next
+   * start resume it, so nothing is finished half-way.
+   */
+  async stop(signal: NodeJS.Signals): Promise<void> {
+    this.stopping = true;
+    this.cancelRetry();
+    const current = this.current;
+    this.abort.abort(signal);
+    if (!current) return;
+    this.finish(current.record, OUTCOME.INTERRUPTED, 'Interrupted', `the controller stopped (${signal}); the next start resumes`);
+    if (current.phase === 'build') await this.queue.drained();
+  }
+
+  // ---------------------------------------------------------------- the reconcile
+
+  private async reconcile(req: Request): Promise<void> {
+    if (this.stopping) return;
+    const info = await this.o.repo.info(req.commit).catch(() => undefined);
+    const record: ReconcileRecord = {
+      id: this.history.newId(),
+      commit: req.commit,
+      author: info?.author,
+      subject: info?.subject,
+      trigger: req.trigger,
+      noticedAt: req.at,
+      startedAt: new Date().toISOString(),
+      phases: [{ name: 'queued', start: req.at, end: new Date().toISOString() }],
+      state: 'running',
+      refresh: req.refresh,
+    };
+    this.current = { record };
+    this.history.save(record);
+    try {
+      if (!(await this.verify(record, info?.committerEmail))) return;
+      const built = await this.build(record, req);
+      if (!built) return;
+      await this.deploy(record, built, req);
+    } finally {
+      this.current = undefined;
+      this.history.prune();
+    }
+  }
+
+  /** Signature policy. Sets: untrusted-commit (quarantined). */
+  private async verify(record: ReconcileRecord, committerEmail: string | undefined): Promise<boolean> {
+    const signers = this.signers();
+    if (!signers) return true;
+    this.phase(record, 'verify');
+    try {
+      const check = await verifyCommit(await this.o.repo.rawCommit(record.commit), committerEmail ?? '', signers);
+      if (check.ok) return true;
+      this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, 'UntrustedCommit', `untrusted commit: ${check.reason}; nothing was built`);
+    } catch (err) {
+      this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, 'SignaturePolicy', `untrusted commit: ${describe(err)}; nothing was built`);
+    }
+    return false;
+  }
+
+  /** Sets: build-failed (quarantined), retry-later (a mirror unreachable), interrupted. */
+  private async build(record: ReconcileRecord, req: Request): Promise<BuildResult | undefined> {
+    this.phase(record, 'build');
+    try {
+      const b = await build({
+        repoDir: this.o.repo.gitdir,
+        rev: record.commit,
+        imagesDir: this.o.state.images,
+        cacheDir: this.o.state.cache,
+        origin: this.o.repo.label,
+        identity: this.o.identity,
+        fresh: req.refresh,
+        emit: (e) => this.publish(e, record),
+        signal: this.abort.signal,
+      });
+      record.buildId = b.buildId;
+      return b;
+    } catch (err) {
+      if (err instanceof InterruptedError) return undefined;
+      if (err instanceof RambootError && err.kind === 'retry') {
+        this.retryLater(record, req, describe(err));
+        return undefined;
+      }
+      const [first, ...rest] = describe(err).split('\n');
+      record.output = rest.join('\n') || undefined;
+      this.quarantineAndFinish(record, OUTCOME.BUILD_FAILED, REASON.BUILD_FAILED, `build failed: ${first}`);
+      return undefined;
+    }
+  }
+
+  private async deploy(record: ReconcileRecord, built: BuildResult, req: Request): Promise<void> {
+    const held = req.refresh ? this.quarantine.holds(record.commit, built.buildId) : undefined;
+    if (held?.buildId) {
+      this.finish(record, OUTCOME.PROMOTED, 'RefreshQuarantined', `build ${built.buildId} was rolled back before; the running build stays`);
+      return;
+    }
+    const manifest = built.manifest;
+    const target = targetFor(manifest.settings, this.o.reach());
+    const journal = await Journal.open(this.o.state.dir);
+    let release: () => void;
+    try {
+      release = acquireLock(this.o.state.dir, target.name);
+    } catch (err) {
+      this.retryLater(record, req, describe(err));
+      return;
+    }
+    try {
+      const known = [journal.lastPromotedHostKey()].filter((k): k is string => !!k);
+      const result = await deploy({
+        target,
+        journal,
+        imageDir: built.imageDir,
+        manifest,
+        previousHostKeys: known,
+        force: req.force,
+        onEvent: (e) => this.onDeployEvent(record, e),
+      });
+      record.bytesSent = result.bytesSent;
+      record.imageBytes = result.imageBytes;
+      record.output = result.outcome.output;
+      const o = result.outcome;
+      if (o.verdict === VERDICT.UPLOAD_FAILED && (o.reason === REASON.CONNECT_FAILED || o.reason === REASON.PREFLIGHT_FAILED)) {
+        this.retryLater(record, req, o.message);
+      } else if (o.verdict === VERDICT.NOT_HEALTHY || o.verdict === VERDICT.UNREACHABLE) {
+        this.quarantineAndFinish(record, o.verdict, o.reason, o.message, req.refresh ? built.buildId : undefined);
+      } else {
+        this.finish(record, o.verdict, o.reason, o.message);
+        if (o.verdict === VERDICT.PROMOTED) await this.trust(record.commit);
+      }
+    } catch (err) {
+      if (this.stopping) return;
+      // The deploy could not reach a verdict now (it stays open in the journal), or was refused.
+      if (err instanceof RambootError && err.kind === 'person') {
+        this.finish(record, OUTCOME.UPLOAD_FAILED, 'Refused', describe(err));
+      } else {
+        this.retryLater(record, req, describe(err));
+      }
+    } finally {
+      release();
+    }
+  }
+
+  private onDeployEvent(record: ReconcileRecord, e: DeployEvent): void {
+    if (e.kind === 'step') this.phase(record, STEP_PHASE[e.step]);
+    this.publish(e, record);
+  }
+
+  /** After a promotion, the commit's watch.signers becomes the policy for the next ones. */
+  private async trust(commit: string): Promise<void> {
+    if (this.o.signers) return;
+    const config = await configOf(await gitSource(this.o.repo.gitdir, commit)).catch(() => undefined);
+    if (config && config.watch.signers !== this.persisted.signers) this.persist({ signers: config.watch.signers });
+  }
+
+  /** The signature policy in effect: the command line's, else the last trusted commit's. */
+  signers(): string | undefined {
+    return this.o.signers ?? this.persisted.signers;
+  }
+
+  /** At the very first start, the policy of the commit the machine is to run. */
+  async adoptPolicy(commit: string): Promise<void> {
+    if (this.o.signers || this.persisted.signers !== undefined || this.running()) return;
+    const config = await configOf(await gitSource(this.o.repo.gitdir, commit)).catch(() => undefined);
+    if (config?.watch.signers) this.persist({ signers: config.watch.signers });
+  }
+
+  // ---------------------------------------------------------------- bookkeeping
+
+  private phase(record: ReconcileRecord, name: PhaseName): void {
+    const now = new Date().toISOString();
+    const last = record.phases.at(-1);
+    if (last?.name === name) return;
+    if (last && !last.end) last.end = now;
+    record.phases.push({ name, start: now });
+    if (this.current?.record === record) this.current.phase = name;
+    this.history.save(record);
+    this.publish({ kind: 'phase', source: 'controller', reconcile: record.id, commit: record.commit, phase: name }, record);
+  }
+
+  private finish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string): void {
+    const now = new Date().toISOString();
+    const last = record.phases.at(-1);
+    if (last && !last.end) last.end = now;
+    Object.assign(record, { state: 'done', outcome, reason, message, endedAt: now });
+    this.history.save(record);
+    this.publish({ kind: 'reconciled', source: 'controller', reconcile: record.id, commit: record.commit, outcome, message }, record);
+  }
+
+  private quarantineAndFinish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string, buildId?: string): void {
+    this.quarantine.add({ commit: record.commit, buildId, outcome, message, at: new Date().toISOString(), reconcile: record.id });
+    this.finish(record, outcome, reason, `${message} (quarantined: not deployed again unless released)`);
+  }
+
+  private retryLater(record: ReconcileRecord, req: Request, reason: string): void {
+    const attempt = (this.retry?.commit === req.commit ? this.retry.attempt : 0) + 1;
+    const delay = Math.min(RETRY_FIRST_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
+    this.finish(record, OUTCOME.RETRY, 'RetryLater', `${reason}; trying again in ${Math.round(delay / 1000)} s`);
+    if (this.stopping) return;
+    this.cancelRetry();
+    const timer = setTimeout(() => {
+      this.retry = undefined;
+      this.notice(req.commit, { kind: 'retry', detail: `attempt ${attempt + 1}` }, { refresh: req.refresh, force: req.force });
+    }, delay);
+    timer.unref();
+    this.retry = { commit: req.commit, at: new Date(Date.now() + delay).toISOString(), attempt, reason, timer };
+  }
+
+  private cancelRetry(): void {
+    if (this.retry) clearTimeout(this.retry.timer);
+    this.retry = undefined;
+  }
+
+  private superseded(replaced: Request, by: Request): void {
+    const now = new Date().toISOString();
+    const record: ReconcileRecord = {
+      id: this.history.newId(),
+      commit: replaced.commit,
+      trigger: replaced.trigger,
+      noticedAt: replaced.at,
+      phases: [{ name: 'queued', start: replaced.at, end: now }],
+      state: 'done',
+      outcome: OUTCOME.SUPERSEDED,
+      reason: 'Superseded',
+      message: `superseded by ${short(by.commit)} before it started`,
+      endedAt: now,
+    };
+    void this.o.repo.info(replaced.commit).then(
+      (i) => this.history.save({ ...record, author: i.author, subject: i.subject }),
+      () => this.history.save(record),
+    );
+    this.publish({ kind: 'superseded', source: 'controller', commit: replaced.commit, by: by.commit });
+  }
+
+  private publish(event: AnyEvent, record?: ReconcileRecord): void {
+    if (record) this.history.log(record.id, event);
+    this.o.emit(event);
+    const envelope: Envelope = { reconcile: record?.id, commit: record?.commit, event };
+    for (const fn of this.subscribers) fn(envelope);
+  }
+
+  private load(): Persisted {
+    const file = join(this.o.state.dir, 'controller.json');
+    return existsSync(file) ? { paused: false, ...(JSON.parse(readFileSync(file, 'utf8')) as Partial<Persisted>) } : { paused: false };
+  }
+
+  private persist(p: Partial<Persisted>): void {
+    this.persisted = { ...this.persisted, ...p };
+    const file = join(this.o.state.dir, 'controller.json');
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(this.persisted, null, 2)}\n`);
+    renameSync(`${file}.tmp`, file);
+  }
+}
+
+export function short(commit: string): string {
+  return commit.slice(0, 12);
+}

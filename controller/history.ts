@@ -1,0 +1,128 @@
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Trigger } from './queue.js';
+
+// One small JSON record per reconcile, and its log beside it (the events it emitted,
+// one JSON line each): history is a directory listing away, readable with jq. Failed,
+// rolled-back and superseded attempts are kept like the others; the oldest go when
+// there are more than the configured count.
+
+/** How a reconcile ended. Deploy's verdicts, and what the controller adds before a deploy. */
+export const OUTCOME = {
+  PROMOTED: 'promoted',
+  BUILD_FAILED: 'build-failed',
+  UPLOAD_FAILED: 'upload-failed',
+  NOT_HEALTHY: 'trial-not-healthy',
+  UNREACHABLE: 'trial-unreachable',
+  MEDIUM_DAMAGED: 'medium-damaged',
+  /** The commit's signature is missing or not from an allowed signer: nothing was built. */
+  UNTRUSTED: 'untrusted-commit',
+  /** A newer commit arrived while this one waited. */
+  SUPERSEDED: 'superseded',
+  /** Something was unreachable before anything changed; the reconcile is tried again. */
+  RETRY: 'retry-later',
+  /** The controller stopped (SIGTERM) before the verdict; the journal resumes the deploy. */
+  INTERRUPTED: 'interrupted',
+} as const;
+
+export type OutcomeName = (typeof OUTCOME)[keyof typeof OUTCOME];
+
+export type PhaseName = 'queued' | 'verify' | 'build' | 'plan' | 'preflight' | 'upload' | 'reboot' | 'health' | 'promote' | 'rollback' | 'notify';
+
+export interface Phase {
+  name: PhaseName;
+  start: string;
+  end?: string;
+}
+
+export interface ReconcileRecord {
+  id: string;
+  commit: string;
+  author?: string;
+  subject?: string;
+  trigger: Trigger;
+  /** When the trigger noticed the commit. */
+  noticedAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  phases: Phase[];
+  state: 'running' | 'done';
+  outcome?: OutcomeName;
+  /** The machine-readable reason (deploy's REASON, or the controller's). */
+  reason?: string;
+  message?: string;
+  /** A failed health check's name and output, a build's last lines. */
+  output?: string;
+  buildId?: string;
+  bytesSent?: number;
+  imageBytes?: number;
+  refresh?: boolean;
+  /** The plan of this build against the one running before it (`ramboot plan`). */
+  plan?: unknown;
+}
+
+export class History {
+  readonly dir: string;
+
+  constructor(
+    stateDir: string,
+    private readonly keep: number,
+  ) {
+    this.dir = join(stateDir, 'history');
+    mkdirSync(this.dir, { recursive: true });
+  }
+
+  /** Ids sort by time: "<UTC timestamp>-<random>". */
+  newId(): string {
+    return `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
+  }
+
+  save(r: ReconcileRecord): void {
+    const file = join(this.dir, `${r.id}.json`);
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(r, null, 2)}\n`);
+    renameSync(`${file}.tmp`, file);
+  }
+
+  /** Appends one event to the reconcile's log. */
+  log(id: string, event: unknown): void {
+    appendFileSync(join(this.dir, `${id}.log`), `${JSON.stringify({ ts: new Date().toISOString(), ...(event as object) })}\n`);
+  }
+
+  get(id: string): ReconcileRecord | undefined {
+    if (!/^[0-9A-Za-z-]+$/.test(id)) return undefined;
+    const file = join(this.dir, `${id}.json`);
+    return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as ReconcileRecord) : undefined;
+  }
+
+  logOf(id: string): string | undefined {
+    if (!/^[0-9A-Za-z-]+$/.test(id)) return undefined;
+    const file = join(this.dir, `${id}.log`);
+    return existsSync(file) ? readFileSync(file, 'utf8') : this.get(id) ? '' : undefined;
+  }
+
+  /** Newest first. */
+  list(limit = this.keep): ReconcileRecord[] {
+    return this.ids()
+      .reverse()
+      .slice(0, limit)
+      .map((id) => this.get(id)!)
+      .filter(Boolean);
+  }
+
+  /** Drops the oldest records beyond the configured count. */
+  prune(): void {
+    const ids = this.ids();
+    for (const id of ids.slice(0, Math.max(0, ids.length - this.keep))) {
+      rmSync(join(this.dir, `${id}.json`), { force: true });
+      rmSync(join(this.dir, `${id}.log`), { force: true });
+    }
+  }
+
+  private ids(): string[] {
+    return readdirSync(this.dir)
+      .filter((n) => n.endsWith('.json'))
+      .map((n) => n.slice(0, -5))
+      .sort();
+  }
+}

@@ -1,0 +1,201 @@
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { dirSource } from '../builder/source.js';
+import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { RambootError, UsageError, describe } from '../lib/errors.js';
+import { packagePath } from '../lib/package.js';
+import { checkSecrets } from '../secrets/check.js';
+import { loadIdentities } from '../secrets/identity.js';
+import { callController, findController } from './client.js';
+import type { Envelope } from './controller.js';
+import { configOf } from './machine.js';
+import { describeEvent } from './render.js';
+import { gitdirOf } from './repo.js';
+import { verifyCommit } from './signing.js';
+import { machineState, originOf } from './state.js';
+
+// Push-to-deploy: the hooks `ramboot hook install` puts into the bare repository the
+// controller follows. pre-receive is the gate (signature policy, ramboot.yaml valid,
+// secrets decrypt) and can refuse the push with the reason; post-receive, after the ref
+// moved, streams the controller's reconcile of the pushed commit as `remote:` lines
+// until the verdict. The trial boot never runs inside pre-receive: a reboot must not
+// hold the ref update hostage.
+
+const ZERO = /^0+$/;
+
+export interface HookSettings {
+  branch: string;
+  state?: string;
+  signers?: string;
+}
+
+/** Writes the two hooks (replacing earlier ones of ramboot's) and lets pushes carry -o options. */
+export async function installHooks(bare: string, s: HookSettings): Promise<string[]> {
+  const gitdir = gitdirOf(resolve(bare));
+  const cli = packagePath('dist', 'controller', 'cli.js');
+  const args = [`--branch ${shq(s.branch)}`, s.state ? `--state ${shq(resolve(s.state))}` : '', s.signers ? `--signers ${shq(resolve(s.signers))}` : ''].filter(Boolean).join(' ');
+  const written: string[] = [];
+  for (const hook of ['pre-receive', 'post-receive']) {
+    const file = join(gitdir, 'hooks', hook);
+    if (existsSync(file) && !readFileSync(file, 'utf8').includes('ramboot hook')) {
+      throw new UsageError(`failed to install ${file}: a hook that is not ramboot's is there; merge it by hand (it runs \`ramboot hook ${hook}\`)`, { step: 'hook install', input: file });
+    }
+    writeFileSync(file, `#!/bin/sh\n# Installed by \`ramboot hook install\`: see docs/ARCHITECTURE.md, "Push to deploy".\nexec ${shq(process.execPath)} ${shq(cli)} hook ${hook} --repo "$GIT_DIR" ${args}\n`);
+    chmodSync(file, 0o755);
+    written.push(file);
+  }
+  await execa('git', ['--git-dir', gitdir, 'config', 'receive.advertisePushOptions', 'true']);
+  return written;
+}
+
+function shq(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+interface Update {
+  old: string;
+  new: string;
+  ref: string;
+}
+
+function updatesOf(stdin: string, branch: string): Update[] {
+  return stdin
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length === 3)
+    .map(([old, neu, ref]) => ({ old: old!, new: neu!, ref: ref! }))
+    .filter((u) => u.ref === `refs/heads/${branch}` && !ZERO.test(u.new));
+}
+
+/**
+ * The gate, run by git with the pushed objects still in quarantine (only this process's
+ * environment makes them readable, which is why the git CLI reads them here). Returns
+ * the problems; an empty list lets the push in.
+ */
+export async function preReceive(gitdir: string, stdin: string, s: HookSettings, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const problems: string[] = [];
+  for (const u of updatesOf(stdin, s.branch)) {
+    const tree = mkdtempSync(join(tmpdir(), 'ramboot-gate-'));
+    try {
+      await execa('sh', ['-c', 'git archive --format=tar "$1" | tar -x -C "$2"', 'gate', u.new, tree], { env: { ...env, GIT_DIR: gitdir } });
+      const source = await dirSource(tree);
+      const config = await configOf(source);
+      const signers = s.signers ?? policyOf(s, config.host.name, gitdir);
+      if (signers) {
+        const raw = (await execa('git', ['cat-file', 'commit', u.new], { env: { ...env, GIT_DIR: gitdir }, encoding: 'buffer' })).stdout as Buffer;
+        const email = (await execa('git', ['log', '-1', '--format=%ce', u.new], { env: { ...env, GIT_DIR: gitdir } })).stdout.trim();
+        const check = await verifyCommit(Buffer.from(raw), email, signers);
+        if (!check.ok) problems.push(`${u.new.slice(0, 12)}: untrusted commit: ${check.reason}`);
+      }
+      const identities = await loadIdentities({ env, config, repoDir: tree });
+      const { problems: secretProblems } = await checkSecrets(tree, config, identities);
+      for (const p of secretProblems) problems.push(`${u.new.slice(0, 12)}: ${p.where}: ${p.problem}`);
+    } catch (err) {
+      if (!(err instanceof RambootError)) throw err;
+      problems.push(`${u.new.slice(0, 12)}: ${err.message}`);
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+  }
+  return problems;
+}
+
+/** The controller's signature policy, as it recorded it (the last trusted commit's watch.signers). */
+function policyOf(s: HookSettings, host: string, gitdir: string): string | undefined {
+  const state = machineState({ state: s.state, host, origin: originOf(gitdir) });
+  const file = join(state.dir, 'controller.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { signers?: string }).signers : undefined;
+}
+
+/** `git push -o ramboot.wait=false` returns at once. */
+function waits(env: NodeJS.ProcessEnv): boolean {
+  const n = Number(env.GIT_PUSH_OPTION_COUNT ?? 0);
+  for (let i = 0; i < n; i++) if (env[`GIT_PUSH_OPTION_${i}`] === 'ramboot.wait=false') return false;
+  return true;
+}
+
+/** Heartbeat lines: git clients and proxies cut a connection that stays silent too long. */
+const QUIET_MS = 15_000;
+
+/**
+ * After the ref update: asks the controller to reconcile now and prints its events for
+ * the pushed commit until the verdict. Returns the lines' sink's exit code (always 0:
+ * the push itself succeeded whatever the deploy does).
+ */
+export async function postReceive(gitdir: string, stdin: string, s: HookSettings, env: NodeJS.ProcessEnv, out: NodeJS.WritableStream): Promise<number> {
+  const [u] = updatesOf(stdin, s.branch).slice(-1);
+  if (!u) return 0;
+  const say = (line: string) => out.write(`ramboot: ${line}\n`);
+  const { stdout: yaml } = await execa('git', ['show', `${u.new}:${CONFIG_FILE}`], { env: { ...env, GIT_DIR: gitdir }, reject: false });
+  let host: string;
+  try {
+    host = parseConfig(yaml, CONFIG_FILE).host.name;
+  } catch (err) {
+    say(`${CONFIG_FILE} of ${u.new.slice(0, 12)} is not valid: ${describe(err)}`);
+    return 0;
+  }
+  const api = findController(machineState({ state: s.state, host, origin: originOf(gitdir) }));
+  if (!api) {
+    say(`no controller runs for ${gitdir}: the push is stored, the machine is unchanged (start one with \`ramboot up --repo ${gitdir}\`)`);
+    return 0;
+  }
+  if (!waits(env)) {
+    await callController(api, 'POST', '/api/reconcile?trigger=push');
+    say(`deploying ${u.new.slice(0, 12)} in the background; \`ramboot status\` follows it`);
+    return 0;
+  }
+  return follow(api, u.new, say);
+}
+
+async function follow(api: { url: string; token: string }, commit: string, say: (line: string) => void): Promise<number> {
+  const ac = new AbortController();
+  const res = await fetch(`${api.url}/api/events?commit=${commit}`, { headers: { authorization: `Bearer ${api.token}` }, signal: ac.signal });
+  if (!res.ok || !res.body) {
+    say(`failed to follow the deploy: the controller answered HTTP ${res.status}`);
+    return 0;
+  }
+  await callController(api, 'POST', '/api/reconcile?trigger=push');
+  say(`the controller is reconciling ${commit.slice(0, 12)}`);
+  const started = Date.now();
+  let lastLine = Date.now();
+  const decoder = new TextDecoder();
+  let buf = '';
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      let sep: number;
+      while ((sep = buf.indexOf('\n\n')) >= 0) {
+        const frame = buf.slice(0, sep);
+        buf = buf.slice(sep + 2);
+        const data = frame.split('\n').find((l) => l.startsWith('data: '))?.slice(6);
+        if (!data) continue;
+        const e = (JSON.parse(data) as Envelope).event;
+        if (e.kind === 'heartbeat') {
+          if (Date.now() - lastLine >= QUIET_MS) {
+            say(`… still working (${Math.round((Date.now() - started) / 1000)} s)`);
+            lastLine = Date.now();
+          }
+          continue;
+        }
+        const line = describeEvent(e);
+        if (line) {
+          say(line);
+          lastLine = Date.now();
+        }
+        const done =
+          (e.kind === 'reconciled' && e.commit === commit) ||
+          (e.kind === 'superseded' && e.commit === commit) ||
+          (e.kind === 'noticed' && e.commit === commit && (e.queued === 'quarantined' || e.queued === 'paused'));
+        if (done) {
+          ac.abort();
+          return 0;
+        }
+      }
+    }
+  } catch (err) {
+    if (!ac.signal.aborted) say(`lost the controller's event stream: ${describe(err)}; \`ramboot status\` shows the outcome`);
+  }
+  return 0;
+}

@@ -1,0 +1,132 @@
+import * as fs from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import git from 'isomorphic-git';
+import http from 'isomorphic-git/http/node';
+import { TransientError, UsageError } from '../lib/errors.js';
+import { describeFetchError, isNetworkFault } from '../lib/net.js';
+
+// The repository the controller follows: a local one (a working tree, or the bare
+// repository people push to), read in place; or an HTTP(S) remote, mirrored into the
+// state directory. Both answer the same question cheaply: which commit is the branch at?
+
+export interface CommitInfo {
+  oid: string;
+  author: string;
+  authorEmail: string;
+  committerEmail: string;
+  subject: string;
+  time: number;
+}
+
+export interface Repo {
+  /** What a person calls it: the path or URL. */
+  label: string;
+  branch: string;
+  /** Where the builder reads commits from (a git directory). */
+  gitdir: string;
+  /** The branch's commit now; for a remote, fetched into the mirror first when it moved. */
+  head(): Promise<string>;
+  info(oid: string): Promise<CommitInfo>;
+  /** The raw commit object: what an SSH signature covers. */
+  rawCommit(oid: string): Promise<Buffer>;
+}
+
+export function gitdirOf(path: string): string {
+  if (existsSync(join(path, '.git'))) return join(path, '.git');
+  if (existsSync(join(path, 'HEAD')) && existsSync(join(path, 'objects'))) return path;
+  throw new UsageError(`failed to open repository ${path}: not a git repository (no .git, not bare)`, { step: 'open repository', input: path });
+}
+
+async function commitInfo(gitdir: string, oid: string): Promise<CommitInfo> {
+  const { commit } = await git.readCommit({ fs, gitdir, oid });
+  return {
+    oid,
+    author: commit.author.name,
+    authorEmail: commit.author.email,
+    committerEmail: commit.committer.email,
+    subject: commit.message.split('\n')[0] ?? '',
+    time: commit.committer.timestamp,
+  };
+}
+
+async function rawCommit(gitdir: string, oid: string): Promise<Buffer> {
+  const { object } = await git.readObject({ fs, gitdir, oid, format: 'content' });
+  return Buffer.from(object as Uint8Array);
+}
+
+export function localRepo(path: string, branch: string): Repo {
+  const gitdir = gitdirOf(path);
+  return {
+    label: path,
+    branch,
+    gitdir,
+    async head() {
+      try {
+        return await git.resolveRef({ fs, gitdir, ref: `refs/heads/${branch}` });
+      } catch {
+        throw new UsageError(`failed to find branch ${branch} in ${path}: no such branch (set watch.branch in ramboot.yaml, or --branch)`, {
+          step: 'resolve branch',
+          input: branch,
+        });
+      }
+    },
+    info: (oid) => commitInfo(gitdir, oid),
+    rawCommit: (oid) => rawCommit(gitdir, oid),
+  };
+}
+
+/**
+ * A remote over HTTP(S): `listServerRefs` asks for the one branch (cheap); only when it
+ * moved is it fetched, into a bare mirror whose branch ref then names the new commit, so
+ * the next fetch sends only what is new. A force-push is followed like any other move.
+ */
+export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo {
+  const ref = `refs/heads/${branch}`;
+  const ensureMirror = async () => {
+    if (existsSync(join(mirrorDir, 'HEAD'))) return;
+    mkdirSync(mirrorDir, { recursive: true });
+    await git.init({ fs, gitdir: mirrorDir, bare: true, defaultBranch: branch });
+    await git.addRemote({ fs, gitdir: mirrorDir, remote: 'origin', url });
+  };
+  const unreachable = (err: unknown) =>
+    isNetworkFault(err)
+      ? new TransientError(`failed to reach ${url}: ${describeFetchError(err)}; retrying at the next poll`, { step: 'poll', input: url }, { cause: err })
+      : new UsageError(`failed to read ${url}: ${describeFetchError(err)} (is --url the repository's address?)`, { step: 'poll', input: url }, { cause: err });
+  return {
+    label: url,
+    branch,
+    gitdir: mirrorDir,
+    async head() {
+      await ensureMirror();
+      let refs;
+      try {
+        refs = await git.listServerRefs({ http, url, prefix: ref, protocolVersion: 2 });
+      } catch (err) {
+        throw unreachable(err);
+      }
+      const remote = refs.find((r) => r.ref === ref)?.oid;
+      if (!remote) {
+        throw new UsageError(`failed to find branch ${branch} at ${url}: the remote has no ${ref} (set watch.branch in ramboot.yaml, or --branch)`, {
+          step: 'resolve branch',
+          input: url,
+        });
+      }
+      const local = await git.resolveRef({ fs, gitdir: mirrorDir, ref }).catch(() => undefined);
+      if (local === remote) return remote;
+      try {
+        await git.fetch({ fs, http, gitdir: mirrorDir, remote: 'origin', url, ref: branch, remoteRef: branch, singleBranch: true, tags: false });
+      } catch (err) {
+        throw unreachable(err);
+      }
+      await git.writeRef({ fs, gitdir: mirrorDir, ref, value: remote, force: true });
+      return remote;
+    },
+    info: (oid) => commitInfo(mirrorDir, oid),
+    rawCommit: (oid) => rawCommit(mirrorDir, oid),
+  };
+}
+
+export function isUrl(s: string): boolean {
+  return /^https?:\/\//i.test(s);
+}

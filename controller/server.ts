@@ -1,0 +1,142 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { UsageError } from '../lib/errors.js';
+import type { Controller, Envelope } from './controller.js';
+import { judgeWebhook } from './webhook.js';
+
+// The controller's HTTP server: the JSON API (status, history, logs, live events), the
+// actions (reconcile, release, pause), the forge webhook. It binds to loopback unless
+// told otherwise; anywhere else every request needs the token. Actions always do. The
+// handlers only read state or queue work: nothing slow runs inside a request.
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  /** Required for actions, and for every request when not bound to loopback. */
+  token: string;
+  /** The forge's shared secret; without it the webhook endpoint says it is not configured. */
+  webhookSecret?: string;
+  /** Extra routes (the status page, metrics) registered by their own modules. */
+  routes?: ((app: FastifyInstance, ctrl: Controller) => void)[];
+}
+
+/** Forges send push payloads of a few hundred KiB at most; GitHub caps them at 25 MB. */
+export const WEBHOOK_BODY_LIMIT = 5 * 1024 * 1024;
+const HEARTBEAT_MS = 10_000;
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function sameToken(given: string, token: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function tokenOf(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  const q = (req.query as { token?: string } | undefined)?.token;
+  return typeof q === 'string' ? q : undefined;
+}
+
+export async function startServer(ctrl: Controller, o: ServerOptions): Promise<FastifyInstance> {
+  if (!isLoopback(o.host) && !o.token) {
+    throw new UsageError(`failed to start the API on ${o.host}:${o.port}: a non-loopback address needs a token (--token-file)`, { step: 'listen', input: o.host });
+  }
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+  const authorized = (req: FastifyRequest) => {
+    const t = tokenOf(req);
+    return !!t && sameToken(t, o.token);
+  };
+  const refuse = (reply: FastifyReply) => reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'a valid token is needed (Authorization: Bearer TOKEN)' });
+
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('x-frame-options', 'DENY');
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    reply.header('cache-control', 'no-store');
+    return payload;
+  });
+  // Off loopback everything needs the token, except the webhook, which forges sign instead.
+  app.addHook('onRequest', async (req, reply) => {
+    if (isLoopback(o.host) || req.url.startsWith('/hooks/') || authorized(req)) return;
+    await refuse(reply);
+  });
+
+  app.get('/api/status', async () => ctrl.status());
+  app.get('/api/history', async (req) => {
+    const limit = Number((req.query as { limit?: string }).limit ?? 100);
+    return ctrl.history.list(Number.isFinite(limit) && limit > 0 ? limit : 100);
+  });
+  app.get('/api/history/:id', async (req, reply) => {
+    const r = ctrl.history.get((req.params as { id: string }).id);
+    return r ?? reply.code(404).send({ error: 'no such reconcile' });
+  });
+  app.get('/api/history/:id/log', async (req, reply) => {
+    const log = ctrl.history.logOf((req.params as { id: string }).id);
+    if (log === undefined) return reply.code(404).send({ error: 'no such reconcile' });
+    return reply.type('application/x-ndjson').send(log);
+  });
+  app.get('/api/events', (req, reply) => streamEvents(ctrl, req, reply));
+
+  const action = (fn: (req: FastifyRequest) => unknown) => async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!authorized(req)) return refuse(reply);
+    return reply.code(202).send(await fn(req));
+  };
+  app.post('/api/reconcile', action(async (req) => {
+    const trigger = (req.query as { trigger?: string }).trigger === 'push' ? ({ kind: 'push', detail: 'git push' } as const) : ({ kind: 'manual' } as const);
+    return ctrl.poll(trigger, true);
+  }));
+  app.post('/api/release/:commit', action(async (req) => ({ released: ctrl.release((req.params as { commit: string }).commit) })));
+  app.post('/api/pause', action(async () => {
+    ctrl.setPaused(true);
+    return { paused: true };
+  }));
+  app.post('/api/resume', action(async () => {
+    ctrl.setPaused(false);
+    return { paused: false };
+  }));
+
+  await app.register(async (hooks) => {
+    hooks.removeAllContentTypeParsers();
+    // The signature covers the raw bytes: the body is kept exactly as it came.
+    hooks.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_req, body, done) => done(null, body));
+    hooks.post('/hooks/git', async (req, reply) => {
+      const body = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
+      if (!o.webhookSecret) return reply.code(404).send({ error: 'webhooks are not configured (ramboot up --webhook-secret FILE)' });
+      const v = judgeWebhook(req.headers, body, o.webhookSecret, ctrl.status().branch);
+      ctrl.recordWebhook({ at: new Date().toISOString(), form: v.form, status: v.status, result: `${v.kind}: ${v.reason}` });
+      // Answer first: the poll runs after the reply (forges time out in 5 to 30 s).
+      if (v.kind === 'accepted') setImmediate(() => void ctrl.poll({ kind: 'webhook', detail: v.form }));
+      return reply.code(v.status).send({ result: v.kind, reason: v.reason });
+    });
+  });
+
+  for (const r of o.routes ?? []) r(app, ctrl);
+  await app.listen({ host: o.host, port: o.port });
+  return app;
+}
+
+/** Server-sent events of everything the controller emits; `?commit=` keeps one commit's. */
+function streamEvents(ctrl: Controller, req: FastifyRequest, reply: FastifyReply): void {
+  const commit = (req.query as { commit?: string }).commit;
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-content-type-options': 'nosniff' });
+  res.write(': ramboot events\n\n');
+  const send = (e: Envelope) => {
+    const about = e.commit ?? ('commit' in e.event ? e.event.commit : undefined);
+    if (commit && !about?.startsWith(commit)) return;
+    res.write(`data: ${JSON.stringify(e)}\n\n`);
+  };
+  const unsubscribe = ctrl.subscribe(send);
+  // Clients and proxies cut connections that stay silent.
+  const beat = setInterval(() => res.write(`data: ${JSON.stringify({ event: { kind: 'heartbeat', source: 'controller' } })}\n\n`), HEARTBEAT_MS);
+  req.raw.on('close', () => {
+    clearInterval(beat);
+    unsubscribe();
+  });
+}

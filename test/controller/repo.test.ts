@@ -1,0 +1,86 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localRepo, remoteRepo } from '../../controller/repo.js';
+import { startGitHttp, type GitHttp } from '../helpers/git-http.js';
+
+// The repositories the controller follows: a remote over real smart HTTP (git
+// http-backend), polled cheaply and fetched only when its branch moved; a local one.
+
+let root: string;
+let work: string;
+let server: GitHttp;
+
+const git = (args: string[], cwd = work) => execa('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.invalid', ...args], { cwd });
+
+async function commitAndPush(message: string, force = false): Promise<string> {
+  writeFileSync(join(work, 'file'), `${message}\n`);
+  await git(['add', 'file']);
+  await git(['commit', '-q', '-m', message]);
+  await git(['push', '-q', ...(force ? ['--force'] : []), server.url('nas.git'), 'HEAD:main']);
+  return (await git(['rev-parse', 'HEAD'])).stdout.trim();
+}
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'ramboot-remote-'));
+  await execa('git', ['init', '-q', '--bare', '-b', 'main', join(root, 'nas.git')]);
+  await execa('git', ['--git-dir', join(root, 'nas.git'), 'config', 'http.receivepack', 'true']);
+  work = mkdtempSync(join(tmpdir(), 'ramboot-work-'));
+  await git(['init', '-q', '-b', 'main']);
+  server = await startGitHttp(root);
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+describe('a remote over HTTP', () => {
+  it('follows the branch: fetches when it moved, only asks when it did not', async () => {
+    const first = await commitAndPush('one');
+    const repo = remoteRepo(server.url('nas.git'), 'main', join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git'));
+    expect(await repo.head()).toBe(first);
+    expect((await repo.info(first)).subject).toBe('one');
+    server.requests.length = 0;
+    expect(await repo.head()).toBe(first);
+    // One ref listing, no pack: nothing is downloaded when nothing changed.
+    expect(server.requests.filter((r) => r.startsWith('POST'))).toEqual(['POST /nas.git/git-upload-pack']);
+    const second = await commitAndPush('two');
+    expect(await repo.head()).toBe(second);
+    expect((await repo.info(second)).subject).toBe('two');
+  });
+
+  it('follows a force-push like any other move', async () => {
+    const repo = remoteRepo(server.url('nas.git'), 'main', join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git'));
+    await commitAndPush('before the rewrite');
+    await repo.head();
+    await git(['reset', '-q', '--hard', 'HEAD~1']);
+    const rewritten = await commitAndPush('rewritten', true);
+    expect(await repo.head()).toBe(rewritten);
+  });
+
+  it('a branch the remote does not have is a clear error naming it', async () => {
+    const repo = remoteRepo(server.url('nas.git'), 'production', join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git'));
+    await expect(repo.head()).rejects.toThrow(/failed to find branch production at http:\/\/127.0.0.1:\d+\/nas.git: the remote has no refs\/heads\/production/);
+  });
+
+  it('a remote that is down is "retry later", saying the connection was refused', async () => {
+    const repo = remoteRepo(server.url('nas.git'), 'main', join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git'));
+    await server.down();
+    try {
+      const err = await repo.head().then(() => undefined, (e: unknown) => e as { kind: string; message: string });
+      expect(err?.kind).toBe('retry');
+      expect(err?.message).toMatch(/failed to reach http:\/\/127.0.0.1:\d+\/nas.git: the connection was refused/);
+    } finally {
+      await server.up();
+    }
+  });
+});
+
+describe('a local repository', () => {
+  it('reads the branch from the git directory, without a checkout', async () => {
+    const head = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+    expect(await localRepo(work, 'main').head()).toBe(head);
+    await expect(localRepo(work, 'nope').head()).rejects.toThrow(/failed to find branch nope in .*: no such branch/);
+  });
+});

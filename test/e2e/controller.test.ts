@@ -1,0 +1,292 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { parse, stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { monitorCommand } from '../../vm/qemu.js';
+import { startController, type RunningController } from '../helpers/controller.js';
+import { startGitHttp, type GitHttp } from '../helpers/git-http.js';
+import { freePort, initRepo, ramboot, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
+import { startSshd, type TestSshd } from '../helpers/sshd.js';
+
+// The controller on the virtual NAS with the Debian example and real git: commits reach
+// the machine with nobody running a command. First `ramboot up --url` polls a real git
+// HTTP server (git http-backend); then `ramboot up --repo` follows the bare repository
+// people push to over SSH, with ramboot's hooks installed. One machine throughout: its
+// disk is kept in the state directory, and a killed controller finds it running again.
+
+const BLOB = 'root/var/lib/controller-test.blob';
+const MINUTES = 60_000;
+
+describe('the controller on the virtual NAS (Debian example)', () => {
+  let work: string;
+  let repo: string;
+  let bare: string;
+  let env: Record<string, string>;
+  let http: GitHttp;
+  let sshd: TestSshd;
+  let ctrl: RunningController;
+  let state: string;
+  let sshPort: number;
+  let httpPort: number;
+  let apiPort: number;
+  let signers: string;
+  let allowedKey: string;
+  let strangerKey: string;
+  let original: Record<string, unknown>;
+  const log = (m: string) => console.log(`[controller e2e] ${m}`);
+
+  const git = (args: string[], extraEnv: Record<string, string> = {}) =>
+    execa('git', ['-c', 'user.name=Tess', '-c', 'user.email=tess@example.invalid', ...args], { cwd: repo, env: { ...process.env, ...extraEnv }, reject: false });
+
+  /** ramboot.yaml for the VM: the status page checked over the forwarded port, short deadlines, fast polls. */
+  const settings = (o: { checks?: Record<string, unknown>[]; signers?: string; distro?: string } = {}) => {
+    const c = structuredClone(original) as Record<string, Record<string, unknown>>;
+    c.trial = { confirm_timeout: '4m', reboot_deadline: '6m' };
+    c.health = { deadline: '2m', checks: [{ name: 'status page', http: `http://127.0.0.1:${httpPort}/release`, body: 'ramboot.slot=new' }, ...(o.checks ?? [])] };
+    c.watch = { poll: '*/3 * * * * *', ...(o.signers ? { signers: o.signers } : {}) };
+    if (o.distro) c.distro = { ...c.distro, name: o.distro };
+    writeFileSync(join(repo, 'ramboot.yaml'), stringify(c));
+  };
+
+  /** Commits files (and ramboot.yaml as settings() left it); signed with `key` when given. */
+  async function commit(files: Record<string, string | Buffer>, message: string, key?: string): Promise<string> {
+    for (const [f, content] of Object.entries(files)) {
+      mkdirSync(join(repo, f, '..'), { recursive: true });
+      writeFileSync(join(repo, f), content);
+    }
+    await git(['add', '-A']);
+    const sign = key ? ['-c', 'gpg.format=ssh', '-c', `user.signingkey=${key}`, 'commit', '-S'] : ['commit'];
+    const r = await git([...sign, '-q', '-m', message]);
+    if (r.exitCode !== 0) throw new Error(`git commit failed: ${r.stderr}`);
+    return (await git(['rev-parse', 'HEAD'])).stdout.trim();
+  }
+
+  const pushHttp = async () => {
+    const r = await git(['push', '-q', http.url('nas.git'), 'HEAD:main']);
+    if (r.exitCode !== 0) throw new Error(`git push over HTTP failed: ${r.stderr}`);
+  };
+  const pushSsh = (options: string[] = []) =>
+    git(['push', ...options, `ssh://root@127.0.0.1:${sshd.port}${bare}`, 'HEAD:main'], {
+      GIT_SSH_COMMAND: `ssh -i ${sshd.clientKey} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR`,
+    });
+  /** Moves the bare repository's branch without receive-pack (no hooks): a path around the push gate. */
+  const bypassGate = async () => {
+    const r = await execa('git', ['--git-dir', bare, 'fetch', '-q', '--force', repo, 'HEAD:refs/heads/main'], { reject: false });
+    if (r.exitCode !== 0) throw new Error(`git fetch into the bare repository failed: ${r.stderr}`);
+  };
+  /** What the machine says it runs, from its own status page. */
+  const runs = async () => (await (await fetch(`http://127.0.0.1:${httpPort}/release`)).text()).trim();
+
+  const up = (args: string[]) =>
+    startController([...args, '--ssh-port', String(sshPort), '--http-port', String(httpPort)], {
+      state,
+      listen: apiPort,
+      env: { ...env, RAMBOOT_CACHE: join(SHARED_STATE, 'cache') },
+      logFile: join(work, 'controller.log'),
+    });
+
+  beforeAll(async () => {
+    ({ repo, env } = await initRepo('debian'));
+    work = tempDir('controller');
+    state = join(work, 'state');
+    [sshPort, httpPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+    original = parse(readFileSync(join(repo, 'ramboot.yaml'), 'utf8'));
+    settings();
+    await commit({}, 'controller test settings');
+    const served = join(work, 'served');
+    mkdirSync(served);
+    bare = join(served, 'nas.git');
+    await execa('git', ['clone', '-q', '--bare', repo, bare]);
+    await execa('git', ['--git-dir', bare, 'config', 'http.receivepack', 'true']);
+    http = await startGitHttp(served);
+    sshd = await startSshd();
+    for (const name of ['allowed', 'stranger']) await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', join(work, name)]);
+    allowedKey = join(work, 'allowed');
+    strangerKey = join(work, 'stranger');
+    signers = join(work, 'allowed_signers');
+    writeFileSync(signers, `tess@example.invalid ${readFileSync(`${allowedKey}.pub`, 'utf8').trim()}\n`);
+    const t = Date.now();
+    ctrl = await up(['--url', http.url('nas.git')]);
+    const head = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+    const first = await ctrl.waitFor(head, 15 * MINUTES);
+    log(`first start: virtual NAS formatted, booted and reconciled in ${Math.round((Date.now() - t) / 1000)} s: ${first.outcome} ${first.message}`);
+    expect(first.outcome).toBe('promoted');
+  }, 20 * MINUTES);
+
+  afterAll(async () => {
+    await ctrl?.kill('SIGTERM');
+    await http?.stop();
+    await sshd?.stop();
+    // A controller killed by a test leaves the virtual NAS running, as a real machine would.
+    const vm = join(state, 'vm', 'vm.json');
+    if (existsSync(vm)) {
+      try {
+        process.kill(JSON.parse(readFileSync(vm, 'utf8')).pid, 'SIGTERM');
+      } catch {
+        // Already stopped.
+      }
+    }
+  });
+
+  it('1: a healthy commit pushed to the HTTP remote is polled, built, trial-booted and promoted, with no other command', async () => {
+    const c = await commit({ 'root/etc/controller-test': 'one\n' }, 'a healthy change, pushed over HTTP');
+    const t = Date.now();
+    await pushHttp();
+    const r = await ctrl.waitFor(c, 10 * MINUTES);
+    log(`1: pushed → ${r.outcome} in ${Math.round((Date.now() - t) / 1000)} s: ${r.message}`);
+    expect(r).toMatchObject({ outcome: 'promoted', reason: 'Healthy', trigger: { kind: 'poll' }, subject: 'a healthy change, pushed over HTTP', author: 'Tess' });
+    expect(r.phases.map((p) => p.name)).toEqual(expect.arrayContaining(['queued', 'build', 'preflight', 'upload', 'reboot', 'health', 'promote']));
+    expect(r.bytesSent).toBeGreaterThan(0);
+    const release = await runs();
+    expect(release).toContain(`build=${r.buildId}`);
+    expect(release).toContain('ramboot.slot=lts');
+    const s = await ctrl.status();
+    expect(s.running?.buildId).toBe(r.buildId);
+    expect(s.desired?.commit).toBe(c);
+  }, 12 * MINUTES);
+
+  it('3: a commit whose health check fails is rolled back and quarantined, not retried; the next good commit is promoted', async () => {
+    const good = await runs();
+    settings({ checks: [{ name: 'marker present', cmd: 'ls /nonexistent-marker', retries: 1, period: '5s' }] });
+    const bad = await commit({ 'root/etc/controller-test': 'unhealthy\n' }, 'a change whose health check fails');
+    await pushHttp();
+    const r = await ctrl.waitFor(bad, 12 * MINUTES);
+    expect(r.outcome).toBe('trial-not-healthy');
+    expect(r.message).toMatch(/health check "marker present" failed.*quarantined/);
+    expect(await runs()).toBe(good);
+    expect((await ctrl.status()).quarantine.map((q) => q.commit)).toContain(bad);
+    // Polls go on; the quarantined head is not tried again.
+    await new Promise((res) => setTimeout(res, 12_000));
+    expect((await ctrl.history()).filter((h) => h.commit === bad)).toHaveLength(1);
+    settings();
+    const fixed = await commit({ 'root/etc/controller-test': 'fixed\n' }, 'the fix');
+    await pushHttp();
+    expect(await ctrl.waitFor(fixed, 10 * MINUTES)).toMatchObject({ outcome: 'promoted' });
+  }, 25 * MINUTES);
+
+  it('4: three commits pushed while a reconcile runs: only the newest is deployed, the others are recorded as superseded', async () => {
+    const running = await commit({ 'root/etc/controller-test': 'running\n' }, 'the one being deployed');
+    await pushHttp();
+    await ctrl.waitStatus('the reconcile to start', 2 * MINUTES, (s) => s.current?.commit === running);
+    const later: string[] = [];
+    for (const n of [1, 2, 3]) {
+      const c = await commit({ 'root/etc/controller-test': `quick ${n}\n` }, `quick succession ${n}`);
+      await pushHttp();
+      await ctrl.waitStatus(`commit ${n} to be queued`, MINUTES, (s) => s.pending?.commit === c);
+      later.push(c);
+    }
+    const newest = await ctrl.waitFor(later[2]!, 15 * MINUTES);
+    expect(newest.outcome).toBe('promoted');
+    for (const c of later.slice(0, 2)) expect(await ctrl.record(c)).toMatchObject({ outcome: 'superseded', message: expect.stringContaining('superseded by') });
+    expect((await ctrl.record(running))?.outcome).toBe('promoted');
+    expect(await runs()).toContain(`build=${newest.buildId}`);
+  }, 30 * MINUTES);
+
+  it('8: bad input: an invalid ramboot.yaml (build failed, quarantined, file, line and key), an unreachable remote (retried, shown), a missing branch', async () => {
+    const running = await runs();
+    settings({ distro: 'gentoo' });
+    const invalid = await commit({}, 'an invalid ramboot.yaml');
+    await pushHttp();
+    const r = await ctrl.waitFor(invalid, 5 * MINUTES);
+    expect(r.outcome).toBe('build-failed');
+    expect(r.message).toMatch(/ramboot\.yaml, line \d+, key distro\.name: must be one of "alpine", "debian".*quarantined/);
+    expect((await ctrl.status()).quarantine.map((q) => q.commit)).toContain(invalid);
+    settings();
+    await commit({}, 'valid again');
+
+    await http.down();
+    const down = await ctrl.waitStatus('a failed poll', MINUTES, (s) => s.lastPoll?.ok === false);
+    expect(down.lastPoll?.error).toMatch(/failed to reach http:\/\/127\.0\.0\.1:\d+\/nas\.git: the connection was refused.*retrying at the next poll/);
+    await http.up();
+    await ctrl.waitStatus('polls to succeed again', MINUTES, (s) => s.lastPoll?.ok === true);
+    expect(await runs()).toBe(running);
+
+    const nope = await ramboot(['up', '--url', http.url('nas.git'), '--branch', 'nope', '--state', join(work, 'state-nope'), '--listen', `127.0.0.1:${await freePort()}`], env);
+    expect(nope.exitCode).toBe(1);
+    expect(nope.stderr).toMatch(/failed to find branch nope at http:\/\/127\.0\.0\.1:\d+\/nas\.git: the remote has no refs\/heads\/nope/);
+    expect(nope.stderr).not.toMatch(/^\s+at /m);
+  }, 10 * MINUTES);
+
+  describe('following the bare repository people push to, with the hooks installed', () => {
+    beforeAll(async () => {
+      await ctrl.kill('SIGTERM');
+      const hooks = await ramboot(['hook', 'install', bare, '--state', state], env);
+      expect(hooks.exitCode, hooks.stderr).toBe(0);
+      ctrl = await up(['--repo', bare]);
+      await ctrl.waitStatus('the first poll', 10 * MINUTES, (s) => s.lastPoll?.ok === true);
+    }, 15 * MINUTES);
+
+    it('2: git push over SSH shows the phases in its own output and ends with the verdict line', async () => {
+      const c = await commit({ 'root/etc/controller-test': 'pushed over ssh\n' }, 'a change pushed over SSH');
+      const r = await pushSsh();
+      log(`2: git push output:\n${r.stderr}`);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/^remote: ramboot: build: built /m);
+      expect(r.stderr).toMatch(/^remote: ramboot: deploy: uploading to nas/m);
+      expect(r.stderr).toMatch(/^remote: ramboot: deploy: rebooting nas into the trial/m);
+      expect(r.stderr).toMatch(/^remote: ramboot: deploy: check status page: ok/m);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('remote: ramboot:'));
+      expect(lines.at(-1)).toMatch(new RegExp(`^remote: ramboot: controller: ${c.slice(0, 12)}: promoted: build \\S+ is the default`));
+      expect((await ctrl.record(c))?.trigger.kind).toMatch(/push|ref/);
+    }, 12 * MINUTES);
+
+    it('6: with signing required, unsigned and unknown-key commits are refused with "untrusted commit" and nothing built; an allowed signature deploys', async () => {
+      settings({ signers });
+      const policy = await commit({ 'root/etc/controller-test': 'signing from now on\n' }, 'require signed commits', allowedKey);
+      expect((await pushSsh(['-o', 'ramboot.wait=false'])).exitCode).toBe(0);
+      expect(await ctrl.waitFor(policy, 10 * MINUTES)).toMatchObject({ outcome: 'promoted' });
+      expect((await ctrl.status()).signing).toEqual({ required: true, signers });
+
+      const unsigned = await commit({ 'root/etc/controller-test': 'unsigned\n' }, 'an unsigned commit');
+      const refused = await pushSsh();
+      expect(refused.exitCode).not.toBe(0);
+      expect(refused.stderr).toMatch(/remote: ramboot: refusing the push: .*untrusted commit: the commit is not signed/);
+      await bypassGate();
+      const u = await ctrl.waitFor(unsigned, 2 * MINUTES);
+      expect(u).toMatchObject({ outcome: 'untrusted-commit', message: expect.stringMatching(/the commit is not signed; nothing was built/) });
+      expect(u.phases.map((p) => p.name)).not.toContain('build');
+
+      const stranger = await commit({ 'root/etc/controller-test': 'signed by a stranger\n' }, 'signed by an unknown key', strangerKey);
+      await bypassGate();
+      const s = await ctrl.waitFor(stranger, 2 * MINUTES);
+      expect(s).toMatchObject({ outcome: 'untrusted-commit', message: expect.stringMatching(/does not verify for tess@example.invalid/) });
+
+      const allowed = await commit({ 'root/etc/controller-test': 'signed by an allowed key\n' }, 'signed by an allowed key', allowedKey);
+      expect((await pushSsh(['-o', 'ramboot.wait=false'])).exitCode).toBe(0);
+      const a = await ctrl.waitFor(allowed, 10 * MINUTES);
+      expect(a.outcome).toBe('promoted');
+      expect(await runs()).toContain(`build=${a.buildId}`);
+    }, 30 * MINUTES);
+
+    for (const point of [
+      { at: 'during the upload', phase: 'upload', files: () => ({ [BLOB]: randomBytes(24 * 1024 * 1024) }) },
+      { at: 'during the trial', phase: 'health', files: () => ({ [BLOB]: 'small again\n' }) },
+    ] as const) {
+      it(`7: the controller SIGKILLed ${point.at}, then started again: a correct verdict and a bootable default`, async () => {
+        const c = await commit(point.files(), `killed ${point.at}`, allowedKey);
+        expect((await pushSsh(['-o', 'ramboot.wait=false'])).exitCode).toBe(0);
+        await ctrl.waitStatus(`the ${point.phase} phase`, 10 * MINUTES, (s) => s.current?.commit === c && s.current.phase === point.phase);
+        await ctrl.kill('SIGKILL');
+        log(`7: killed ${point.at}`);
+        ctrl = await up(['--repo', bare]);
+        const r = await ctrl.waitFor(c, 15 * MINUTES, (x) => x.state === 'done' && x.outcome !== 'interrupted');
+        log(`7: after the restart: ${r.outcome}: ${r.message}`);
+        expect(r.outcome).toBe('promoted');
+        expect((await ctrl.history()).some((x) => x.commit === c && x.outcome === 'interrupted')).toBe(true);
+        // Power off and on: the medium's default entry boots the new build.
+        const vm = JSON.parse(readFileSync(join(state, 'vm', 'vm.json'), 'utf8'));
+        await monitorCommand(vm.monitor, 'system_reset');
+        const end = Date.now() + 8 * MINUTES;
+        let release = '';
+        while (Date.now() < end && !release.includes(`build=${r.buildId}`)) {
+          await new Promise((res) => setTimeout(res, 3000));
+          release = await runs().catch(() => '');
+        }
+        expect(release).toContain(`build=${r.buildId}`);
+        expect(release).toContain('ramboot.slot=lts');
+      }, 30 * MINUTES);
+    }
+  });
+});
