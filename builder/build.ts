@@ -21,8 +21,8 @@ import type { BuildEvent, Work } from './work.js';
 import { parsePackages } from './packages.js';
 import { renderRelease } from '../image/release.js';
 import { decryptSecrets, secretEntries, type ImageSecret } from './secrets.js';
-import { packBase, packOverlay, type PackedTree } from './segments.js';
-import { applySkeleton, ensureDirs } from './skeleton.js';
+import { packBase, packOverlay, unlinkFirst, type PackedTree } from './segments.js';
+import { applySkeleton, ensureDirs, writeFile } from './skeleton.js';
 import { dirSource, gitSource, type Source } from './source.js';
 import { packageStage } from './stage.js';
 import { writeSegment } from './segment.js';
@@ -63,6 +63,12 @@ export interface BuildResult {
   baseReused: boolean;
 }
 
+/**
+ * The secrets' mtime is fixed, like the base's: the segment stays byte-identical from one
+ * commit to the next until a secret changes, and is then neither rebuilt nor re-sent.
+ */
+const SECRETS_MTIME = 0;
+
 const BACKENDS: Record<Config['distro']['name'], DistroBackend> = { alpine, debian };
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -73,7 +79,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { cacheDir, imagesDir } = opts;
   const tmpDir = ensure(join(cacheDir, 'tmp'));
   ensure(imagesDir);
-  await sweepLeftovers([tmpDir, join(cacheDir, 'stages'), imagesDir], work);
+  await sweepLeftovers([tmpDir, join(cacheDir, 'stages'), join(cacheDir, 'base'), imagesDir], work);
 
   stage('reading the repository');
   const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
@@ -92,6 +98,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     packages,
     cacheDir: ensure(join(cacheDir, 'packages', backend.name)),
     resolvePath: (x: string) => (x.startsWith('/') ? x : join(opts.dir ?? opts.repoDir, x)),
+    readFile: (path: string) => source.readFile(path),
   };
   const packaged = await packageStage(backend, stageReq, cacheDir, work, { fresh: opts.fresh });
   // The installed versions are inputs too: a refresh that brings updates is another build.
@@ -127,8 +134,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     mkdirSync(out, { recursive: true, mode: 0o700 });
     try {
       const base = await packBase(packaged, d, join(cacheDir, 'base'), join(out, 'base.cpio.zst'));
-      const overlay = await packOverlay(dirs.upper, source.time, join(out, 'overlay.cpio.zst'));
-      const secretSeg = await writeSegment(secretEntries(secrets, dirs.upper, packaged.root, source.time), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
+      const overlay = await packOverlay(dirs.upper, source.time, join(out, 'overlay.cpio.zst'), new Set(base.linked));
+      // A secret that replaces a hardlinked name must not write through to the other names.
+      const linked = new Set([...base.linked, ...overlay.linked]);
+      const secretSeg = await writeSegment(unlinkFirst(secretEntries(secrets, dirs.upper, packaged.root, SECRETS_MTIME), linked), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
       copyFileSync(kernel.path, join(out, 'vmlinuz'));
       if (ucode) copyFileSync(ucode.path, join(out, 'ucode.img'));
       const manifest: Manifest = {
@@ -202,7 +211,7 @@ async function runSetup(root: string, script: string, buildId: string, work: Wor
 function writeImageFile(root: string, path: string, data: Buffer, mode: number): void {
   ensureDirs(root, path.split('/').slice(0, -1).join('/'));
   rmSync(join(root, path), { force: true });
-  writeFileSync(join(root, path), data, { mode });
+  writeFile(join(root, path), data, mode);
 }
 
 function addAgentFile(root: string, f: AgentFile): void {

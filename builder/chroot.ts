@@ -1,11 +1,13 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../lib/run.js';
-import { runStep, type Work } from './work.js';
+import { BUILD_ENV, runStep, type Work } from './work.js';
 
 // Mounts made for a chroot are always undone, also when the work inside fails or is
 // interrupted: a leftover bind mount of /dev under a build directory is a trap for
 // `rm -rf`, and /proc under it is a trap for anything that walks the tree.
+
+export const CHROOT_SOURCE = import.meta.url;
 
 export interface Mount {
   source: string;
@@ -26,7 +28,11 @@ export async function withMounts<T>(mounts: Mount[], work: Work, fn: () => Promi
   const done: Mount[] = [];
   try {
     for (const m of mounts) {
-      mkdirSync(m.target, { recursive: true });
+      if (!existsSync(m.target)) {
+        // A mount point made here stays in the root: its mode must not be the umask's.
+        mkdirSync(m.target, { recursive: true });
+        chmodSync(m.target, 0o755);
+      }
       const args = [...(m.type ? ['-t', m.type] : []), ...(m.options ? ['-o', m.options] : []), m.source, m.target];
       await run('mount', args, { step: `mount ${m.target}` });
       done.push(m);
@@ -47,13 +53,22 @@ export async function unmount(target: string, work: Pick<Work, 'emit'>): Promise
   }
 }
 
-/** Runs a shell script inside root with /proc, /sys and /dev mounted; the script comes on stdin. */
+/** Proxy settings are the one part of the builder's environment a script in the new root sees. */
+const PROXY_VARS = ['http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
+
+/**
+ * Runs a shell script inside root with /proc, /sys and /dev mounted; the script comes on
+ * stdin. It gets an environment of its own (the builder's would leak its locale, time
+ * zone and anything else into the image), and the build's umask.
+ */
 export async function runInChroot(root: string, script: string, step: string, work: Work, env: Record<string, string> = {}) {
+  const proxies = Object.fromEntries(PROXY_VARS.filter((v) => process.env[v]).map((v) => [v, process.env[v]]));
   return withMounts(chrootMounts(root), work, () =>
     runStep(work, 'chroot', [root, '/bin/sh', '-s'], {
       step,
       input: script,
-      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C', ...env },
+      extendEnv: false,
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', ...BUILD_ENV, ...proxies, ...env },
     }),
   );
 }

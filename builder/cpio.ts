@@ -3,6 +3,9 @@ import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { BuildError, describe } from '../lib/errors.js';
 
+/** This module's part of the base segment's recipe (builder/recipe.ts). */
+export const CPIO_SOURCE = import.meta.url;
+
 // A streaming writer for the "newc" cpio format (magic 070701), the format the Linux
 // kernel unpacks as an initramfs. Layout of each entry: a 110-byte ASCII header
 // (13 fields of 8 hex digits), the NUL-terminated name padded to 4 bytes, then the

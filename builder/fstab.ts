@@ -1,13 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseFstabEntry, type MediumMount } from '../image/medium.js';
 
 /** The fstab line that mounts the boot medium: `ramboot format` gives the disk that volume id. */
-export function mediumFromFstab(root: string, mountpoint: string): { mountpoint: string; uuid?: string } {
+export function mediumFromFstab(root: string, mountpoint: string): MediumMount {
   const fstab = join(root, 'etc/fstab');
-  const text = existsSync(fstab) ? readFileSync(fstab, 'utf8') : '';
-  for (const line of text.split('\n')) {
-    const [spec, mp] = line.replace(/#.*/, '').trim().split(/\s+/);
-    if (mp === mountpoint && spec?.startsWith('UUID=')) return { mountpoint, uuid: spec.slice(5).toUpperCase() };
-  }
-  return { mountpoint };
+  return parseFstabEntry(existsSync(fstab) ? readFileSync(fstab, 'utf8') : '', mountpoint);
 }

@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../lib/config-schema.js';
 import { loadIdentities } from '../secrets/identity.js';
+import { passwordHash, passwordUser } from '../secrets/passwords.js';
+import { repoPathOf } from '../secrets/paths.js';
 import { decryptForImage, hostKeyPublic, type ImageSecret as DecryptedSecret } from '../secrets/store.js';
 import type { CpioEntry } from './cpio.js';
 import type { Source } from './source.js';
@@ -9,7 +11,9 @@ import type { Work } from './work.js';
 import { resolveId } from './users.js';
 
 // The secrets segment is made from memory: decrypted buffers go straight into the
-// cpio stream, so plaintext never touches the build host's disks.
+// cpio stream, so plaintext never touches the build host's disks. Console passwords
+// (secrets/etc/ramboot/passwords/USER.age) go in as their crypt hash, never as the
+// password (secrets/passwords.ts).
 
 export interface ImageSecret extends DecryptedSecret {
   /** For the host key secret: its public half, which deploy pins. */
@@ -24,15 +28,27 @@ export async function decryptSecrets(source: Source, config: Config, repoDir: st
   }
   const encrypted = await Promise.all(files.map(async (f) => ({ repoPath: f.path, data: await f.read(), isSymlink: f.kind === 'symlink' })));
   const identities = await loadIdentities({ path: identity, env: process.env, config, repoDir });
-  const secrets: ImageSecret[] = await decryptForImage(encrypted, config, identities);
+  const ciphertexts = new Map(encrypted.map((f) => [f.repoPath, f.data]));
+  const secrets: ImageSecret[] = (await decryptForImage(encrypted, config, identities)).map((s) => asInImage(s, ciphertexts.get(repoPathOf(s.path))!));
   const hostKey = hostKeyPublic(secrets, config);
   if (!hostKey) work.emit({ kind: 'warn', source: 'build', message: `no host key secret secrets/${config.secrets.host_key}.age: deploy cannot pin the host key` });
   return secrets.map((s) => (s.path === config.secrets.host_key && hostKey ? { ...s, publicLine: hostKey } : s));
 }
 
+/** A console password goes into the image as the line /etc/shadow takes, never as the password. */
+function asInImage(secret: DecryptedSecret, ciphertext: Uint8Array): DecryptedSecret {
+  if (passwordUser(secret.path) === undefined) return secret;
+  return { ...secret, data: Buffer.from(`${passwordHash(secret.path, secret.data, ciphertext)}\n`) };
+}
+
 /** Archive entries for the secrets, owners resolved against the new root's passwd and group. */
 export function secretEntries(secrets: ImageSecret[], upper: string, lower: string, time: number): CpioEntry[] {
   const etc = (f: string) => (existsSync(join(upper, 'etc', f)) ? upper : lower);
+  for (const s of secrets) {
+    const user = passwordUser(s.path);
+    // A password for a user the image lacks would only fail at boot, in chpasswd.
+    if (user !== undefined) resolveId(etc('passwd'), 'passwd', user, `the password secret ${repoPathOf(s.path)}`);
+  }
   return secrets.map((s) => ({
     path: s.path,
     type: 'file' as const,

@@ -6,6 +6,9 @@ import { BuildError, CommandError, describe } from '../lib/errors.js';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { walkTree, type TreeOptions } from './tree.js';
 
+/** This module's part of the base segment's recipe (builder/recipe.ts). */
+export const SEGMENT_SOURCE = import.meta.url;
+
 export interface SegmentOptions {
   /** Mode of the new file; secrets pass 0o600. Default 0o644. */
   mode?: number;

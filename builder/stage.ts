@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DistroBackend, InstalledPackage, StageRequest } from './distro/backend.js';
+import { CHROOT_SOURCE } from './chroot.js';
+import { recipeHash } from './recipe.js';
 import { pidTag, removeBuildDir } from './sweep.js';
 import type { Work } from './work.js';
 
@@ -9,7 +11,8 @@ import type { Work } from './work.js';
 // slow part of a build, so it is cached, keyed by everything it depends on; a commit
 // that changes only root/ or setup.sh reuses it untouched (it is overlayfs's lowerdir).
 
-const STAGE_FORMAT = 1;
+/** This module's part of the stage recipe. */
+export const STAGE_SOURCE = import.meta.url;
 
 export interface Stage {
   /** What the stage was made from (the cache key). */
@@ -22,7 +25,7 @@ export interface Stage {
 }
 
 export async function stageKey(backend: DistroBackend, req: StageRequest): Promise<string> {
-  const inputs = { format: STAGE_FORMAT, distro: backend.name, packages: [...new Set(req.packages)].sort(), ...(await backend.keyInputs(req)) };
+  const inputs = { recipe: recipeHash(STAGE_SOURCE, CHROOT_SOURCE, backend.source), distro: backend.name, packages: [...new Set(req.packages)].sort(), ...(await backend.keyInputs(req)) };
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex');
 }
 
@@ -37,6 +40,11 @@ export async function packageStage(backend: DistroBackend, req: StageRequest, ca
     await backend.create(req, join(tmp, 'root'), work);
     const packages = await backend.installed(join(tmp, 'root'));
     writeFileSync(join(tmp, 'packages.json'), JSON.stringify(packages));
+    if (existsSync(dir) && !opts.fresh) {
+      // Another build made this stage meanwhile: builds of one key agree on the one cached.
+      await removeBuildDir(tmp, work);
+      return made(JSON.parse(readFileSync(join(dir, 'packages.json'), 'utf8')), true);
+    }
     if (existsSync(dir)) {
       // A fresh stage replaces the cached one; the old one goes once the new one is in place.
       const old = join(cacheRoot, 'stages', `.tmp-${key}-old-${pidTag()}`);

@@ -57,7 +57,7 @@ export async function sweepLeftovers(dirs: string[], work: Pick<Work, 'emit'>): 
   for (const dir of dirs) {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir)) {
-      if (!name.startsWith('.tmp-') && !name.startsWith('build-')) continue;
+      if (!name.startsWith('.tmp-') && !name.startsWith('build-') && !name.includes('.tmp-pid')) continue;
       const pid = ownerPid(name);
       if (pid === undefined || pid === process.pid || alive(pid)) continue;
       const path = join(dir, name);

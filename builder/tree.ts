@@ -3,6 +3,9 @@ import { join, resolve } from 'node:path';
 import { BuildError, describe } from '../lib/errors.js';
 import type { CpioEntry, EntryType } from './cpio.js';
 
+/** This module's part of the base segment's recipe (builder/recipe.ts). */
+export const TREE_SOURCE = import.meta.url;
+
 export interface TreeOptions {
   /** True leaves the path out; for a directory, its whole subtree. */
   exclude?: (relPath: string) => boolean;

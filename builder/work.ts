@@ -15,7 +15,21 @@ export interface Work {
   signal?: AbortSignal;
 }
 
+/**
+ * What every command of a build starts with, whatever the builder's own settings: the
+ * files it creates are 0644 and 0755 (umask 022), and what it writes does not depend on
+ * the builder's locale or time zone. The same commit gives the same bytes.
+ */
+export const BUILD_UMASK = 0o022;
+export const BUILD_ENV = { LANG: 'C', LC_ALL: 'C', TZ: 'UTC' } as const;
+
 /** Runs a command of the build: stopped by the work's signal, its output lines become the build log. */
-export function runStep(work: Work, file: string, args: string[], opts: Omit<RunOptions, 'signal' | 'onLine'>): Promise<RunResult> {
-  return run(file, args, { ...opts, signal: work.signal, onLine: (line) => work.emit({ kind: 'output', source: 'build', line }) });
+export function runStep(work: Work, file: string, args: string[], opts: Omit<RunOptions, 'signal' | 'onLine' | 'umask'>): Promise<RunResult> {
+  return run(file, args, {
+    ...opts,
+    env: { ...opts.env, ...BUILD_ENV },
+    umask: BUILD_UMASK,
+    signal: work.signal,
+    onLine: (line) => work.emit({ kind: 'output', source: 'build', line }),
+  });
 }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
+import type { MediumMount } from './medium.js';
 
 // The image directory is the contract between builder and deploy: deploy reads only
 // manifest.json and the files it names, never the build's internals or the repository.
@@ -23,6 +24,9 @@ export interface ManifestFile {
   /** Symlink target. */
   target?: string;
   mode: number;
+  /** Owner and group ids; absent in images built before ramboot recorded them. */
+  uid?: number;
+  gid?: number;
   size: number;
   sha256?: string;
   segment: SegmentName;
@@ -54,8 +58,8 @@ export interface Manifest {
   /** Public half of the SSH host key secret: what deploy pins. */
   hostKey?: string;
   append: string;
-  /** The boot medium as the image's fstab mounts it (what `ramboot format` must match). */
-  medium?: { mountpoint: string; uuid?: string };
+  /** The boot medium as the image's fstab mounts it (what `ramboot format` must match, what deploy checks keeps secrets private). */
+  medium?: MediumMount;
 }
 
 export const MANIFEST = 'manifest.json';

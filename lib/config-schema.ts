@@ -55,6 +55,62 @@ const healthCheck = z
     message: 'a health check has exactly one of "cmd" (run on the machine) or "http" (fetched by the controller)',
   });
 
+// Where notifications go. A token or signing secret is never a value in ramboot.yaml:
+// it names a file on the controller host or an environment variable of the controller,
+// read when a notification is sent.
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+const hostPath = z.string().refine((p) => p.startsWith('/') || p.startsWith('~/'), { message: 'must be an absolute path on the controller host (or start with ~/)' });
+const ownerName = z.string().regex(/^[\w.-]+\/[\w.-]+$/, 'must be "owner/name"');
+
+const tokenRef = { token_file: hostPath.optional(), token_env: envName.optional(), token: z.unknown().optional() };
+const secretRef = { secret_file: hostPath.optional(), secret_env: envName.optional(), secret: z.unknown().optional() };
+
+/**
+ * A target names its secret by `<key>_file` or `<key>_env` (at most one; exactly one
+ * when required). `<key>` itself is accepted by the parser only to be refused with the
+ * fix, rather than as an "unknown key".
+ */
+function namesSecret<O extends z.ZodObject>(target: O, key: 'token' | 'secret', required: boolean): O {
+  const [file, env] = [`${key}_file`, `${key}_env`];
+  return target
+    .refine((o: Record<string, unknown>) => o[key] === undefined, {
+      path: [key],
+      message: `a ${key} is never written in ramboot.yaml (the repository is not the place for it): name a file on the controller host (${file}) or an environment variable (${env})`,
+    })
+    .refine((o: Record<string, unknown>) => [o[file], o[env]].filter((v) => v !== undefined).length <= 1 && (!required || o[file] !== undefined || o[env] !== undefined), {
+      message: `give the ${key} as ${required ? 'exactly' : 'at most'} one of "${file}" (a path on the controller host) or "${env}" (an environment variable)`,
+    });
+}
+
+const notify = z
+  .object({
+    /** The status page's public address (https://nas.example:8180): notifications link to the history entry there. */
+    url: z.string().url().optional(),
+    github: namesSecret(z.object({ repo: ownerName, url: z.string().url().default('https://api.github.com'), ...tokenRef }).strict(), 'token', true).optional(),
+    gitea: namesSecret(z.object({ url: z.string().url(), repo: ownerName, ...tokenRef }).strict(), 'token', true).optional(),
+    forgejo: namesSecret(z.object({ url: z.string().url(), repo: ownerName, ...tokenRef }).strict(), 'token', true).optional(),
+    /** project: the numeric id or the path ("group/name"). */
+    gitlab: namesSecret(
+      z.object({ url: z.string().url().default('https://gitlab.com'), project: z.union([z.number().int().positive(), z.string().min(1)]), ...tokenRef }).strict(),
+      'token',
+      true,
+    ).optional(),
+    /** A JSON POST of each event, signed (X-Ramboot-Signature) when a secret is named. */
+    webhook: namesSecret(z.object({ url: z.string().url(), ...secretRef }).strict(), 'secret', false).optional(),
+    ntfy: namesSecret(
+      z
+        .object({
+          url: z.string().url().default('https://ntfy.sh'),
+          topic: z.string().regex(/^[-_A-Za-z0-9]{1,64}$/, 'must be an ntfy topic (letters, digits, "-" and "_", at most 64)'),
+          ...tokenRef,
+        })
+        .strict(),
+      'token',
+      false,
+    ).optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     host: z
@@ -74,13 +130,21 @@ export const configSchema = z
         arch: z.string().optional(),
         /** Packages need not be signed: for a local repository of one's own packages. */
         allow_untrusted: z.boolean().default(false),
+        /**
+         * Alpine: public keys apk trusts besides Alpine's own, as files in the repository
+         * (e.g. keys/me@example.org-5f1a2b3c.rsa.pub); the file name is the key's name,
+         * the one a signed index names. Installed in /etc/apk/keys.
+         */
+        keys: z.array(z.string().refine((p) => !p.split('/').includes('..') && !p.startsWith('/') && p.length > 0, {
+          message: 'must be a path inside the repository, without ".."',
+        })).default([]),
         minirootfs: z
           .object({ url: z.string(), sha512: z.string().regex(/^[0-9a-f]{128}$/, 'must be a sha512 hex digest') })
           .strict()
           .optional(),
       })
       .strict()
-      .default({ name: 'alpine', allow_untrusted: false }),
+      .default({ name: 'alpine', allow_untrusted: false, keys: [] }),
     boot: z
       .object({
         medium: z.string().default('/media/usb'),
@@ -102,10 +166,12 @@ export const configSchema = z
     health: z
       .object({
         deadline: duration.default(300_000),
+        /** After the checks, the services are looked at once more, no sooner than this after they first ran: a service that crashes soon after starting fails the trial. */
+        settle: duration.default(20_000),
         checks: z.array(healthCheck).default([]),
       })
       .strict()
-      .default({ deadline: 300_000, checks: [] }),
+      .default({ deadline: 300_000, settle: 20_000, checks: [] }),
     secrets: z
       .object({
         recipients: z.array(recipient).default([]),
@@ -146,9 +212,17 @@ export const configSchema = z
       })
       .strict()
       .default({ branch: 'main', poll: '* * * * *', history: 200 }),
+    /** Commit statuses on the forge, a signed webhook, ntfy: on each deploy's start and verdict. */
+    notify: notify.default({}),
+    /** The boot medium's upkeep: when the controller hashes every file its labels name, and repairs what it can. */
+    medium: z
+      .object({ scrub: cron.default('0 3 * * 0') })
+      .strict()
+      .default({ scrub: '0 3 * * 0' }),
   })
   .strict();
 
 export type Config = z.output<typeof configSchema>;
 export type HealthCheck = Config['health']['checks'][number];
 export type SecretSpec = Config['secrets']['files'][string];
+export type NotifyConfig = Config['notify'];

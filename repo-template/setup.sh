@@ -9,12 +9,21 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 say 'linking /init to openrc-init'
 ln -sf /sbin/openrc-init /init
 
-# 2. Runlevels, as on the reference NAS.
+# 2. Login prompts on the serial console and the screen, for when the network is down:
+#    openrc's agetty service runs one per link named after its port.
+say 'adding login prompts on ttyS0 and tty1'
+for tty in ttyS0 tty1; do ln -sf agetty "/etc/init.d/agetty.$tty"; done
+
+# 3. Runlevels, as on the reference NAS: the RNG seed kept on the medium (seedrng,
+#    conf.d/seedrng), kernel messages in the log (klogd), the clock from NTP (busybox
+#    ntpd), /etc/local.d (local), and the console password from its secret (passwords).
 say 'adding services to runlevels'
 for s in devfs dmesg mdev hwdrivers; do rc-update add "$s" sysinit; done
-for s in modules sysctl hostname bootmisc syslog networking hwclock localmount acpid; do rc-update add "$s" boot; done
-for s in sshd crond monitor; do rc-update add "$s" default; done
+for s in modules sysctl hostname bootmisc syslog klogd networking hwclock localmount seedrng acpid passwords; do rc-update add "$s" boot; done
+for s in sshd crond ntpd local monitor agetty.ttyS0 agetty.tty1; do rc-update add "$s" default; done
 for s in mount-ro killprocs savecache; do rc-update add "$s" shutdown; done
 
-# 3. No passwords: root logs in with the key in the authorized_keys secret.
+# 4. Over SSH root logs in with the key in the authorized_keys secret, never a password.
+#    The console password is locked here; at boot the passwords service sets it from the
+#    secret secrets/etc/ramboot/passwords/root.age (`ramboot init` makes one).
 passwd -l root >/dev/null

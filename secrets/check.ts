@@ -3,6 +3,7 @@ import { CONFIG_FILE } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { RambootError } from '../lib/errors.js';
 import type { Identity } from './age.js';
+import { passwordOf, passwordUser } from './passwords.js';
 import { imagePathOf, isIgnoredSecretsEntry, repoPathOf } from './paths.js';
 import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch } from './recipients.js';
 import { scanDirectory, scanHeadTree } from './scan.js';
@@ -29,6 +30,8 @@ export async function checkSecrets(repoDir: string, config: Config, identities: 
       const path = safeImagePath(file);
       const configured = configuredRecipients(config, path, join(repoDir, CONFIG_FILE));
       const { plaintext, stanzas } = await decryptSecret(file, path, config, identities);
+      // A console password must hold one line; the build would refuse it otherwise.
+      if (passwordUser(path) !== undefined) passwordOf(path, plaintext);
       decrypted.push({ path, ...secretSpec(config, path), data: Buffer.from(plaintext) });
       if (!recipientsMatch(stanzas, configured)) {
         problems.push({
@@ -53,6 +56,14 @@ export async function checkSecrets(repoDir: string, config: Config, identities: 
     problems.push({ where: f.where, problem: `holds a plaintext private key (${f.marker}); move it to secrets/ with \`ramboot secrets add\`` });
   }
   return { problems, checked: files.length };
+}
+
+/** Plaintext in RAM that a killed `secrets edit` left and the sweep could not remove. */
+export function leftoverProblems(failed: { dir: string; reason: string }[]): Problem[] {
+  return failed.map((f) => ({
+    where: f.dir,
+    problem: `holds plaintext a killed \`ramboot secrets edit\` left, and removing it failed (${f.reason}); remove it by hand (rm -rf ${f.dir})`,
+  }));
 }
 
 // Deploy pins the machine's SSH key to this secret, so without it no deploy can connect.

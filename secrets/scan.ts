@@ -21,7 +21,8 @@ const MARKERS = [
   /(AGE-SECRET-KEY-(?:PQ-)?1)[0-9A-Z]{58}/,
 ];
 
-function privateKeyMarker(data: Uint8Array): string | undefined {
+/** The marker a plaintext private key in `data` starts with, if there is one (never the key itself). */
+export function privateKeyMarker(data: Uint8Array): string | undefined {
   const text = Buffer.from(data).toString('latin1');
   for (const re of MARKERS) {
     const m = re.exec(text);

@@ -1,4 +1,7 @@
+import { CommandError } from '../../lib/errors.js';
+import { describeStatus, isTransientStatus, netError, type NetFault } from '../../lib/net.js';
 import { run } from '../../lib/run.js';
+import { compareUtf8 } from '../tree.js';
 import { runStep } from '../work.js';
 import type { DistroBackend, InstalledPackage, StageRequest } from './backend.js';
 
@@ -24,6 +27,7 @@ const arch = (req: StageRequest) => req.config.distro.arch ?? 'amd64';
 
 export const debian: DistroBackend = {
   name: 'debian',
+  source: import.meta.url,
 
   async keyInputs(req) {
     return { release: release(req), arch: arch(req), mirror: req.config.distro.mirror ?? '', excludes: DPKG_EXCLUDES };
@@ -46,7 +50,16 @@ export const debian: DistroBackend = {
       root,
       ...(req.config.distro.mirror ? [req.config.distro.mirror] : []),
     ];
-    await runStep(work, 'mmdebstrap', args, { step: `install Debian packages (${req.packages.join(' ')})` });
+    try {
+      await runStep(work, 'mmdebstrap', args, { step: `install Debian packages (${req.packages.join(' ')})` });
+    } catch (err) {
+      const fault = err instanceof CommandError ? aptFault(err.output ?? '') : undefined;
+      if (!fault) throw err;
+      const fix = fault.transient
+        ? 'set distro.mirror in ramboot.yaml to a mirror this host reaches (a local one works: file:///path)'
+        : 'check distro.mirror and distro.release in ramboot.yaml';
+      throw netError('download Debian packages from', fault, fix, 'install Debian packages');
+    }
   },
 
   async installed(root) {
@@ -57,6 +70,30 @@ export const debian: DistroBackend = {
   },
 };
 
+/** apt's "E: Failed to fetch <url>  <reason>", the first of them: the fault behind the others. */
+const FAILED_FETCH = /^E: Failed to fetch (\S+)\s+(.+)$/m;
+
+/** apt's reasons (methods/http, methods/connect) in ramboot's words, and whether to retry. */
+const APT_REASONS: { match: RegExp; cause: string; transient: boolean }[] = [
+  { match: /Temporary failure resolving|Could not resolve/, cause: 'the name does not resolve (DNS)', transient: true },
+  { match: /Connection refused/, cause: 'the connection was refused (nothing listens there)', transient: true },
+  { match: /No route to host|Network is unreachable/, cause: 'no route to the host', transient: true },
+  { match: /timed out|Connection failed/, cause: 'the connection timed out', transient: true },
+  { match: /Could not connect|Unable to connect/, cause: 'the connection failed', transient: true },
+  { match: /Certificate verification failed|certificate|GnuTLS|SSL/i, cause: 'TLS failed', transient: true },
+];
+
+/** The network fault in mmdebstrap's output, if that is why it failed. */
+export function aptFault(output: string): NetFault | undefined {
+  const m = FAILED_FETCH.exec(output);
+  if (!m) return undefined;
+  const [, url, reason] = m as unknown as [string, string, string];
+  const status = /^(\d{3})\s+(.*?)(?:\s+\[IP: [^\]]*\])?\s*$/.exec(reason);
+  if (status) return { url, cause: describeStatus(Number(status[1]), status[2]), transient: isTransientStatus(Number(status[1])) };
+  const known = APT_REASONS.find((r) => r.match.test(reason));
+  return known ? { url, cause: `${known.cause} (apt: ${reason.trim()})`, transient: known.transient } : undefined;
+}
+
 function parseLines(text: string): InstalledPackage[] {
   return text
     .split('\n')
@@ -65,5 +102,5 @@ function parseLines(text: string): InstalledPackage[] {
       const [name, version] = l.split(' ');
       return { name: name!, version: version ?? '' };
     })
-    .sort((a, b) => a.name.localeCompare(b.name));
+    .sort((a, b) => compareUtf8(a.name, b.name));
 }

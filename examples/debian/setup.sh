@@ -11,9 +11,10 @@ say 'trimming kernel modules'
 kver=$(ls /lib/modules)
 keep=$(grep -v '^#' /etc/modules | xargs modprobe -S "$kver" --show-depends -a 2>/dev/null \
 	| awk '$1 == "insmod" { print $2 }' | sort -u)
-find "/lib/modules/$kver/kernel" -name '*.ko' | sort | while read -r ko; do
-	echo "$keep" | grep -qxF "$ko" || rm -f "$ko"
-done
+# One pass over the ~4000 modules: a grep for each took 13 s of every build.
+echo "$keep" > /tmp/ramboot-modules.keep
+find "/lib/modules/$kver/kernel" -name '*.ko' | grep -vxFf /tmp/ramboot-modules.keep | xargs -r rm -f
+rm -f /tmp/ramboot-modules.keep
 find "/lib/modules/$kver/kernel" -depth -type d -empty -delete
 depmod "$kver"
 
@@ -32,11 +33,16 @@ for s in bootlogs bootmisc.sh brightness cgroups checkfs.sh checkroot-bootclean.
 done
 # root/etc/init.d/networking replaced Debian's script of that name; its sysv link goes.
 rm -f /etc/runlevels/sysinit/networking
-for s in hostname localmount networking; do rc-update add "$s" boot; done
-for s in sshd monitor; do rc-update add "$s" default; done
+# A login prompt on the serial console (openrc's agetty, one link per port), for when the
+# network is down; root's password comes from a secret (root/etc/init.d/passwords).
+ln -sf agetty /etc/init.d/agetty.ttyS0
+for s in hostname localmount networking seedrng passwords; do rc-update add "$s" boot; done
+for s in sshd monitor agetty.ttyS0; do rc-update add "$s" default; done
 
 # 3. The boot medium's mount point (fstab): deploy writes images there.
 mkdir -p /media/usb
 
-# 4. No passwords: root logs in with the key in the authorized_keys secret.
+# 4. Over SSH root logs in with the key in the authorized_keys secret, never a password.
+#    The console password is locked here; at boot the passwords service sets it from the
+#    secret secrets/etc/ramboot/passwords/root.age, if the repository has one.
 passwd -l root >/dev/null
