@@ -7,9 +7,11 @@ import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, t
 import { candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
-import { promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
-import { HostKeyMismatchError, connect, type Session, type Target } from './ssh.js';
+import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
+import { HostKeyMismatchError, connect, shq, type Session, type Target } from './ssh.js';
 import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
+import { MediumDamagedError, findDamage, localCopies, repair, verifyAndRepair } from './integrity.js';
+import { exposure } from '../image/medium.js';
 import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
 
 // The deploy protocol (docs/ARCHITECTURE.md, "Deploy") as a chain of steps. Each step is recorded in the
@@ -37,6 +39,8 @@ export interface DeployOptions {
   previousHostKeys?: string[];
   /** Deploy a build that was rolled back before. */
   force?: boolean;
+  /** Directories of the controller's images: where a damaged file on the medium is repaired from. */
+  images?: string[];
   onEvent?: (e: DeployEvent) => void;
 }
 
@@ -125,6 +129,7 @@ function makePlan(opts: DeployOptions): DeployPlan {
   }
   const { kernel, initrds } = candidateFiles(opts.imageDir, m);
   const files = [kernel, ...initrds];
+  const secrets = m.segments.find((x) => x.name === 'secrets');
   return {
     host: target.name,
     buildId: m.buildId,
@@ -138,12 +143,16 @@ function makePlan(opts: DeployOptions): DeployPlan {
     medium: config.boot.medium,
     health: config.health,
     trial: { confirm_timeout: config.trial.confirm_timeout, reboot_deadline: config.trial.reboot_deadline },
+    secretsFile: secrets && contentPath(secrets.sha256, 'cpio.zst'),
+    exposure: m.medium && exposure(m.medium) && `image ${m.buildId}'s fstab line "${m.medium.line}" ${exposure(m.medium)} (root/etc/fstab)`,
   };
 }
 
 interface Ctx {
   id: string;
   plan: DeployPlan;
+  /** sha256 → the controller's copy of that boot file. */
+  copies: () => Map<string, string>;
   history: DeployHistory;
   target: Target;
   journal: Journal;
@@ -163,9 +172,11 @@ function context(opts: DeployOptions, history: DeployHistory): Ctx {
   }
   const target: Target = { ...opts.target, hostKey: plan.hostKey, previousHostKeys: plan.previousHostKeys };
   let cached: Session | undefined;
+  let copies: Map<string, string> | undefined;
   return {
     id: history.id,
     plan,
+    copies: () => (copies ??= localCopies(opts.images ?? [], plan.files)),
     history,
     target,
     journal: opts.journal,
@@ -279,6 +290,7 @@ async function beforeTrial(fn: () => Promise<Entry>, reason: Reason = REASON.UPL
     return await fn();
   } catch (err) {
     if (!(err instanceof RambootError)) throw err;
+    if (err instanceof MediumDamagedError) return { step: 'disarm', outcome: failed(VERDICT.MEDIUM_DAMAGED, REASON.MEDIUM_DAMAGED, err) };
     const why =
       err instanceof HostKeyMismatchError
         ? REASON.HOST_KEY_MISMATCH
@@ -321,6 +333,9 @@ async function preflight(ctx: Ctx): Promise<Entry> {
       `boot/syslinux/syslinux.cfg is not managed by ramboot (run \`ramboot bootloader install --host ${ctx.plan.host}\` first)`,
     );
   }
+  if (ctx.plan.exposure) {
+    throw new PreflightError('secrets-exposed', ctx.plan.host, ctx.plan.medium, `refusing an image whose secrets others could read on the machine: ${ctx.plan.exposure}`);
+  }
   const lts = state.cfg.slots.lts!;
   // After a promotion the machine still runs the trial boot, from `new`: the same build.
   if (lts.buildId === ctx.plan.buildId && (runsEntry(running, 'lts', lts) || runsEntry(running, 'new', lts))) {
@@ -336,7 +351,12 @@ async function upload(ctx: Ctx): Promise<Entry> {
   const plan = planUpload(state, ctx.plan.files);
   checkSpace(state, plan, ctx.plan.host);
   const sent = await uploadFiles(s, ctx.plan.medium, plan, (p) => ctx.emit({ kind: 'upload', ...p }));
-  return { step: 'label', slots: withCandidate(state.cfg.slots, ctx.plan.candidate), bytesSent: sent };
+  const slots = withCandidate(state.cfg.slots, ctx.plan.candidate);
+  await checkSecretsPrivate(ctx, s);
+  ctx.emit({ kind: 'step', step: 'upload', deploy: ctx.id, message: 'verifying every file the labels will name' });
+  const repaired = await verifyAndRepair(s, ctx.plan.medium, slots, ctx.copies());
+  if (repaired.length > 0) ctx.emit({ kind: 'warn', source: 'deploy', message: `the medium was damaged: repaired ${repaired.join(', ')} from the controller's copy` });
+  return { step: 'label', slots, bytesSent: sent, ...(repaired.length > 0 ? { repaired } : {}) };
 }
 
 async function reboot(ctx: Ctx, bootId: string): Promise<Entry> {
@@ -405,15 +425,22 @@ async function health(ctx: Ctx, bootId: string): Promise<Entry> {
     target: ctx.target,
     checks: ctx.plan.health.checks,
     deadlineMs: ctx.plan.health.deadline,
+    settleMs: ctx.plan.health.settle,
     onAttempt: (event) => ctx.emit({ kind: 'check', event }),
   });
   if (report.ok) return { step: 'confirm', bootId };
-  // A check fails for good reason when the machine left the trial under it (the agent fired).
-  const now = await observe(ctx.target);
-  if (now.reachable && now.running.bootId !== bootId) {
+  // A check fails for good reason when the machine left the trial under it (the agent
+  // fired, the power went): then it is down or back on another boot, not the trial's.
+  const back = await waitUntil(ctx.target, ctx.plan.trial.reboot_deadline, () => true, waitEvents(ctx, `${ctx.plan.host} to answer after the failed check`));
+  const now = back.last;
+  if (!now.reachable || now.running.bootId !== bootId) {
     return {
       step: 'rollback',
-      outcome: { verdict: VERDICT.UNREACHABLE, reason: REASON.LEFT_TRIAL, message: `the machine left the trial boot during the health checks (now on slot ${now.running.slot})` },
+      outcome: {
+        verdict: VERDICT.UNREACHABLE,
+        reason: REASON.LEFT_TRIAL,
+        message: `the machine left the trial boot during the health checks (${now.reachable ? `now on slot ${now.running.slot}` : `it does not answer: ${now.error}`})`,
+      },
     };
   }
   const f = report.failed!;
@@ -445,16 +472,58 @@ async function confirm(ctx: Ctx, bootId: string): Promise<Entry> {
   };
 }
 
-/** The trial was confirmed: the recorded slot table becomes the medium's, whatever runs now. */
-async function promote(ctx: Ctx, slots: SlotTable): Promise<Entry> {
+/**
+ * The trial was confirmed: the recorded slot table becomes the medium's, whatever runs
+ * now, once its files are verified again (the machine rebooted since the upload). A
+ * damaged file of the candidate that cannot be repaired ends in a rollback; one of the
+ * former default's, in dropping the `old` label rather than naming a damaged file.
+ */
+async function promote(ctx: Ctx, recorded: SlotTable): Promise<Entry> {
   const s = await ctx.session();
+  let slots = recorded;
+  const damage = await findDamage(s, ctx.plan.medium, slots);
+  const r = await repair(s, ctx.plan.medium, damage, ctx.copies());
+  const notes = r.repaired.length > 0 ? [`repaired ${r.repaired.join(', ')} from the controller's copy`] : [];
+  const candidateFiles = new Set([ctx.plan.candidate.kernel, ...ctx.plan.candidate.initrds]);
+  if (r.unrepairable.some((d) => candidateFiles.has(d.path))) {
+    return { step: 'rollback', outcome: failed(VERDICT.MEDIUM_DAMAGED, REASON.MEDIUM_DAMAGED, new MediumDamagedError(ctx.plan.host, ctx.plan.medium, r.unrepairable)) };
+  }
+  if (r.unrepairable.length > 0 && slots.old) {
+    notes.push(`dropped old (build ${slots.old.buildId}): ${r.unrepairable.map((d) => d.path).join(', ')} is damaged and has no copy`);
+    slots = { lts: slots.lts };
+  }
   await writeCfg(s, ctx.plan.medium, slots);
   await removeUnreferenced(s, ctx.plan.medium, slots);
   return verdict(ctx, {
     verdict: VERDICT.PROMOTED,
     reason: REASON.HEALTHY,
-    message: `build ${ctx.plan.buildId} is the default${slots.old ? `; build ${slots.old.buildId} is kept as old` : ''}`,
+    message: [`build ${ctx.plan.buildId} is the default${slots.old ? `; build ${slots.old.buildId} is kept as old` : ''}`, ...repairNotes(ctx), ...notes].join('; '),
   });
+}
+
+/**
+ * The secrets segment as the machine sees it: 0600 where files keep modes (deploy sets
+ * it), whatever fmask gives on FAT. The image's own fstab was checked in the preflight;
+ * a machine whose current mount exposes it is told, since the candidate fixes it at boot.
+ */
+async function checkSecretsPrivate(ctx: Ctx, s: Session): Promise<void> {
+  if (!ctx.plan.secretsFile) return;
+  const file = shq(`${ctx.plan.medium}/${ctx.plan.secretsFile}`);
+  const out = await s.check('check the secrets segment\'s mode', `chmod 600 ${file} 2>/dev/null; stat -c %a ${file}; grep -E '[[:space:]]${ctx.plan.medium}[[:space:]]' /etc/fstab || true`);
+  const [mode, line] = out.split('\n');
+  if ((parseInt(mode ?? '0', 8) & 0o077) !== 0) {
+    ctx.emit({
+      kind: 'warn',
+      source: 'deploy',
+      message: `on ${ctx.plan.host} the secrets segment is mode ${mode?.trim()}: the running image mounts the medium so that others can read it (${line?.trim() || 'no fstab line'}); the candidate's fstab keeps it private from its boot on`,
+    });
+  }
+}
+
+/** What the upload step repaired, for the verdict's message. */
+function repairNotes(ctx: Ctx): string[] {
+  const repaired = lastOf(ctx.history, 'label')?.repaired;
+  return repaired?.length ? [`the medium was damaged: repaired ${repaired.join(', ')} before the label was written`] : [];
 }
 
 /** The trial never began: nothing may stay armed, and `new` must not name the candidate. */

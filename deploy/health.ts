@@ -2,9 +2,10 @@ import type { HealthCheck } from '../lib/config-schema.js';
 import { describe as describeError } from '../lib/errors.js';
 import { connect, shq, type Session, type Target } from './ssh.js';
 
-// Health of a trial boot (DESIGN.md §4 step 6): built-in checks first (a fresh SSH
-// connection works; every service of the default runlevel started), then the repo's
-// checks in the order written. Checks run one after another and the first that fails
+// Health of a trial boot (docs/ARCHITECTURE.md, "Deploy"): built-in checks first (a fresh
+// SSH connection works; every service of the default runlevel started), then the repo's
+// checks in the order written, then the services once more, once they had time to
+// settle (none crashed since). Checks run one after another and the first that fails
 // ends the run: its name and output are what the verdict shows.
 
 export interface CheckResult {
@@ -46,6 +47,7 @@ export interface Probe {
 
 export const BUILTIN_SSH = 'ssh';
 export const BUILTIN_SERVICES = 'services';
+export const BUILTIN_SETTLED = 'services, settled';
 /** Services may still be starting when SSH first answers: the built-ins retry for about half a minute. */
 const BUILTIN_TIMING = { period: 5_000, timeout: 30_000, retries: 6 };
 const OUTPUT_LIMIT = 4_000;
@@ -76,6 +78,8 @@ export interface HealthOptions {
   target: Target;
   checks: HealthCheck[];
   deadlineMs: number;
+  /** The last look at the services comes no sooner than this after the first one passed. */
+  settleMs?: number;
   onAttempt?: (e: HealthEvent) => void;
   /** The runlevel the services check covers. */
   runlevelDir?: string;
@@ -85,6 +89,7 @@ export interface HealthOptions {
 export async function runHealth(opts: HealthOptions): Promise<HealthReport> {
   let session: Session | undefined;
   // The ssh check opens the fresh connection the others reuse; a lost one is reopened.
+  let servicesUp: number | undefined;
   const sessionFor = async (timeoutMs: number): Promise<Session> => {
     if (!session || session.isClosed) session = await connect(opts.target, timeoutMs);
     return session;
@@ -103,7 +108,11 @@ export async function runHealth(opts: HealthOptions): Promise<HealthReport> {
     {
       name: BUILTIN_SERVICES,
       ...BUILTIN_TIMING,
-      attempt: (timeoutMs) => cmdAttempt(sessionFor, servicesScript(opts.runlevelDir), timeoutMs),
+      async attempt(timeoutMs) {
+        const r = await cmdAttempt(sessionFor, servicesScript(opts.runlevelDir), timeoutMs);
+        if (r.ok) servicesUp ??= Date.now();
+        return r;
+      },
     },
     ...opts.checks.map((c): Probe => ({
       name: c.name,
@@ -112,6 +121,18 @@ export async function runHealth(opts: HealthOptions): Promise<HealthReport> {
       retries: c.retries,
       attempt: c.cmd !== undefined ? (t) => cmdAttempt(sessionFor, c.cmd!, t) : (t) => httpAttempt(c, t),
     })),
+    {
+      // A service that starts and dies a few seconds later passed the first look.
+      name: BUILTIN_SETTLED,
+      period: 0,
+      timeout: (opts.settleMs ?? 0) + BUILTIN_TIMING.timeout,
+      retries: 0,
+      async attempt(timeoutMs) {
+        const wait = (servicesUp ?? Date.now()) + (opts.settleMs ?? 0) - Date.now();
+        if (wait > 0) await sleep(wait);
+        return cmdAttempt(sessionFor, servicesScript(opts.runlevelDir), timeoutMs);
+      },
+    },
   ];
   try {
     return await runProbes(probes, opts.deadlineMs, opts.onAttempt);

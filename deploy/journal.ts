@@ -24,8 +24,12 @@ export interface DeployPlan {
   hostKey: string;
   previousHostKeys: string[];
   medium: string;
-  health: { deadline: number; checks: HealthCheck[] };
+  health: { deadline: number; settle?: number; checks: HealthCheck[] };
   trial: { confirm_timeout: number; reboot_deadline: number };
+  /** The secrets segment on the medium, which must be readable by root alone. */
+  secretsFile?: string;
+  /** Why the image's own fstab would mount the medium so that others read its files (it is then refused). */
+  exposure?: string;
 }
 
 export type Entry =
@@ -33,8 +37,8 @@ export type Entry =
   | { step: 'start'; plan: DeployPlan }
   /** Upload the missing files under temporary names, verify, rename. */
   | { step: 'upload' }
-  /** Write syslinux.cfg with these slots (`new` = the candidate); the upload sent `bytesSent`. */
-  | { step: 'label'; slots: SlotTable; bytesSent: number }
+  /** Write syslinux.cfg with these slots (`new` = the candidate); the upload sent `bytesSent`, and replaced the damaged files `repaired`. */
+  | { step: 'label'; slots: SlotTable; bytesSent: number; repaired?: string[] }
   /** extlinux --once=new. */
   | { step: 'arm' }
   /** Reboot the machine, which runs boot `bootId`, and wait for another boot. */
@@ -46,7 +50,7 @@ export type Entry =
   /** Confirm the trial to the agent on boot `bootId`. */
   | { step: 'confirm'; bootId: string }
   /** Write these slots (lts = the candidate) and delete the files they do not name. */
-  | { step: 'promote'; slots: SlotTable }
+  | { step: 'promote'; slots: SlotTable; repaired?: string[] }
   /** The trial never began: clear the once-entry and the `new` label. */
   | { step: 'disarm'; outcome: Outcome }
   /** Bring the machine back to `lts` (reboot, wait for the agent, power cycle) and verify it. */

@@ -8,7 +8,7 @@ import { shq, type Session } from './ssh.js';
 // uploads to temporary names that become content files only once their sha256 matched,
 // and a syslinux.cfg that is replaced in one rename.
 
-export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'not-managed';
+export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'not-managed' | 'secrets-exposed';
 
 /** The machine is not ready for a deploy; the user must fix it. Nothing was changed. */
 export class PreflightError extends UsageError {

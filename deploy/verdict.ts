@@ -12,6 +12,8 @@ export const VERDICT = {
   NOT_HEALTHY: 'trial-not-healthy',
   /** The trial boot never answered (or was not confirmed in time); the agent, a panic or a power cycle brought back `lts`. */
   UNREACHABLE: 'trial-unreachable',
+  /** A file a label would name is damaged on the medium and the controller has no copy: nothing was written. */
+  MEDIUM_DAMAGED: 'medium-damaged',
 } as const;
 
 export type Verdict = (typeof VERDICT)[keyof typeof VERDICT];
@@ -22,6 +24,7 @@ export const VERDICT_EXIT_CODE: Record<Verdict, number> = {
   'upload-failed': 11,
   'trial-not-healthy': 12,
   'trial-unreachable': 13,
+  'medium-damaged': 14,
 };
 
 /** The deploy stopped on an error and is still open in the journal; running deploy again resumes it. */
@@ -34,6 +37,7 @@ export const VERDICT_TEXT: Record<Verdict, string> = {
   'upload-failed': 'upload failed (nothing changed on the machine)',
   'trial-not-healthy': 'trial not healthy (rolled back)',
   'trial-unreachable': 'trial unreachable (rolled back)',
+  'medium-damaged': 'medium damaged (no label changed)',
 };
 
 /** Why a deploy ended as it did: the machine-readable half of a verdict. */
@@ -54,6 +58,7 @@ export const REASON = {
   CHECK_FAILED: 'CheckFailed',
   LEFT_TRIAL: 'LeftTrial',
   CONFIRM_FAILED: 'ConfirmFailed',
+  MEDIUM_DAMAGED: 'MediumDamaged',
 } as const;
 
 export type Reason = (typeof REASON)[keyof typeof REASON];

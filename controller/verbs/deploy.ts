@@ -4,6 +4,9 @@ import { bootloaderInstall } from '../../deploy/bootloader.js';
 import { deploy, recordBuildFailure, type DeployResult } from '../../deploy/deploy.js';
 import { Journal, acquireLock } from '../../deploy/journal.js';
 import type { Target } from '../../deploy/ssh.js';
+import { localCopies, scrub, type ScrubReport } from '../../deploy/integrity.js';
+import { readSlots } from '../../deploy/medium.js';
+import { connect } from '../../deploy/ssh.js';
 import { formatStatus, status } from '../../deploy/status.js';
 import { targetFor } from '../../deploy/target.js';
 import { VERDICT_TEXT } from '../../deploy/verdict.js';
@@ -85,7 +88,7 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
     const known = [o.hostKey, journal.lastPromotedHostKey()].filter((k): k is string => !!k);
     let result: DeployResult;
     try {
-      result = await deploy({ target, journal, imageDir, manifest, previousHostKeys: known, force: o.force, onEvent: emit });
+      result = await deploy({ target, journal, imageDir, manifest, previousHostKeys: known, force: o.force, images: [state.images], onEvent: emit });
     } catch (err) {
       r.end();
       if (err instanceof RambootError && journal.open()) {
@@ -149,6 +152,7 @@ function formatController(c: ControllerStatus | { error: string } | undefined, s
   if (c.lastAttempt) lines.push(`  last     ${c.lastAttempt.commit.slice(0, 12)} ${c.lastAttempt.outcome ?? c.lastAttempt.state}: ${c.lastAttempt.message ?? ''}`);
   for (const q of c.quarantine) lines.push(`  quarantined ${q.commit.slice(0, 12)} (${q.outcome}): ramboot release ${q.commit.slice(0, 12)} lifts it`);
   if (c.lastPoll) lines.push(`  polled   ${c.lastPoll.at}: ${c.lastPoll.ok ? `at ${c.lastPoll.commit?.slice(0, 12)}` : c.lastPoll.error}`);
+  if (c.lastScrub) lines.push(`  scrubbed ${c.lastScrub.at}: ${c.lastScrub.error ?? (c.lastScrub.ok ? `ok${c.lastScrub.repaired.length ? `, repaired ${c.lastScrub.repaired.join(', ')}` : ''}` : `DAMAGED: ${c.lastScrub.damaged.join(', ')}`)}`);
   if (c.lastWebhook) lines.push(`  webhook  ${c.lastWebhook.at}: ${c.lastWebhook.form ?? '?'} ${c.lastWebhook.status} ${c.lastWebhook.result}`);
   return `${lines.join('\n')}\n`;
 }
@@ -164,6 +168,35 @@ export async function bootloaderCommand(o: MachineOptions): Promise<number> {
       `${r.movedAside.length > 0 ? `; former config kept as ${r.movedAside.join(', ')}` : ''}\n`,
   );
   return EXIT.OK;
+}
+
+/** `ramboot scrub`: hashes every file syslinux.cfg names; --repair heals damage from the controller's images. */
+export async function scrubCommand(o: MachineOptions & { repair?: boolean }): Promise<number> {
+  const { machine, target } = await machineTarget(o);
+  const medium = machine.config.boot.medium;
+  const s = await connect(target);
+  let report: ScrubReport;
+  try {
+    report = await scrub(s, medium, await readSlots(s, medium), localCopies([machine.state.images]), !!o.repair);
+  } finally {
+    s.close();
+  }
+  const out = o.stdout ?? process.stdout;
+  if (o.json) out.write(`${JSON.stringify(report, null, 2)}\n`);
+  else out.write(formatScrub(target.name, medium, report, !!o.repair));
+  return report.damaged.length > 0 ? EXIT.FAILED : EXIT.OK;
+}
+
+export function formatScrub(host: string, medium: string, r: ScrubReport, repairing: boolean): string {
+  const lines = [`scrubbed ${host}:${medium}`];
+  for (const l of r.labels) {
+    const bad = l.files.filter((f) => f.state !== 'ok');
+    lines.push(`  ${l.label.padEnd(4)} build ${l.buildId}: ${bad.length === 0 ? `${l.files.length} files ok` : bad.map((f) => `${f.path} ${f.state.toUpperCase()}`).join(', ')}`);
+  }
+  if (r.damaged.length > 0) {
+    lines.push(repairing ? `${r.damaged.length} damaged file(s) have no copy on this controller: rewrite the medium (ramboot format) or restore them by hand` : `${r.damaged.length} damaged file(s): ramboot scrub --repair replaces them from the controller's images`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 export function formatVerdict(r: DeployResult): string {
