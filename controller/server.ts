@@ -38,8 +38,25 @@ export function tokenOf(req: FastifyRequest): string | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
   const q = (req.query as { token?: string } | undefined)?.token;
-  return typeof q === 'string' ? q : undefined;
+  if (typeof q === 'string') return q;
+  // A form's field: the status page's actions work without JavaScript.
+  const f = (req.body as { token?: unknown } | undefined)?.token;
+  return typeof f === 'string' ? f.trim() : undefined;
 }
+
+/**
+ * The token as the password of HTTP Basic authentication: how a browser reads the page
+ * off loopback (it asks once, then sends it with every request, the event stream too).
+ * Only for reading: a browser sends it by itself, so it never authorizes an action.
+ */
+function basicTokenOf(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (!auth?.startsWith('Basic ')) return undefined;
+  const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8');
+  return decoded.slice(decoded.indexOf(':') + 1);
+}
+
+const isForm = (req: FastifyRequest) => req.headers['content-type']?.startsWith('application/x-www-form-urlencoded') ?? false;
 
 export async function startServer(ctrl: Controller, o: ServerOptions): Promise<FastifyInstance> {
   if (!isLoopback(o.host) && !o.token) {
@@ -62,9 +79,12 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
   });
   // Off loopback everything needs the token, except the webhook, which forges sign instead.
   app.addHook('onRequest', async (req, reply) => {
-    if (isLoopback(o.host) || req.url.startsWith('/hooks/') || authorized(req)) return;
-    await refuse(reply);
+    const basic = basicTokenOf(req);
+    if (isLoopback(o.host) || req.url.startsWith('/hooks/') || authorized(req) || (basic !== undefined && sameToken(basic, o.token))) return;
+    await reply.code(401).header('www-authenticate', 'Basic realm="ramboot", charset="UTF-8"').send({ error: 'a valid token is needed (Authorization: Bearer TOKEN; a browser asks for it as the password)' });
   });
+  // HTML forms post url-encoded fields (the status page's actions).
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))));
 
   app.get('/api/status', async () => ctrl.status());
   app.get('/api/history', async (req) => {
@@ -83,8 +103,12 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
   app.get('/api/events', (req, reply) => streamEvents(ctrl, req, reply));
 
   const action = (fn: (req: FastifyRequest) => unknown) => async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!authorized(req)) return refuse(reply);
-    return reply.code(202).send(await fn(req));
+    if (!authorized(req)) {
+      return isForm(req) ? reply.code(401).type('text/plain; charset=utf-8').send('The token was refused; nothing changed. Go back and enter the API token.\n') : refuse(reply);
+    }
+    const result = await fn(req);
+    // A form (the page without JavaScript) goes back to the page, which says what was done.
+    return isForm(req) ? reply.redirect(`/?done=${req.url.split('/')[2]?.split('?')[0] ?? ''}`, 303) : reply.code(202).send(result);
   };
   app.post('/api/reconcile', action(async (req) => {
     const trigger = (req.query as { trigger?: string }).trigger === 'push' ? ({ kind: 'push', detail: 'git push' } as const) : ({ kind: 'manual' } as const);

@@ -32,7 +32,7 @@ async function commit(message: string): Promise<string> {
 }
 const push = (ref = 'refs/heads/main') => Buffer.from(JSON.stringify({ ref }));
 const sign = (body: Buffer, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-const post = (path: string, body: Buffer, headers: Record<string, string>) => fetch(`${base}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+const post = (path: string, body: Buffer, headers: Record<string, string>) => fetch(`${base}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/json', ...headers } });
 
 async function until<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;
