@@ -13,7 +13,8 @@ import { interruptible } from './interrupt.js';
 import { openMachine } from './machine.js';
 import { modeFor, renderer } from './render.js';
 import { up } from './up.js';
-import { bootloaderCommand, deployCommand, statusCommand } from './verbs/deploy.js';
+import { bootloaderCommand, deployCommand, scrubCommand, statusCommand } from './verbs/deploy.js';
+import { planVerbs } from './verbs/plan.js';
 import { secretsVerbs } from './verbs/secrets.js';
 import { runVm } from './verbs/vm.js';
 
@@ -117,13 +118,14 @@ export function commands(io: Io): Verb[] {
       accel: { type: 'string', choices: ['tcg', 'kvm'], default: 'tcg', help: 'qemu accelerator' },
       memory: { type: 'number', value: 'MIB', min: 256, default: 1536, help: 'guest RAM' },
       monitor: { type: 'string', value: 'SOCKET', help: 'qemu\'s monitor on this unix socket (the network cable, the power)' },
+      'serial-socket': { type: 'string', value: 'SOCKET', help: 'type at the serial console through this unix socket (its output still goes to the log)' },
       json,
     },
     run: async (o) => {
       if (!o.disk) throw new ArgumentError('ramboot vm: needs --disk FILE', 'vm');
       const disk = resolve(o.disk);
       return runVm(
-        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor) },
+        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor), serialSocket: o['serial-socket'] && resolve(o['serial-socket']) },
         progress(o),
         io.stdout,
       );
@@ -263,11 +265,18 @@ export function commands(io: Io): Verb[] {
     run: (o) => statusCommand({ ...o, hostKey: o['host-key'], stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
   }),
   verb({
+    name: 'scrub',
+    summary: 'hash every file the medium\'s labels name and report damage per label; --repair replaces it from the controller\'s images',
+    options: { repo, state, repair: { type: 'boolean', help: 'replace damaged files from the controller\'s images' }, ...machine, json: { type: 'boolean', help: 'the report as JSON' } },
+    run: (o) => scrubCommand({ ...o, hostKey: o['host-key'], stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
+  }),
+  verb({
     name: 'bootloader install',
     summary: 'install extlinux and the managed syslinux.cfg on the machine\'s medium, adopting a reference-NAS layout',
     options: { repo, state, ...machine },
     run: (o) => bootloaderCommand({ ...o, hostKey: o['host-key'], stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
   }),
+  ...planVerbs(io),
   ...secretsVerbs((repoDir) => ({ repoDir, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, env: io.env })),
   ];
 }

@@ -6,6 +6,10 @@ import { deploy, type DeployEvent } from '../deploy/deploy.js';
 import { Journal, acquireLock } from '../deploy/journal.js';
 import type { Step } from '../deploy/journal.js';
 import { targetFor, type LocalSettings } from '../deploy/target.js';
+import { localCopies, scrub } from '../deploy/integrity.js';
+import { readSlots } from '../deploy/medium.js';
+import { connect } from '../deploy/ssh.js';
+import type { Manifest } from '../image/manifest.js';
 import { REASON, VERDICT } from '../deploy/verdict.js';
 import { InterruptedError, RambootError, describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
@@ -54,6 +58,7 @@ interface Persisted {
   signers?: string;
   lastPoll?: { at: string; ok: boolean; commit?: string; error?: string };
   lastWebhook?: { at: string; form?: string; status: number; result: string };
+  lastScrub?: { at: string; ok: boolean; repaired: string[]; damaged: string[]; error?: string };
 }
 
 export interface ControllerStatus {
@@ -72,6 +77,7 @@ export interface ControllerStatus {
   quarantine: Quarantined[];
   lastPoll?: Persisted['lastPoll'];
   lastWebhook?: Persisted['lastWebhook'];
+  lastScrub?: Persisted['lastScrub'];
 }
 
 const RETRY_FIRST_MS = 30_000;
@@ -204,7 +210,44 @@ export class Controller {
       quarantine: this.quarantine.list(),
       lastPoll: this.persisted.lastPoll,
       lastWebhook: this.persisted.lastWebhook,
+      lastScrub: this.persisted.lastScrub,
     };
+  }
+
+  /**
+   * The scheduled scrub (medium.scrub): hashes every file the medium's labels name and
+   * repairs what the controller has copies of. Skipped while a reconcile runs: the deploy
+   * verifies the medium itself before it writes a label.
+   */
+  async scrub(): Promise<void> {
+    const running = this.running();
+    if (this.current || this.stopping || !running?.buildId) return;
+    const at = new Date().toISOString();
+    const manifestFile = join(this.o.state.images, running.buildId, 'manifest.json');
+    const journal = await Journal.open(this.o.state.dir);
+    const hostKey = journal.lastPromotedHostKey();
+    if (!existsSync(manifestFile) || !hostKey) return;
+    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
+    const target = { ...targetFor(manifest.settings, this.o.reach()), hostKey };
+    let release: (() => void) | undefined;
+    try {
+      release = acquireLock(this.o.state.dir, target.name);
+      const s = await connect(target);
+      try {
+        const medium = manifest.settings.boot.medium;
+        const r = await scrub(s, medium, await readSlots(s, medium), localCopies([this.o.state.images]), true);
+        this.persist({ lastScrub: { at, ok: r.damaged.length === 0, repaired: r.repaired, damaged: r.damaged.map((d) => d.path) } });
+        if (r.repaired.length > 0 || r.damaged.length > 0) {
+          this.publish({ kind: 'warn', source: 'controller', message: `scrub of ${target.name}:${medium}: repaired ${r.repaired.join(', ') || 'nothing'}${r.damaged.length ? `; still damaged, no copy: ${r.damaged.map((d) => d.path).join(', ')}` : ''}` });
+        }
+      } finally {
+        s.close();
+      }
+    } catch (err) {
+      this.persist({ lastScrub: { at, ok: false, repaired: [], damaged: [], error: describe(err) } });
+    } finally {
+      release?.();
+    }
   }
 
   /** What the machine runs, as the journal's last promotion says. */
@@ -353,6 +396,7 @@ export class Controller {
         manifest,
         previousHostKeys: known,
         force: req.force,
+        images: [this.o.state.images],
         onEvent: (e) => this.onDeployEvent(record, e),
       });
       record.bytesSent = result.bytesSent;

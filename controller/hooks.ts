@@ -84,7 +84,8 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
       const config = await configOf(source);
       const signers = s.signers ?? policyOf(s, config.host.name, gitdir);
       if (signers) {
-        const raw = (await execa('git', ['cat-file', 'commit', u.new], { env: { ...env, GIT_DIR: gitdir }, encoding: 'buffer' })).stdout as Buffer;
+        // The object exactly as stored: the signature covers its last newline too.
+        const raw = (await execa('git', ['cat-file', 'commit', u.new], { env: { ...env, GIT_DIR: gitdir }, encoding: 'buffer', stripFinalNewline: false })).stdout as Buffer;
         const email = (await execa('git', ['log', '-1', '--format=%ce', u.new], { env: { ...env, GIT_DIR: gitdir } })).stdout.trim();
         const check = await verifyCommit(Buffer.from(raw), email, signers);
         if (!check.ok) problems.push(`${u.new.slice(0, 12)}: untrusted commit: ${check.reason}`);

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import git from 'isomorphic-git';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { parseDocument } from 'yaml';
-import { generateInitialSecrets } from './verbs/secrets.js';
+import { generateInitialSecrets, INITIAL_ROOT_PASSWORD } from './verbs/secrets.js';
 import { readIdentityFile } from '../secrets/identity.js';
 import { generateSshEd25519 } from '../secrets/ssh-private.js';
 import { packagePath } from '../lib/package.js';
@@ -22,6 +22,8 @@ export interface InitOptions {
 }
 
 const TEMPLATES = { alpine: 'repo-template', debian: 'examples/debian' };
+/** The CI workflows (`ramboot check` and `ramboot plan` on pull requests) live in repo-template/; every distro's repository gets them. */
+const CI_WORKFLOWS = ['.github', '.forgejo', '.gitea'];
 
 export async function initRepo(o: InitOptions): Promise<void> {
   if (existsSync(o.dir) && readdirSync(o.dir).length > 0) {
@@ -29,6 +31,7 @@ export async function initRepo(o: InitOptions): Promise<void> {
   }
   const template = packagePath(TEMPLATES[o.distro]);
   cpSync(template, o.dir, { recursive: true });
+  for (const d of CI_WORKFLOWS) if (!existsSync(join(o.dir, d))) cpSync(packagePath(TEMPLATES.alpine, d), join(o.dir, d), { recursive: true });
 
   const home = join(process.env.HOME ?? homedir(), '.config', 'ramboot');
   const identityPath = o.identity || process.env.RAMBOOT_IDENTITY || join(home, 'identity.txt');
@@ -50,6 +53,7 @@ export async function initRepo(o: InitOptions): Promise<void> {
       `  secrets are encrypted to ${recipient} (identity ${identityPath})\n` +
       `  the machine's SSH host key: ${fingerprint}\n` +
       `  root logs in with ${clientKey}\n` +
+      `  root's console password: \`ramboot secrets edit ${INITIAL_ROOT_PASSWORD} --repo ${o.dir}\` shows it\n` +
       `next: ramboot up --repo ${o.dir}\n`,
   );
 }

@@ -54,6 +54,8 @@ export interface VmRecord {
   httpPort: number;
   monitor: string;
   serialLog: string;
+  /** The serial console, to type at (a unix socket). */
+  serialSocket: string;
   disk: string;
 }
 

@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import * as fs from 'node:fs';
+import git from 'isomorphic-git';
 import cron from 'node-cron';
 import { build } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
@@ -9,10 +11,15 @@ import { RambootError, UsageError, describe } from '../lib/errors.js';
 import type { Config } from '../lib/config-schema.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { Controller, type AnyEvent } from './controller.js';
+import { Metrics } from './metrics.js';
+import { Notifier } from './notify/notifier.js';
+import { Live } from './page/live.js';
+import { MachineProbe, isDeploying, machineReach } from './page/machine.js';
+import { pageRoutes } from './page/routes.js';
 import { configOf } from './machine.js';
 import type { Renderer } from './render.js';
 import { isUrl, localRepo, remoteRepo, type Repo } from './repo.js';
-import { startServer } from './server.js';
+import { startServer, type ServerOptions } from './server.js';
 import { cacheRoot, machineState, originOf, type MachineState } from './state.js';
 import { startVirtualNas, type VirtualNas } from './virtual-nas.js';
 
@@ -57,11 +64,13 @@ export async function up(o: UpOptions): Promise<number> {
     reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
   }
 
-  const ctrl = new Controller({ repo, state, identity: o.identity, reach, signers: o.signers && resolve(o.signers), keep: config.watch.history, emit });
+  const metrics = new Metrics();
+  const ctrl = new Controller({ repo: metrics.countPolls(repo), state, identity: o.identity, reach, signers: o.signers && resolve(o.signers), keep: config.watch.history, emit });
   await ctrl.recover();
   const head = await repo.head().catch(() => undefined);
   if (head) await ctrl.adoptPolicy(head);
-  const server = await startServer(ctrl, { host: o.listen.host, port: o.listen.port, token, webhookSecret });
+  const routes = views(ctrl, metrics, { host: config.host.name, repo, state, reach, emit });
+  const server = await startServer(ctrl, { host: o.listen.host, port: o.listen.port, token, webhookSecret, routes });
   const api = `http://${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`;
   writeFileSync(join(state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
 
@@ -70,6 +79,7 @@ export async function up(o: UpOptions): Promise<number> {
   o.render.end();
   o.stdout.write(
     `ramboot controls ${config.host.name} from ${repo.label} (branch ${repo.branch})\n` +
+      `  status page: ${api}/   metrics: ${api}/metrics\n` +
       `  API: ${api}/api/status   (token in ${o.tokenFile ?? join(state.dir, 'api-token')})\n` +
       (webhookSecret ? `  webhook: POST ${api}/hooks/git\n` : '') +
       (nas ? `  the virtual NAS: ssh -p ${nas.record.sshPort}${config.host.identity ? ` -i ${config.host.identity}` : ''} root@127.0.0.1 (serial console ${nas.record.serialLog}); its status page http://127.0.0.1:${nas.record.httpPort}/\n` : '') +
@@ -121,12 +131,36 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<{ re
       await new Promise((r) => setTimeout(r, Math.min(60_000, 5_000 * attempt)));
     }
   }
-  const config = await configOf(await gitSource(repo.gitdir, head));
+  const config = await startingConfig(repo, head, emit);
   const origin = o.url ?? originOf(resolve(o.repo ?? '.'));
   const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
   const state = machineState({ state: o.state, host: config.host.name, origin, workTree });
   mkdirSync(state.dir, { recursive: true });
   return { repo, config, state };
+}
+
+/**
+ * The configuration to start with: the head's, or, when a broken commit is at the head,
+ * that of the newest commit before it whose ramboot.yaml is valid (the head is then
+ * reconciled like any commit: its build fails and it is quarantined).
+ */
+async function startingConfig(repo: Repo, head: string, emit: (e: AnyEvent) => void): Promise<Config> {
+  let oid = head;
+  let firstError: unknown;
+  for (let depth = 0; depth < 100; depth++) {
+    try {
+      const config = await configOf(await gitSource(repo.gitdir, oid));
+      if (oid !== head) emit({ kind: 'warn', source: 'controller', message: `the branch head's ramboot.yaml is not valid (${describe(firstError)}); starting with the configuration of ${oid.slice(0, 12)}` });
+      return config;
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      firstError ??= err;
+      const parent = (await git.readCommit({ fs, gitdir: repo.gitdir, oid })).commit.parent[0];
+      if (!parent) break;
+      oid = parent;
+    }
+  }
+  throw firstError;
 }
 
 /**
@@ -160,6 +194,8 @@ function watch(ctrl: Controller, repo: Repo, config: Config): () => void {
     const timer = setInterval(() => void ctrl.poll({ kind: 'ref' }), LOCAL_POLL_MS);
     stops.push(() => clearInterval(timer));
   }
+  const scrubbing = cron.schedule(config.medium.scrub, () => void ctrl.scrub(), { name: 'scrub' });
+  stops.push(() => void scrubbing.stop());
   if (config.watch.refresh) {
     const task = cron.schedule(config.watch.refresh, () => ctrl.refresh(), { name: 'refresh' });
     stops.push(() => void task.stop());
@@ -175,4 +211,19 @@ function readOrMakeToken(state: MachineState, file?: string): string {
   const token = randomBytes(24).toString('base64url');
   writeFileSync(path, `${token}\n`, { mode: 0o600 });
   return token;
+}
+
+/**
+ * The views of the controller's state besides the API: the status page (with the
+ * machine's facts, probed over SSH at most every minute while someone looks), /metrics,
+ * and the notifications sent on each deploy's start and verdict.
+ */
+function views(ctrl: Controller, metrics: Metrics, o: { host: string; repo: Repo; state: MachineState; reach: () => LocalSettings; emit: (e: AnyEvent) => void }): ServerOptions['routes'] {
+  const live = new Live();
+  live.attach(ctrl);
+  metrics.attach(ctrl);
+  const notifier = new Notifier({ gitdir: o.repo.gitdir, emit: o.emit, onDelivery: (t, a) => metrics.notified(t, a) });
+  notifier.attach(ctrl);
+  const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase) });
+  return [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()];
 }

@@ -39,6 +39,7 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
   const disk = join(o.state.vm, 'disk.img');
   const serialLog = join(o.state.vm, 'serial.log');
   const monitor = join(o.state.vm, 'monitor.sock');
+  const serialSocket = join(o.state.vm, 'serial.sock');
   let record = runningVm(o.state);
   if (record) {
     o.emit({ kind: 'stage', source: 'vm', message: `the virtual NAS runs already (pid ${record.pid}, ssh port ${record.sshPort})` });
@@ -51,10 +52,10 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
       renameSync(`${disk}.tmp`, disk);
     }
     const log = openSync(join(o.state.vm, 'vm.log'), 'a');
-    const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor];
+    const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor, '--serial-socket', serialSocket];
     const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
     child.unref();
-    record = { pid: child.pid!, sshPort: o.sshPort, httpPort: o.httpPort, monitor, serialLog, disk };
+    record = { pid: child.pid!, sshPort: o.sshPort, httpPort: o.httpPort, monitor, serialLog, serialSocket, disk };
     recordVm(o.state, record);
     o.emit({ kind: 'stage', source: 'vm', message: `booting the virtual NAS (pid ${child.pid}; serial console ${serialLog})` });
   }

@@ -8,10 +8,14 @@ export interface RunOptions {
   /** Step name for the error message: "failed to <step>". */
   step: string;
   timeoutMs?: number;
-  /** Stops the program (SIGTERM) when aborted; the run then fails with an InterruptedError. */
+  /** Stops the program and everything it started (SIGTERM to its process group) when aborted; the run then fails with an InterruptedError. */
   signal?: AbortSignal;
   /** Each line of output as it comes (stdout and stderr interleaved). */
   onLine?: (line: string) => void;
+  /** The umask the program starts with, instead of this process's (set by a shell that then execs it). */
+  umask?: number;
+  /** False: the program gets `env` only, none of this process's environment. */
+  extendEnv?: boolean;
 }
 
 export interface RunResult {
@@ -24,15 +28,28 @@ export async function run(file: string, args: string[], opts: RunOptions): Promi
   const options: Options = {
     cwd: opts.cwd,
     env: opts.env,
+    extendEnv: opts.extendEnv ?? true,
     input: opts.input,
     reject: false,
     all: true,
     stripFinalNewline: false,
     timeout: opts.timeoutMs,
-    cancelSignal: opts.signal,
+    // Its own process group, so that an abort reaches what it started too (setup.sh's
+    // children would otherwise hold the output pipes open, and the run, for as long as they live).
+    detached: !!opts.signal,
   };
   if (opts.signal?.aborted) throw interrupted(opts);
-  const child = execa(file, args, options);
+  const child = opts.umask === undefined
+    ? execa(file, args, options)
+    : execa('/bin/sh', ['-c', `umask ${opts.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`, file, ...args], options);
+  const stop = () => {
+    try {
+      process.kill(-child.pid!, 'SIGTERM');
+    } catch {
+      // The group is gone already.
+    }
+  };
+  opts.signal?.addEventListener('abort', stop, { once: true });
   if (opts.onLine) {
     let rest = '';
     child.all?.on('data', (chunk: Buffer) => {
@@ -42,7 +59,7 @@ export async function run(file: string, args: string[], opts: RunOptions): Promi
     });
     child.all?.on('end', () => rest && opts.onLine!(rest));
   }
-  const r = await child;
+  const r = await child.finally(() => opts.signal?.removeEventListener('abort', stop));
   if (opts.signal?.aborted) throw interrupted(opts);
   if (r.exitCode !== 0 || r.failed) {
     throw new CommandError(opts.step, [file, ...args].join(' '), r.exitCode, String(r.all ?? r.stderr ?? ''));

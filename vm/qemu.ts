@@ -21,6 +21,8 @@ export interface VmOptions {
   serialLog: string;
   /** A unix socket for qemu's monitor: the network cable, the power state. */
   monitor?: string;
+  /** A unix socket to type at the serial console through (its output still goes to serialLog). */
+  serialSocket?: string;
   memoryMiB?: number;
   accel?: 'tcg' | 'kvm';
   emit?: Emit<VmEvent>;
@@ -53,7 +55,7 @@ export function qemuArgs(o: VmOptions): string[] {
     '-display', 'none',
     '-no-reboot',
     '-qmp', 'stdio',
-    '-chardev', `file,id=console,path=${o.serialLog},append=on`,
+    '-chardev', o.serialSocket ? `socket,id=console,path=${o.serialSocket},server=on,wait=off,logfile=${o.serialLog},logappend=on` : `file,id=console,path=${o.serialLog},append=on`,
     '-serial', 'chardev:console',
     ...(o.monitor ? ['-monitor', `unix:${o.monitor},server,nowait`] : ['-monitor', 'none']),
     '-drive', `if=none,id=stick,format=raw,file=${o.disk}`,
@@ -76,6 +78,7 @@ export function startVm(o: VmOptions): Vm {
 
   const launch = () => {
     if (o.monitor) rmSync(o.monitor, { force: true });
+    if (o.serialSocket) rmSync(o.serialSocket, { force: true });
     boots++;
     startedAt = Date.now();
     proc = execa('qemu-system-x86_64', qemuArgs(o), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });

@@ -6,11 +6,13 @@ import { ArgumentError, RambootError, UsageError } from '../../lib/errors.js';
 import { verb, type Verb } from '../args.js';
 import { dispatch } from '../dispatch.js';
 import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../secrets/age.js';
-import { checkSecrets } from '../../secrets/check.js';
+import { checkSecrets, leftoverProblems } from '../../secrets/check.js';
 import { editInRam } from '../../secrets/edit.js';
 import { identityPath, loadIdentities } from '../../secrets/identity.js';
 import { WrongIdentityError } from '../../secrets/errors.js';
+import { PASSWORDS_DIR } from '../../secrets/passwords.js';
 import { checkImagePath, isIgnoredSecretsEntry, repoPathOf } from '../../secrets/paths.js';
+import { sweepRamDirs, type Sweep } from '../../secrets/ramdir.js';
 import type { Recipient } from '../../secrets/keys.js';
 import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch } from '../../secrets/recipients.js';
 import { generateSshEd25519 } from '../../secrets/ssh-private.js';
@@ -46,6 +48,8 @@ interface Context {
   identities(): Promise<Identity[]>;
   /** True when an identity is named anywhere (option, environment, config). */
   hasIdentity: boolean;
+  /** What killed `secrets edit` runs had left in RAM, swept before this verb started. */
+  sweep: Sweep;
 }
 
 const identity = { type: 'string', short: 'i', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
@@ -98,6 +102,9 @@ export function secretsCommand(argv: string[], sio: SecretsIO): Promise<number> 
 }
 
 async function context(io: SecretsIO, identityOption: string | undefined): Promise<Context> {
+  // First of all, so that even a verb that then fails removes the plaintext a killed edit left.
+  const sweep = await sweepRamDirs(io.env);
+  reportSweep(io, sweep);
   const config = await loadRepoConfig(io.repoDir);
   const loc = { path: identityOption, env: io.env, config, repoDir: io.repoDir };
   let loaded: Promise<Identity[]> | undefined;
@@ -107,7 +114,14 @@ async function context(io: SecretsIO, identityOption: string | undefined): Promi
     configFile: join(io.repoDir, CONFIG_FILE),
     identities: () => (loaded ??= loadIdentities(loc)),
     hasIdentity: identityPath(loc) !== undefined,
+    sweep,
   };
+}
+
+/** Says on stderr what the sweep removed and what it could not (`check` also counts those as problems). */
+function reportSweep(io: SecretsIO, sweep: Sweep): void {
+  for (const dir of sweep.removed) io.stderr.write(`removed ${dir}: plaintext a killed \`ramboot secrets edit\` had left in RAM\n`);
+  for (const f of sweep.failed) io.stderr.write(`warning: failed to remove ${f.dir} (${f.reason}): it holds plaintext a killed \`ramboot secrets edit\` left; remove it by hand\n`);
 }
 
 function recipientsOf(ctx: Context, imagePath: string): Recipient[] {
@@ -281,7 +295,9 @@ async function rotate(args: SecretArgs, ctx: Context): Promise<number> {
 }
 
 async function check(_args: SecretArgs, ctx: Context): Promise<number> {
-  const { problems, checked } = await checkSecrets(ctx.io.repoDir, ctx.config, await ctx.identities());
+  const found = await checkSecrets(ctx.io.repoDir, ctx.config, await ctx.identities());
+  const problems = [...leftoverProblems(ctx.sweep.failed), ...found.problems];
+  const checked = found.checked;
   for (const p of problems) ctx.io.stdout.write(`${p.where}: ${p.problem}\n`);
   if (problems.length > 0) {
     ctx.io.stdout.write(`${problems.length} problem${problems.length === 1 ? '' : 's'}\n`);
@@ -313,10 +329,13 @@ async function fromStdin(io: SecretsIO): Promise<Buffer> {
 /** The default secrets.host_key, which the ramboot.yaml `ramboot init` writes keeps. */
 const INITIAL_HOST_KEY = 'etc/ssh/ssh_host_ed25519_key';
 const INITIAL_AUTHORIZED_KEYS = 'root/.ssh/authorized_keys';
+/** root's console password: the way in at the console when the network is down. */
+export const INITIAL_ROOT_PASSWORD = `${PASSWORDS_DIR}/root`;
 
 /**
- * For `ramboot init`: the machine's SSH host key and root's authorized_keys, encrypted to
- * `recipients`. Refuses to replace existing secrets. Returns what the controller will pin.
+ * For `ramboot init`: the machine's SSH host key, root's authorized_keys and root's
+ * console password, encrypted to `recipients`. Refuses to replace existing secrets.
+ * Returns what the controller will pin.
  */
 export async function generateInitialSecrets(
   repoDir: string,
@@ -324,16 +343,18 @@ export async function generateInitialSecrets(
   authorizedKeys: string,
 ): Promise<{ hostKey: string; fingerprint: string }> {
   if (authorizedKeys.trim() === '') throw usage('authorized_keys is empty; give at least one public key to log in with');
-  for (const path of [INITIAL_HOST_KEY, INITIAL_AUTHORIZED_KEYS]) {
+  for (const path of [INITIAL_HOST_KEY, INITIAL_AUTHORIZED_KEYS, INITIAL_ROOT_PASSWORD]) {
     if (await exists(join(repoDir, repoPathOf(path)))) throw usage(`${repoPathOf(path)} already exists in ${repoDir}; refusing to replace it`);
   }
   const key = generateSshEd25519('ramboot-host-key');
   const keys = authorizedKeys.endsWith('\n') ? authorizedKeys : `${authorizedKeys}\n`;
-  // Encrypt both before writing either, so bad recipients leave no half-initialised secrets/.
-  const hostKeyFile = await encrypt(Buffer.from(key.privateKey), recipients, { armor: true });
-  const authorizedKeysFile = await encrypt(Buffer.from(keys), recipients, { armor: true });
-  await writeSecretFile(repoDir, INITIAL_HOST_KEY, hostKeyFile);
-  await writeSecretFile(repoDir, INITIAL_AUTHORIZED_KEYS, authorizedKeysFile);
+  // Encrypt all before writing any, so bad recipients leave no half-initialised secrets/.
+  const files: [string, Uint8Array][] = [
+    [INITIAL_HOST_KEY, await encrypt(Buffer.from(key.privateKey), recipients, { armor: true })],
+    [INITIAL_AUTHORIZED_KEYS, await encrypt(Buffer.from(keys), recipients, { armor: true })],
+    [INITIAL_ROOT_PASSWORD, await encrypt(generateValue({ kind: 'password' }), recipients, { armor: true })],
+  ];
+  for (const [path, ciphertext] of files) await writeSecretFile(repoDir, path, ciphertext);
   const hostKey = sshPublicLine(INITIAL_HOST_KEY, Buffer.from(key.privateKey));
   return { hostKey, fingerprint: fingerprint(hostKey) };
 }

@@ -3,12 +3,13 @@ import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packTree } from '../../builder/segment.js';
+import { packBase, packOverlay } from '../../builder/segments.js';
 import { cloudKernelVersion } from '../helpers/kernel.js';
 
-// A real kernel unpacks our segments: the base, then an overlay that replaces a file,
-// turns a file into a symlink and a symlink into a file, concatenated as the bootloader
-// does with INITRD base,overlay.
+// A real kernel unpacks our segments, packed as a build packs them: the base, then an
+// overlay that replaces a file, turns a file into a symlink and a symlink into a file,
+// and replaces one name of a hardlink group of the base, concatenated as the
+// bootloader does with INITRD base,overlay.
 
 const KERNEL = `/boot/vmlinuz-${cloudKernelVersion()}`;
 const BOOT_TIMEOUT_MS = 90_000;
@@ -20,7 +21,10 @@ echo "RAMBOOT-INIT pid=$$"
 echo "message=$(cat /etc/message)"
 echo "motd=$(readlink /etc/motd):$(cat /etc/motd)"
 [ -f /etc/was-link ] && [ ! -L /etc/was-link ] && echo "was-link=file:$(cat /etc/was-link)"
-[ /etc/hl-a -ef /etc/hl-b ] && echo "hardlink=one-inode:$(cat /etc/hl-b)"
+[ /etc/hl-a -ef /etc/hl-c ] && echo "hardlink=one-inode:$(cat /etc/hl-c)"
+echo "hl-a=$(cat /etc/hl-a):$(stat -c %a /etc/hl-a)"
+echo "hl-b=$(cat /etc/hl-b):$(stat -c %a /etc/hl-b)"
+[ /etc/hl-a -ef /etc/hl-b ] || echo "hl-b=own-inode"
 echo "console=$(stat -c '%F %t,%T' /dev/console)"
 [ -d /empty ] && echo "empty-dir=present"
 echo "RAMBOOT-INIT-DONE"
@@ -44,6 +48,7 @@ function makeBase(root: string): void {
   symlinkSync('message', join(root, 'etc/was-link'));
   write(root, 'etc/hl-a', 'linked\n');
   linkSync(join(root, 'etc/hl-a'), join(root, 'etc/hl-b'));
+  linkSync(join(root, 'etc/hl-a'), join(root, 'etc/hl-c'));
   execFileSync('mknod', [join(root, 'dev/console'), 'c', '5', '1']);
 }
 
@@ -52,6 +57,8 @@ function makeOverlay(root: string): void {
   write(root, 'etc/message', 'from overlay\n');
   symlinkSync('message', join(root, 'etc/motd'));
   write(root, 'etc/was-link', 'now a file\n');
+  // One name of the base's three-name link group, with other content and another mode.
+  write(root, 'etc/hl-b', 'replaced\n', 0o600);
 }
 
 /** Boots the kernel with `initrd` and returns the serial console output. */
@@ -85,16 +92,19 @@ afterAll(() => {
 });
 
 describe('booting a real kernel from our segments', () => {
-  it('runs /init from the base and lets the later overlay segment override it', async () => {
+  it('runs /init from the base and lets the overlay override files, file types and one name of a hardlink group', async () => {
     const [base, overlay] = [join(work, 'base'), join(work, 'overlay')];
     mkdirSync(base);
     mkdirSync(overlay);
     makeBase(base);
     makeOverlay(overlay);
-    const opts = { owner: () => ({ uid: 0, gid: 0 }), mtime: () => 1_700_000_000 };
-    const segs = [await packTree(base, join(work, 'base.cpio.zst'), opts), await packTree(overlay, join(work, 'overlay.cpio.zst'), opts)];
+    const stage = { key: 'boot-test', contentId: 'boot-test', root: base, packages: [], reused: false };
+    const noDeletions = { removed: new Set<string>(), opaque: new Set<string>() };
+    const packedBase = await packBase(stage, noDeletions, join(work, 'base-cache'), join(work, 'base.cpio.zst'));
+    expect(packedBase.linked.sort()).toEqual(['etc/hl-a', 'etc/hl-b', 'etc/hl-c']);
+    await packOverlay(overlay, 1_700_000_000, join(work, 'overlay.cpio.zst'), new Set(packedBase.linked));
     const initrd = join(work, 'cat.img');
-    writeFileSync(initrd, Buffer.concat(segs.map((s) => readFileSync(s.file))));
+    writeFileSync(initrd, Buffer.concat(['base', 'overlay'].map((s) => readFileSync(join(work, `${s}.cpio.zst`)))));
 
     const out = (await boot(initrd)).replace(/\r/g, '');
 
@@ -102,7 +112,11 @@ describe('booting a real kernel from our segments', () => {
     expect(out).toContain('message=from overlay');
     expect(out).toContain('motd=message:from overlay');
     expect(out).toContain('was-link=file:now a file');
+    // The overlay replaced one name; the base's other two names are still one inode, with the base's content and mode.
     expect(out).toContain('hardlink=one-inode:linked');
+    expect(out).toContain('hl-a=linked:644');
+    expect(out).toContain('hl-b=replaced:600');
+    expect(out).toContain('hl-b=own-inode');
     expect(out).toContain('console=character special file 5,1');
     expect(out).toContain('empty-dir=present');
     expect(out).toContain('RAMBOOT-INIT-DONE');

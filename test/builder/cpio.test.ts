@@ -261,8 +261,8 @@ describe('writeCpio', () => {
     ['an absolute path', { path: '/etc/passwd' }, /relative/],
   ])('refuses %s with a BuildError naming the path', async (_what, override, message) => {
     const entry = { path: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, data: Buffer.alloc(0), ...override } as CpioEntry;
-    if (override.size !== undefined) entry.data = undefined;
-    if (override.size !== undefined) entry.source = '/dev/null';
+    if ('size' in override) entry.data = undefined;
+    if ('size' in override) entry.source = '/dev/null';
     const err = await archive([entry]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BuildError);
     expect((err as Error).message).toContain(entry.path);

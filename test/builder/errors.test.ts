@@ -1,8 +1,9 @@
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alpineConfig, commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
+import { expectNothingLeft as expectLeftNothing } from '../helpers/leftovers.js';
 import { CLI, ramboot, tempDir, type CliResult } from '../helpers/ramboot.js';
 
 // Bad input fails with a message that says what is wrong, and leaves nothing behind:
@@ -38,18 +39,7 @@ describe('a build with bad input', () => {
   /** The message the user sees: the last thing ramboot writes, after its progress. */
   const message = (r: CliResult) => r.stderr.slice(r.stderr.lastIndexOf('ramboot build:'));
 
-  function expectNothingLeft(images: string): void {
-    expect(existsSync(images) ? readdirSync(images) : [], 'images directory').toEqual([]);
-    const stages = join(state, 'cache', 'stages');
-    expect(readdirSync(stages).filter((n) => n.startsWith('.tmp')), 'half-made package stages').toEqual([]);
-    const tmp = join(state, 'cache', 'tmp');
-    expect(existsSync(tmp) ? readdirSync(tmp) : [], 'build work directories').toEqual([]);
-    const mounts = readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1] ?? '')
-      .filter((m) => m.startsWith(state) || m.startsWith(work));
-    expect(mounts, 'mounts left under the state directory').toEqual([]);
-  }
+  const expectNothingLeft = (images: string) => expectLeftNothing(state, images, [state, work]);
 
   async function failing(files: Record<string, string | [string, number]>, remove: string[] = [], extra: string[] = []) {
     const repo = makeRepo(minimalAlpineFiles(mirror));
@@ -59,6 +49,8 @@ describe('a build with bad input', () => {
     const images = join(work, `images-${Math.random().toString(36).slice(2)}`);
     const r = await build(repo, images, extra);
     expect(r.exitCode, r.stderr).not.toBe(0);
+    // An expected fault is a message, never a stack trace.
+    expect(r.stderr).not.toMatch(/^\s+at /m);
     expectNothingLeft(images);
     return { r, msg: message(r), repo };
   }

@@ -1,11 +1,17 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
-import { buildRepo, ramboot, SHARED_STATE, tempDir, type Built } from '../helpers/ramboot.js';
+import { buildRepo, CLI, ramboot, SHARED_STATE, tempDir, type Built } from '../helpers/ramboot.js';
 
 // Reproducible builds and segment reuse, on Alpine offline (fixtures minirootfs + a
 // local apk repository), so the package stage takes seconds.
+
+interface ManifestFile {
+  path: string;
+  mode: number;
+}
 
 interface BuiltWithKernel extends Built {
   kernel: { sha256: string; bytes: number };
@@ -68,5 +74,52 @@ describe('reproducible Alpine builds', () => {
     expect(next.stageReused).toBe(true);
     expect(sha(next, 'base')).toBe(sha(first, 'base'));
     expect(sha(next, 'overlay')).not.toBe(sha(first, 'overlay'));
+  });
+});
+
+describe('the builder\'s own settings do not reach the image', () => {
+  let work: string;
+
+  beforeAll(() => {
+    work = tempDir('repro-env');
+  });
+
+  afterAll(() => {
+    if (work && !readFileSync('/proc/mounts', 'utf8').includes(work)) rmSync(work, { recursive: true, force: true });
+  });
+
+  /** Clones `origin` to `dest` and builds it from scratch (a state of its own) with this umask and environment. */
+  async function buildClone(origin: string, dest: string, umask: string, env: Record<string, string>): Promise<BuiltWithKernel & { files: ManifestFile[] }> {
+    mkdirSync(join(dest, '..'), { recursive: true });
+    const inShell = (cmd: string[]) => execa('sh', ['-c', `umask ${umask} && exec "$@"`, 'sh', ...cmd], { env: { ...process.env, ...env }, stdin: 'ignore', reject: false });
+    const clone = await inShell(['git', 'clone', '-q', origin, dest]);
+    expect(clone.exitCode, String(clone.stderr)).toBe(0);
+    const state = `${dest}-state`;
+    const r = await inShell(['node', CLI, 'build', '--repo', dest, '--state', state, '--images', join(state, 'published'), '--json']);
+    expect(r.exitCode, String(r.stderr).slice(-3000)).toBe(0);
+    const built = JSON.parse(String(r.stdout)) as BuiltWithKernel;
+    return { ...built, files: JSON.parse(readFileSync(join(built.imageDir, 'manifest.json'), 'utf8')).files };
+  }
+
+  it('the same commit built under umask 022 and 077, from clones at two paths, in two time zones and locales, gives the same bytes and git\'s modes', async () => {
+    const origin = makeRepo({
+      ...minimalAlpineFiles(localMirror()),
+      'root/etc/hosts': '127.0.0.1 localhost\n',
+      'root/etc/init.d/hello': ['#!/bin/sh\necho hello\n', 0o755],
+      'root/etc/hello/nested/config': 'a new directory two levels deep\n',
+      'setup.sh': ['#!/bin/sh\nset -e\nmkdir -p /var/lib/hello\necho "made by setup.sh" > /var/lib/hello/state\n', 0o755],
+    });
+    const a = await buildClone(origin, join(work, 'a', 'nas'), '022', { TZ: 'UTC', LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' });
+    const b = await buildClone(origin, join(work, 'b', 'somewhere', 'else', 'machine'), '077', { TZ: 'Pacific/Kiritimati', LANG: 'de_DE.UTF-8', LC_ALL: 'tr_TR.UTF-8' });
+
+    expect(b.buildId).toBe(a.buildId);
+    for (const name of ['base', 'overlay', 'secrets']) {
+      const same = readFileSync(join(a.imageDir, `${name}.cpio.zst`)).equals(readFileSync(join(b.imageDir, `${name}.cpio.zst`)));
+      expect(same, `${name}.cpio.zst differs`).toBe(true);
+    }
+    expect(b.files).toEqual(a.files);
+    const mode = (path: string) => b.files.find((f) => f.path === path)?.mode;
+    for (const path of ['etc/hosts', 'etc/hostname', 'etc/ramboot-release', 'etc/hello/nested/config', 'var/lib/hello/state']) expect(mode(path), path).toBe(0o644);
+    for (const path of ['etc/init.d/hello', 'etc/hello', 'etc/hello/nested', 'var/lib/hello']) expect(mode(path), path).toBe(0o755);
   });
 });

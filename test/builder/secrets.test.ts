@@ -15,9 +15,12 @@ describe('a build with secrets', () => {
   let built: Built;
   let logs: string;
   let plaintextFile: string;
+  let password: string;
 
   beforeAll(async () => {
-    const { repo, env } = await initRepo('debian');
+    const { repo, home, env } = await initRepo('debian');
+    // The console password `ramboot init` made, read as its user would.
+    password = execFileSync('age', ['-d', '-i', join(home, '.config/ramboot/identity.txt'), join(repo, 'secrets/etc/ramboot/passwords/root.age')], { encoding: 'utf8' }).trim();
     plaintextFile = join(tempDir('plain'), 'token');
     writeFileSync(plaintextFile, `${marker}\n`, { mode: 0o600 });
     const add = await ramboot(['secrets', 'add', 'etc/app/token', '--from', plaintextFile, '--repo', repo], env);
@@ -36,6 +39,21 @@ describe('a build with secrets', () => {
     expect(statSync(secrets).mode & 0o777).toBe(0o600);
     expect(statSync(built.imageDir).mode & 0o777).toBe(0o700);
     expect(execFileSync('zstd', ['-dc', secrets]).includes(marker)).toBe(true);
+  });
+
+  it('puts root\'s console password in the secrets segment as its SHA-512 crypt hash only, and nowhere else', () => {
+    const secrets = execFileSync('zstd', ['-dc', join(built.imageDir, 'secrets.cpio.zst')]);
+    const hash = /\$6\$([./0-9A-Za-z]{16})\$[./0-9A-Za-z]{86}/.exec(secrets.toString('latin1'));
+    expect(hash, 'a $6$ hash in the secrets segment').not.toBeNull();
+    expect(execFileSync('openssl', ['passwd', '-6', '-salt', hash![1]!, '-stdin'], { input: password, encoding: 'utf8' }).trim()).toBe(hash![0]);
+    expect(secrets.includes(password), 'the password itself in the secrets segment').toBe(false);
+    for (const seg of ['base.cpio.zst', 'overlay.cpio.zst']) {
+      const data = execFileSync('zstd', ['-dc', join(built.imageDir, seg)], { maxBuffer: 2 ** 30 });
+      expect(data.includes(password) || data.includes(hash![0]), seg).toBe(false);
+    }
+    expect(logs.includes(password)).toBe(false);
+    const entry = JSON.parse(readFileSync(join(built.imageDir, 'manifest.json'), 'utf8')).files.find((f: { path: string }) => f.path === 'etc/ramboot/passwords/root');
+    expect(entry).toMatchObject({ mode: 0o600, segment: 'secrets', size: hash![0].length + 1 });
   });
 
   it('leaves no plaintext in the other segments, the manifest, the caches, temporary directories or logs', () => {

@@ -1,10 +1,11 @@
-import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { generateInitialSecrets, secretsCommand } from '../../controller/verbs/secrets.js';
+import { CLI } from '../helpers/ramboot.js';
 import {
   ageDecrypt,
   ageEncrypt,
@@ -260,23 +261,27 @@ describe('rotate: a new value of the same kind', () => {
 });
 
 describe('edit: plaintext only in a private RAM directory, removed whatever the editor does', () => {
-  /** Files containing `needle` in /dev/shm or the temp dir, written since `stamp`. */
-  async function plaintextLeftBehind(stamp: string, needles: string[]): Promise<string[]> {
+  /**
+   * Files containing one of `needles`, written since `stamp`, in /dev/shm, the temp
+   * directory, the repository and $HOME: everywhere an editor or ramboot could leave a copy.
+   */
+  async function plaintextLeftBehind(stamp: string, needles: string[], dirs: string[]): Promise<string[]> {
     const { stdout } = await execa('sh', [
       '-c',
-      'find /dev/shm "$1" -xdev -type f -newer "$2" 2>/dev/null | while read -r f; do for n in "$3" "$4"; do grep -qF -- "$n" "$f" 2>/dev/null && echo "$f"; done; done; true',
+      'stamp=$1; ' +
+        'find /dev/shm "$TMP" $DIRS -xdev -type f -newer "$stamp" 2>/dev/null | sort -u | while read -r f; do for n in $NEEDLES; do grep -qF -- "$n" "$f" 2>/dev/null && echo "$f"; done; done; true',
       'sh',
-      tmpdir(),
       stamp,
-      ...needles,
-    ]);
-    return stdout.split('\n').filter(Boolean);
+    ], { env: { TMP: tmpdir(), DIRS: dirs.join(' '), NEEDLES: needles.join(' ') } });
+    return [...new Set(stdout.split('\n').filter(Boolean))];
   }
 
   async function editSetup() {
     const r = await repo();
     const marker = `plaintext-${randomBytes(8).toString('hex')}`;
     await r.cmd(['add', 'etc/app/conf'], { stdin: `${marker}\n` });
+    // A HOME of its own, so that a copy an editor or ramboot kept there would be found.
+    const home = await tempDir('ramboot-home-');
     const stamp = join(r.keys, 'stamp');
     await writeFile(stamp, '');
     const editor = async (name: string, body: string) => {
@@ -285,32 +290,34 @@ describe('edit: plaintext only in a private RAM directory, removed whatever the 
       await chmod(path, 0o755);
       return path;
     };
-    return { ...r, marker, stamp, editor };
+    const cmd = (argv: string[], opts: { stdin?: string; env?: Record<string, string> } = {}) => r.cmd(argv, { ...opts, env: { HOME: home, ...opts.env } });
+    const leftBehind = (needles: string[]) => plaintextLeftBehind(stamp, needles, [r.dir, home]);
+    return { ...r, cmd, home, marker, stamp, editor, leftBehind };
   }
 
   it('EDITOR=false: exit 1, secret unchanged, no plaintext anywhere', async () => {
-    const { cmd, file, marker, stamp } = await editSetup();
+    const { cmd, file, marker, leftBehind } = await editSetup();
     const before = await file('etc/app/conf');
     const r = await cmd(['edit', 'etc/app/conf'], { env: { EDITOR: 'false' } });
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/the editor \(false\) exited with 1; secrets\/etc\/app\/conf\.age is unchanged/);
     expect((await file('etc/app/conf')).equals(before)).toBe(true);
-    expect(await plaintextLeftBehind(stamp, [marker, marker])).toEqual([]);
+    expect(await leftBehind([marker])).toEqual([]);
   });
 
   it('an editor that writes and then fails: secret unchanged, no plaintext anywhere', async () => {
-    const { cmd, file, marker, stamp, editor } = await editSetup();
+    const { cmd, file, marker, leftBehind, editor } = await editSetup();
     const extra = `edited-${randomBytes(8).toString('hex')}`;
     const script = await editor('bad-editor', 'printf "%s\\n" "$EXTRA" >> "$1"\nexit 1');
     const before = await file('etc/app/conf');
     const r = await cmd(['edit', 'etc/app/conf'], { env: { EDITOR: script, EXTRA: extra } });
     expect(r.code).toBe(1);
     expect((await file('etc/app/conf')).equals(before)).toBe(true);
-    expect(await plaintextLeftBehind(stamp, [marker, extra])).toEqual([]);
+    expect(await leftBehind([marker, extra])).toEqual([]);
   });
 
   it('a working editor (with arguments) changes the secret; the file it saw was 0600 on tmpfs in a 0700 dir', async () => {
-    const { cmd, file, controller, marker, stamp, editor, keys } = await editSetup();
+    const { cmd, file, controller, marker, leftBehind, editor, keys } = await editSetup();
     const log = join(keys, 'editor.log');
     const script = await editor(
       'good-editor',
@@ -321,7 +328,47 @@ describe('edit: plaintext only in a private RAM directory, removed whatever the 
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(await ageDecrypt(await file('etc/app/conf'), controller.file)).toBe(`${marker}\n${extra}\n`);
     expect((await readFile(log, 'utf8')).split('\n')).toEqual(['600', '700', 'tmpfs', '']);
-    expect(await plaintextLeftBehind(stamp, [marker, extra])).toEqual([]);
+    expect(await leftBehind([marker, extra])).toEqual([]);
+  });
+
+  it('a ramboot SIGKILLed while its editor runs leaves plaintext in RAM, and the next secrets verb removes it', async () => {
+    const { dir, env, home, marker, editor, leftBehind } = await editSetup();
+    // A runtime directory of its own, on tmpfs like /run/user/UID.
+    const xdg = await mkdtemp(join('/dev/shm', 'ramboot-test-xdg-'));
+    try {
+      // The editor finds the ramboot process among its ancestors and SIGKILLs it, as the
+      // OOM killer would: ramboot gets no chance to clean up.
+      const killer = await editor('killer', [
+        'p=$PPID',
+        'while [ "$p" -gt 1 ]; do',
+        '  if tr "\\0" " " < /proc/$p/cmdline | grep -q "cli.js secrets edit"; then kill -KILL "$p"; exit 0; fi',
+        '  p=$(sed "s/.*) //" /proc/$p/stat | cut -d" " -f2)',
+        'done',
+        'exit 1',
+      ].join('\n'));
+      const cli = (args: string[], runtimeDir: string, extra: Record<string, string> = {}) =>
+        execa('node', [CLI, 'secrets', ...args, '--repo', dir], {
+          reject: false,
+          stdin: 'ignore',
+          env: { ...process.env, ...env, HOME: home, VISUAL: '', XDG_RUNTIME_DIR: runtimeDir, ...extra },
+        });
+      // Once with a runtime directory, once without: the plaintext then goes to /dev/shm.
+      for (const runtimeDir of [xdg, '']) {
+        const killed = await cli(['edit', 'etc/app/conf'], runtimeDir, { EDITOR: killer });
+        expect(killed.signal, String(killed.stderr)).toBe('SIGKILL');
+      }
+      expect(await leftBehind([marker]), 'what the killed runs left').toHaveLength(2);
+      expect(await ramDirs(xdg)).toHaveLength(1);
+
+      const list = await cli(['list'], xdg);
+      expect(list.exitCode, String(list.stderr)).toBe(0);
+      expect(String(list.stderr)).toMatch(/removed \/dev\/shm\/ramboot-secret-.*killed `ramboot secrets edit`/);
+      expect(await ramDirs(xdg)).toEqual([]);
+      expect(await ramDirs('/dev/shm')).toEqual([]);
+      expect(await leftBehind([marker])).toEqual([]);
+    } finally {
+      await rm(xdg, { recursive: true, force: true });
+    }
   });
 
   it('an editor that changes nothing leaves the file byte-identical', async () => {
@@ -418,6 +465,35 @@ describe('check: fails on anything that would break a build or leak a key', () =
     expect(r.out).toContain('3 problems');
   });
 
+  it('plaintext a killed edit left that cannot be removed is a problem, named with how to remove it', async () => {
+    const { cmd } = await healthyRepo();
+    const exited = execa('true');
+    await exited;
+    const gone = exited.pid!;
+    const left = await mkdtemp(`/dev/shm/ramboot-secret-pid${gone}-st1-`);
+    // A mount inside it: rmdir fails with EBUSY, even for root.
+    await mkdir(join(left, 'busy'));
+    await execa('mount', ['-t', 'tmpfs', 'tmpfs', join(left, 'busy')]);
+    try {
+      const r = await cmd(['check']);
+      expect(r.code).toBe(1);
+      expect(r.out).toContain(`${left}: holds plaintext a killed \`ramboot secrets edit\` left, and removing it failed`);
+      expect(r.out).toContain(`rm -rf ${left}`);
+    } finally {
+      await execa('umount', [join(left, 'busy')]);
+      await rm(left, { recursive: true, force: true });
+    }
+  });
+
+  it('a console password secret with several lines is named, with how to fix it', async () => {
+    const { cmd } = await healthyRepo();
+    await cmd(['add', 'etc/ramboot/passwords/root'], { stdin: 'first\nsecond\n' });
+    const r = await cmd(['check']);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('secrets/etc/ramboot/passwords/root.age: failed to read the password secrets/etc/ramboot/passwords/root.age: it has several lines');
+    expect(r.out).not.toContain('first');
+  });
+
   it('a file in secrets/ that is not .age is reported (it may be plaintext)', async () => {
     const { dir, cmd } = await healthyRepo();
     await writeRepoFile(dir, 'secrets/etc/password', 'hunter2');
@@ -455,7 +531,7 @@ describe('hostkey: what the controller will pin', () => {
 });
 
 describe('generateInitialSecrets for ramboot init', () => {
-  it('creates the host key and authorized_keys secrets and returns the pin', async () => {
+  it('creates the host key, authorized_keys and root\'s console password secrets and returns the pin', async () => {
     const keys = await tempDir('ramboot-keys-');
     const user = await sshKeygen(keys, 'user');
     const controller = await ageKeygen(keys, 'controller.key');
@@ -463,6 +539,7 @@ describe('generateInitialSecrets for ramboot init', () => {
     const pin = await generateInitialSecrets(dir, [controller.recipient, user.publicLine], user.publicLine);
     const hostKey = await readFile(join(dir, `secrets/${HOST_KEY}.age`));
     expect(await ageDecrypt(await readFile(join(dir, 'secrets/root/.ssh/authorized_keys.age')), user.file)).toBe(`${user.publicLine}\n`);
+    expect(await ageDecrypt(await readFile(join(dir, 'secrets/etc/ramboot/passwords/root.age')), controller.file)).toMatch(/^[A-Za-z0-9]{24}\n$/);
     const key = join(keys, 'host');
     await writeFile(key, await ageDecrypt(hostKey, controller.file), { mode: 0o600 });
     await writeFile(`${key}.pub`, (await execa('ssh-keygen', ['-y', '-f', key])).stdout);
@@ -472,3 +549,8 @@ describe('generateInitialSecrets for ramboot init', () => {
     await expect(generateInitialSecrets(dir, [controller.recipient], user.publicLine)).rejects.toThrow(/already exists/);
   });
 });
+
+/** The ramboot-secret-* directories in a RAM directory. */
+async function ramDirs(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith('ramboot-secret-'));
+}

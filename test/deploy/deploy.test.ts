@@ -10,7 +10,8 @@ import { parseConfig } from '../../lib/config.js';
 import { bootloaderInstall } from '../../deploy/bootloader.js';
 import { runCli } from '../../controller/commands.js';
 import { deploy, type DeployEvent, type DeployOptions } from '../../deploy/deploy.js';
-import { candidateFiles } from '../../deploy/medium.js';
+import { candidateFiles, readSlots } from '../../deploy/medium.js';
+import { findDamage, localCopies, scrub } from '../../deploy/integrity.js';
 import { Journal } from '../../deploy/journal.js';
 import { CFG_PATH, MANAGED_HEADER, contentPath, parseSyslinuxCfg, renderSyslinuxCfg } from '../../deploy/slots.js';
 import { connect } from '../../deploy/ssh.js';
@@ -250,6 +251,72 @@ describe('deploy against a local sshd standing in for the NAS', () => {
     const cand = await makeImage('cand', randomBytes(1000));
     await expect(run(cand)).rejects.toThrow(/it was rolled back on .*health check "web" failed.*unless forced \(--force\)/);
     expect((await run(cand, { force: true })).result.outcome.reason).toBe(REASON.REBOOT_FAILED);
+  });
+});
+
+describe('the boot medium is never trusted blindly (local sshd standing in for the NAS)', () => {
+  /** Overwrites 16 bytes in the middle of a file on the medium, as a cheap USB stick does. */
+  async function damage(path: string): Promise<void> {
+    const full = join(m.dir, path);
+    const data = await readFile(full);
+    randomBytes(16).copy(data, Math.floor(data.length / 2));
+    await writeFile(full, data);
+  }
+  const named = async (name: 'base' | 'overlay', img: Image) => candidateFiles(img.dir, img.manifest).initrds.find((f) => f.path.endsWith('.cpio.zst') && f.sha256 === img.manifest.segments.find((x) => x.name === name)!.sha256)!;
+
+  it('repairs a damaged file the new labels name (the shared base) from the controller\'s copy before writing a label', async () => {
+    const base = randomBytes(1_000_000);
+    const prev = await makeImage('prev', base);
+    await installAsLts(prev);
+    const baseFile = await named('base', prev);
+    await damage(baseFile.path);
+    const cand = await makeImage('cand', base);
+    const { result, journal } = await run(cand, { images: [join(work, 'images')] });
+    const label = journal.deploys()[0]!.entries.find((e) => e.step === 'label');
+    expect(label).toMatchObject({ repaired: [baseFile.path] });
+    expect(createHash('sha256').update(await readFile(join(m.dir, baseFile.path))).digest('hex')).toBe(baseFile.sha256);
+    // The stand-in refuses to reboot, so the deploy ends before the trial, with the medium healed.
+    expect(result.outcome.reason).toBe(REASON.REBOOT_FAILED);
+  });
+
+  it('stops before any label changes, with "medium damaged", when the controller has no copy of the damaged file', async () => {
+    const prev = await makeImage('prev', randomBytes(100_000));
+    await installAsLts(prev);
+    const overlay = await named('overlay', prev);
+    await damage(overlay.path);
+    const before = await readFile(join(m.dir, CFG_PATH), 'utf8');
+    // The candidate shares nothing with lts, and the controller kept no other image.
+    const cand = await makeImage('cand', randomBytes(100_000));
+    const { result } = await run(cand, { images: [] });
+    expect(result).toMatchObject({ exitCode: 14, outcome: { verdict: VERDICT.MEDIUM_DAMAGED, reason: REASON.MEDIUM_DAMAGED } });
+    expect(result.outcome.message).toContain(overlay.path);
+    expect(result.outcome.message).toMatch(/named by lts/);
+    expect(await readFile(join(m.dir, CFG_PATH), 'utf8')).toBe(before);
+    expect(await onceArmed()).toBe(false);
+  });
+
+  it('scrub finds a damaged file of old (not lts) and --repair fixes it from the controller\'s images', async () => {
+    const older = await makeImage('older', randomBytes(50_000));
+    const current = await makeImage('current', randomBytes(50_000));
+    await installAsLts(current);
+    const { kernel, initrds } = candidateFiles(older.dir, older.manifest);
+    for (const f of [kernel, ...initrds]) await writeFile(join(m.dir, f.path), await readFile(f.local));
+    const slots = await cfg();
+    const oldEntry = { buildId: 'older', kernel: kernel.path, initrds: initrds.map((f) => f.path), append: '' };
+    await writeFile(join(m.dir, CFG_PATH), renderSyslinuxCfg({ ...slots, old: oldEntry }));
+    const oldOverlay = await named('overlay', older);
+    await damage(oldOverlay.path);
+    const s = await connect(sshd.target());
+    try {
+      const found = await scrub(s, m.dir, await readSlots(s, m.dir), localCopies([join(work, 'images')]), false);
+      expect(found.damaged.map((d) => [d.path, d.labels])).toEqual([[oldOverlay.path, ['old']]]);
+      expect(found.labels.find((l) => l.label === 'lts')!.files.every((f) => f.state === 'ok')).toBe(true);
+      const fixed = await scrub(s, m.dir, await readSlots(s, m.dir), localCopies([join(work, 'images')]), true);
+      expect(fixed).toMatchObject({ repaired: [oldOverlay.path], damaged: [] });
+      expect(await findDamage(s, m.dir, await readSlots(s, m.dir))).toEqual([]);
+    } finally {
+      s.close();
+    }
   });
 });
 

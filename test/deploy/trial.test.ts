@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AGENT_BIN, agentFiles, trialConf } from '../../image/agent.js';
+import { AGENT_BIN, agentFiles } from '../../image/agent.js';
+import { packagePath } from '../../lib/package.js';
 import { confirmCommand } from '../../deploy/trial.js';
 
 // The agent runs here under dash (Debian's /bin/sh) and busybox sh (Alpine's), with
@@ -62,10 +63,11 @@ afterEach(async () => {
 
 describe.each(SHELLS)('the trial agent under %s', (_shell, shebang) => {
   it('reboots a trial boot that is not confirmed in time', async () => {
-    await setup(shebang, 'console=ttyS0 panic=10 ramboot.slot=new ramboot.build=abc', 'CONFIRM_TIMEOUT=1\n');
+    // Long enough that the first status is taken before it expires, even on a loaded machine.
+    await setup(shebang, 'console=ttyS0 panic=10 ramboot.slot=new ramboot.build=abc', 'CONFIRM_TIMEOUT=3\n');
     expect((await agent('start')).exitCode).toBe(0);
-    expect((await agent('status')).stdout).toMatch(/^trial=pending remaining=[01]$/);
-    for (let i = 0; i < 40 && !(await exists(join(dir, 'rebooted'))); i++) await sleep(100);
+    expect((await agent('status')).stdout).toMatch(/^trial=pending remaining=[0-3]$/);
+    for (let i = 0; i < 100 && !(await exists(join(dir, 'rebooted'))); i++) await sleep(100);
     expect(await readFile(join(dir, 'rebooted'), 'utf8')).toBe('openrc-shutdown -r now\n');
     expect((await agent('status')).stdout).toBe('trial=expired');
     const late = await agent('confirm');
@@ -113,7 +115,7 @@ describe.each(SHELLS)('the trial agent under %s', (_shell, shebang) => {
 });
 
 describe('agentFiles', () => {
-  it('returns exactly the files the build installs', () => {
+  it('returns the agent shipped in image/agent, its openrc link, and the configuration ramboot.yaml gives', async () => {
     const files = agentFiles({ trial: { confirm_timeout: 450_500, reboot_deadline: 600_000, watchdog: true } });
     expect(files.map((f) => [f.path, f.type, f.mode.toString(8)])).toEqual([
       ['/usr/sbin/ramboot-trial', 'file', '755'],
@@ -121,10 +123,16 @@ describe('agentFiles', () => {
       ['/etc/runlevels/boot/ramboot-trial', 'symlink', '777'],
       ['/etc/ramboot/trial.conf', 'file', '644'],
     ]);
-    expect(files[1]!.data.toString()).toMatch(/^#!\/sbin\/openrc-run\n/);
+    expect(files[0]!.data.equals(await readFile(packagePath('image/agent/ramboot-trial')))).toBe(true);
+    expect(files[1]!.data.equals(await readFile(packagePath('image/agent/ramboot-trial.initd')))).toBe(true);
     expect(files[2]!.data.toString()).toBe('/etc/init.d/ramboot-trial');
-    expect(files[3]!.data.toString()).toBe(trialConf({ confirm_timeout: 450_500, reboot_deadline: 0, watchdog: true }));
-    expect(files[3]!.data.toString()).toMatch(/CONFIRM_TIMEOUT=451\nWATCHDOG=1\n/);
+    // 450.5 s rounds up: the agent must never fire before the controller's budget.
+    expect(files[3]!.data.toString()).toBe('# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.\nCONFIRM_TIMEOUT=451\nWATCHDOG=1\n');
+  });
+
+  it('puts the openrc link in sysinit on Debian, where sysvinit never enters the boot runlevel', () => {
+    const files = agentFiles({ trial: { confirm_timeout: 1000, reboot_deadline: 1000, watchdog: false }, distro: { name: 'debian' } });
+    expect(files.find((f) => f.type === 'symlink')?.path).toBe('/etc/runlevels/sysinit/ramboot-trial');
   });
 
   it('parses as POSIX sh', async () => {
@@ -136,12 +144,16 @@ describe('agentFiles', () => {
 });
 
 describe('confirmCommand', () => {
-  it('confirms only on the boot it names', async () => {
-    const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-    const other = await execa('sh', ['-c', confirmCommand('00000000-0000-0000-0000-000000000000')], { reject: false });
+  it('confirms only on the boot it names: another boot is refused, this one runs the agent, which confirms', async () => {
+    await setup('#!/bin/dash', 'ramboot.slot=new ramboot.build=abc', 'CONFIRM_TIMEOUT=600\n');
+    expect((await agent('start')).exitCode).toBe(0);
+    const run = (cmd: string) => execa('/bin/sh', ['-c', cmd], { env: { ...env, PATH: `${env.PATH}:/usr/bin:/bin` }, extendEnv: false, reject: false });
+    const other = await run(confirmCommand('00000000-0000-0000-0000-000000000000', script));
     expect(other.exitCode).toBe(97);
-    // On this boot it gets as far as running the agent (absent here).
-    const same = await execa('sh', ['-c', confirmCommand(bootId)], { reject: false });
-    expect(same.exitCode).toBe(127);
+    expect((await agent('status')).stdout).toMatch(/^trial=pending /);
+    const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    const same = await run(confirmCommand(bootId, script));
+    expect(same.exitCode, same.stderr).toBe(0);
+    expect((await agent('status')).stdout).toMatch(/^trial=confirmed/);
   });
 });

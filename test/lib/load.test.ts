@@ -21,7 +21,7 @@ describe('ramboot.yaml', () => {
   it('needs only a host name; everything else has defaults', () => {
     const c = parseConfig('host:\n  name: nas\n');
     expect(c.host).toEqual({ name: 'nas', port: 22, user: 'root' });
-    expect(c.distro).toEqual({ name: 'alpine', allow_untrusted: false });
+    expect(c.distro).toEqual({ name: 'alpine', allow_untrusted: false, keys: [] });
     expect(c.boot).toEqual({ medium: '/media/usb', kernel: 'vmlinuz*', append: '' });
     expect(c.trial).toEqual({ confirm_timeout: 600_000, reboot_deadline: 600_000, watchdog: false });
     expect(c.health).toEqual({ deadline: 300_000, checks: [] });
@@ -71,7 +71,7 @@ secrets:
     expect(e.line).toBe(5);
     expect(e.key).toBe('distro.relase');
     expect(e.message).toBe(
-      'machines/nas/ramboot.yaml, line 5, key distro.relase: unknown key; allowed here: name, release, mirror, arch, allow_untrusted, minirootfs',
+      'machines/nas/ramboot.yaml, line 5, key distro.relase: unknown key; allowed here: name, release, mirror, arch, allow_untrusted, keys, minirootfs',
     );
   });
 

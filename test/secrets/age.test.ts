@@ -99,6 +99,9 @@ describe('a file that does not decrypt says why', () => {
     const ownerTag = sshTag(parseSshPublicLine(owner.publicLine).wire);
     const otherTag = sshTag(parseSshPublicLine(other.publicLine).wire);
     const forged = Buffer.from(text(ct).replace(ownerTag, otherTag), 'latin1');
+    // The substitution happened: the header now names the other key's tag.
+    expect(forged.equals(Buffer.from(ct))).toBe(false);
+    expect(await readStanzas(forged)).toEqual([{ type: 'ssh-ed25519', tag: otherTag }]);
     const err = await decrypt(forged, await readIdentityFile(other.file)).catch((e: unknown) => e);
     expect((err as AgeDecryptError).kind).toBe('no-identity');
   });
