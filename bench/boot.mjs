@@ -1,14 +1,30 @@
-// Boot time of the Debian example on the virtual NAS: to SSH answering, to the status page.
+// Boot times of the Debian example on the virtual NAS, in one run: a cold start of qemu,
+// a reboot from inside the guest (the virtual NAS starts a fresh qemu process on the
+// same disk), and a power cycle; each to "Run /init" on the serial console and to the
+// SSH banner of the new boot. Also the image's size. Figures are printed, not asserted.
 // Usage: node bench/boot.mjs   (after scripts/setup.sh; as root)
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { requestReboot, waitUntil } from '../dist/deploy/reboot.js';
+import { readRunning } from '../dist/deploy/running.js';
+import { connect } from '../dist/deploy/ssh.js';
 import { startVm } from '../dist/vm/qemu.js';
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
 
 const cli = new URL('../dist/controller/cli.js', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ramboot-bench-boot-'));
-const env = { ...process.env, HOME: join(root, 'home') };
+const env = { ...process.env, HOME: join(root, 'home'), RAMBOOT_IDENTITY: '' };
 mkdirSync(env.HOME);
 const repo = join(root, 'nas');
 const run = (...args) => execFileSync('node', [cli, ...args], { env, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
@@ -16,15 +32,55 @@ run('init', repo, '--distro', 'debian');
 const built = JSON.parse(run('build', '--repo', repo, '--state', process.env.RAMBOOT_TEST_STATE ?? '/var/tmp/ramboot-test-state', '--images', join(root, 'images'), '--json'));
 const disk = join(root, 'disk.img');
 run('format', '--disk', disk, '--image', built.imageDir);
+const manifest = JSON.parse(readFileSync(join(built.imageDir, 'manifest.json'), 'utf8'));
 const image = built.segments.reduce((n, s) => n + s.bytes, built.kernel.bytes);
-const vm = startVm({ disk, sshPort: 2322, httpPort: 2380, serialLog: join(root, 'serial.log') });
-const t = Date.now();
-const ssh = await vm.waitForSsh(10 * 60_000);
-let http;
-while (!http) {
-  http = await fetch('http://127.0.0.1:2380/release').then((r) => (r.ok ? Date.now() - t : undefined), () => undefined);
-  if (!http) await new Promise((r) => setTimeout(r, 500));
+const unpacked = manifest.files.reduce((n, f) => n + f.size, 0);
+const sshPort = await freePort();
+const serialLog = join(root, 'serial.log');
+const target = { name: 'nas', address: '127.0.0.1', port: sshPort, user: 'root', identityFile: join(env.HOME, '.config/ramboot/id_ed25519'), hostKey: manifest.hostKey };
+
+/** Seconds from t0 until "Run /init" appears in the serial log after `offset`. */
+async function runInit(t0, offset) {
+  for (;;) {
+    const log = readFileSync(serialLog);
+    if (log.subarray(offset).includes('Run /init as init process')) return (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
-console.log(`image ${(image / 2 ** 20).toFixed(1)} MiB (kernel + segments), qemu TCG, 1 vCPU`);
-console.log(`power-on to SSH answering: ${(ssh / 1000).toFixed(1)} s; to status page: ${(http / 1000).toFixed(1)} s`);
-await vm.stop();
+
+/** Seconds from t0 to "Run /init" and to SSH answering on a boot other than `bootId`. */
+async function timeBoot(t0, offset, bootId) {
+  const init = runInit(t0, offset);
+  const back = await waitUntil(target, 10 * 60_000, (r) => r.bootId !== bootId);
+  if (!back.running) throw new Error(`no new boot: ${back.last.error}`);
+  return { init: await init, ssh: (Date.now() - t0) / 1000 };
+}
+
+const vm = startVm({ disk, sshPort, httpPort: await freePort(), serialLog, monitor: join(root, 'monitor.sock') });
+const rows = [];
+try {
+  rows.push(['cold start of qemu', await timeBoot(Date.now(), 0, '')]);
+  for (const [name, cause] of [
+    ['reboot from inside the guest', async () => {
+      const s = await connect(target);
+      await requestReboot(s);
+      s.close();
+    }],
+    ['power cycle', () => vm.powerCycle()],
+  ]) {
+    const s = await connect(target);
+    const { bootId } = await readRunning(s);
+    s.close();
+    const offset = statSync(serialLog).size;
+    const t0 = Date.now();
+    await cause();
+    rows.push([name, await timeBoot(t0, offset, bootId)]);
+  }
+} finally {
+  await vm.stop();
+}
+console.log(`Debian example: image ${(image / 2 ** 20).toFixed(1)} MiB (kernel + segments), ${(unpacked / 2 ** 20).toFixed(1)} MiB unpacked in RAM; qemu TCG, 1 vCPU`);
+for (const [name, t] of rows) console.log(`${name.padEnd(30)} to "Run /init" ${t.init.toFixed(1).padStart(6)} s   to SSH ${t.ssh.toFixed(1).padStart(6)} s`);
+const cold = rows[0][1].ssh;
+console.log(`guest reboot to SSH / cold start to SSH: ${(rows[1][1].ssh / cold).toFixed(2)}x (goal ≤ 1.1x; the reboot includes the guest's shutdown)`);
+console.log(`qemu processes started: ${vm.boots()} (one per boot)`);

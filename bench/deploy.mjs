@@ -8,8 +8,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { readManifest } from '../dist/build/image.js';
-import { loadTarget } from '../dist/deploy/commands.js';
+import { readManifest } from '../dist/image/manifest.js';
+import { targetFor } from '../dist/deploy/target.js';
 import { deploy } from '../dist/deploy/deploy.js';
 import { Journal } from '../dist/deploy/journal.js';
 import { startVm } from '../dist/vm/qemu.js';
@@ -50,16 +50,16 @@ const vm = startVm({ disk, sshPort, httpPort, serialLog: join(root, 'serial.log'
 await vm.waitForSsh(10 * 60_000);
 
 async function timedDeploy(imageDir) {
-  const { config, target } = await loadTarget({ repo, address: '127.0.0.1', port: sshPort });
-  const journal = await Journal.open(join(root, 'state'), target.name);
+  const manifest = await readManifest(imageDir);
+  const target = targetFor(manifest.settings, { address: '127.0.0.1', port: sshPort });
+  const journal = await Journal.open(join(root, 'state'));
   const at = {};
   const t0 = Date.now();
   const result = await deploy({
     target,
     journal,
     imageDir,
-    manifest: await readManifest(imageDir),
-    config,
+    manifest,
     onEvent: (e) => {
       if (e.kind === 'step' && !(e.step in at)) at[e.step] = Date.now();
       if (e.kind === 'verdict') at.verdict = Date.now();

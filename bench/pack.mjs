@@ -10,8 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { packTree } from '../dist/build/segment.js';
-import { walkTree } from '../dist/build/tree.js';
+import { packTree } from '../dist/builder/segment.js';
+import { walkTree } from '../dist/builder/tree.js';
 
 const [rootArg, runsArg = '1'] = process.argv.slice(2);
 if (!rootArg) {

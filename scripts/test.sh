@@ -1,6 +1,18 @@
 #!/bin/sh
-# Every test: unit, integration (real sshd, age, git) and end-to-end (qemu).
+# Every test: unit, integration (real sshd, age, git, builds) and end-to-end (qemu).
+# With arguments, just those (e.g. `sh scripts/test.sh test/deploy`).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
-npx vitest run "$@"
+if [ $# -gt 0 ]; then
+	exec npx vitest run "$@"
+fi
+say() { printf 'test: %s\n' "$*" >&2; }
+say 'type-checking the tests'
+npx tsc -p tsconfig.test.json
+say 'unit and integration tests, one file at a time (they share the package-stage cache and loop devices)'
+npx vitest run --exclude 'test/e2e/**'
+# Each end-to-end file boots its own virtual NAS, a qemu process that keeps one core
+# busy: two at a time on two cores roughly halves the wall time.
+say 'end-to-end tests on the virtual NAS, two files at a time'
+npx vitest run test/e2e --fileParallelism --maxWorkers 2

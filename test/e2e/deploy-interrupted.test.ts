@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeployEvent } from '../../deploy/deploy.js';
 import type { Built } from '../helpers/ramboot.js';
@@ -78,10 +80,30 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
     expect(r.stderr).toMatch(/--host frood: this repository \(or image\) describes nas/);
   }, 5 * 60_000);
 
-  it('4: an upload cut in the middle leaves lts untouched; the next run sends only what is missing and completes', async () => {
-    const before = await nas.listing();
+  let big: Built;
+
+  it('power lost during the upload: the default entry boots the complete image, nothing is labelled', async () => {
     const slots = await nas.slots();
-    const b = await nas.change({ [BLOB]: randomBytes(BLOB_BYTES) }, 'a change with a big file');
+    const { bootId } = await nas.running();
+    big = await nas.change({ [BLOB]: randomBytes(BLOB_BYTES) }, 'a change with a big file');
+    let cycled: Promise<unknown> | undefined;
+    const r = await nas.deployWatching(big.imageDir, (e) => {
+      if (e.kind === 'upload' && !cycled && e.sent > e.total / 4) cycled = nas.vm.powerCycle();
+    }).catch((err: unknown) => err);
+    await cycled;
+    nas.log(`the deploy with the power lost: ${(r as { outcome?: { message: string } }).outcome?.message ?? String(r)}`);
+    expect(cycled).toBeDefined();
+    const back = await nas.waitForBoot(bootId);
+    expect(back).toMatchObject({ slot: 'lts', build: current.buildId, cmdlineBuild: current.buildId });
+    expect(await nas.slots()).toEqual(slots);
+    // What the power cut left of the upload may end in garbage (FAT after a reset); the next test starts clean.
+    await nas.sh(`rm -f ${MEDIUM}/boot/ramboot/*.part && sync`);
+  }, 20 * 60_000);
+
+  it('4: an upload cut in the middle leaves lts untouched; the next run sends only what is missing and completes', async () => {
+    const before = withoutParts(await nas.listing());
+    const slots = await nas.slots();
+    const b = big;
     let planned = 0;
     let cut: Promise<void> | undefined;
     const onEvent = (e: DeployEvent) => {
@@ -132,10 +154,10 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
 
   const withoutParts = (listing: string) => listing.split('\n').filter((l) => !l.includes('.part')).join('\n');
 
+  // The controller killed during the upload and during the health checks is the
+  // controller end-to-end test's (test/e2e/controller.test.ts, 7).
   const kills = [
-    { at: 'during the upload', killAt: /^ {2}sent /m, step: 'upload', files: () => ({ [BLOB]: randomBytes(BLOB_BYTES) }) },
-    { at: 'after the reboot', killAt: /waiting for nas to come back from the reboot/, step: 'reboot', files: () => ({ [BLOB]: 'small again\n' }) },
-    { at: 'during the health checks', killAt: /running health checks/, step: 'health', files: () => ({ 'root/etc/deploy-test': 'killed during health\n' }) },
+    { at: 'after the label is written and the once-entry armed', killAt: /waiting for nas to come back from the reboot/, step: 'reboot', files: () => ({ [BLOB]: 'small again\n' }) },
     { at: 'during the promotion', killAt: /promoting build/, step: 'promote', files: () => ({ 'root/etc/deploy-test': 'killed during promotion\n' }) },
   ];
   for (const k of kills) {
@@ -164,4 +186,47 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
       current = b;
     }, 25 * 60_000);
   }
+
+  it('power lost right after syslinux.cfg is replaced: whatever boots is a complete image, and the next run finishes', async () => {
+    const previous = current;
+    const b = await nas.change({ 'root/etc/deploy-test': 'power lost after the label\n' }, 'a change deployed while the power goes');
+    // The controller stops as the label is written and before the once-entry is armed; the power goes then.
+    const killed = await nas.deployProcess(b.imageDir, /arming the boot-once entry/);
+    expect(killed.killed, killed.stderr).toBe(true);
+    expect((await nas.slots()).new?.buildId).toBe(b.buildId);
+    const booted = await nas.powerCycle();
+    const slots = await nas.slots();
+    // lts, or the trial if the once-entry was armed before the power went: a label's complete image either way.
+    expect(booted.cmdlineBuild).toBe(slots[booted.slot as 'lts' | 'new']?.buildId);
+    expect(booted.build).toBe(booted.cmdlineBuild);
+    const r = await nas.deployProcess(b.imageDir);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^promoted: build ${b.buildId} is the default; build ${previous.buildId} is kept as old`));
+    current = b;
+  }, 25 * 60_000);
+
+  it('a trial whose kernel panics comes back on lts by itself (panic=10); the controller killed during the rollback and the power lost during the cleanup, it still ends "trial unreachable" with lts booting', async () => {
+    const good = current;
+    const init = readFileSync(join(nas.repo, 'root/init'), 'utf8');
+    // An /init that gives up: the kernel panics ("Attempted to kill init") and reboots after 10 s into the default.
+    const b = await nas.change({ 'root/init': ['#!/bin/sh\necho "this init gives up"\nexit 1\n', 0o755] }, 'an image whose init dies');
+    const bootsBefore = nas.boots().length;
+    const first = await nas.deployProcess(b.imageDir, /^deploy: rolling back: /m);
+    expect(first.killed, first.stderr).toBe(true);
+    expect((await nas.lastRecord())?.step).toBe('rollback');
+    expect(nas.vm.serial()).toMatch(/Kernel panic - not syncing: Attempted to kill init/);
+    expect(nas.boots().slice(bootsBefore)).toEqual([`new ${b.buildId}`, `lts ${good.buildId}`]);
+    const second = await nas.deployProcess(b.imageDir, /removing the candidate from the medium/);
+    expect(second.killed, second.stderr).toBe(true);
+    expect((await nas.lastRecord())?.step).toBe('cleanup');
+    expect(await nas.powerCycle()).toMatchObject({ slot: 'lts', build: good.buildId });
+    const last = await nas.deployProcess(b.imageDir);
+    expect(last.code, `${last.stdout}\n${last.stderr}`).toBe(13);
+    expect(last.stdout).toMatch(/^trial unreachable \(rolled back\): the machine came back on slot lts \(build \S+\): the trial boot failed before it answered/);
+    const slots = await nas.slots();
+    expect(slots.lts?.buildId).toBe(good.buildId);
+    expect(slots.new).toBeUndefined();
+    expect(await nas.sh(`ls ${MEDIUM}/boot/ramboot`)).not.toContain(b.segments.find((s) => s.name === 'overlay')!.sha256);
+    await nas.change({ 'root/init': [init, 0o755] }, 'a working init again');
+  }, 25 * 60_000);
 });

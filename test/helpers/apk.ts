@@ -14,8 +14,19 @@ import { SHARED_STATE, tempDir } from './ramboot.js';
 const here = dirname(fileURLToPath(import.meta.url));
 /** The Alpine minirootfs fixture: shared/ sits beside the repository (as in CI) unless $RAMBOOT_FIXTURES says otherwise. */
 export const FIXTURES = process.env.RAMBOOT_FIXTURES || resolve(here, '../../../shared/fixtures');
-export const MINIROOTFS = join(FIXTURES, 'alpine-minirootfs-3.20.3-x86_64.tar.gz');
-export const MINIROOTFS_SHA512 = readFileSync(join(FIXTURES, 'SHA512SUMS'), 'utf8')
+/** A fixture file; a missing one says what is missing and where it is looked for, rather than a bare ENOENT. */
+function fixture(name: string): string {
+  const path = join(FIXTURES, name);
+  if (!existsSync(path)) {
+    throw new Error(
+      `the test fixture ${path} is missing: the Alpine tests need shared/fixtures beside the repository (as CI has it), ` +
+        `or RAMBOOT_FIXTURES=DIR naming a directory with alpine-minirootfs-3.20.3-x86_64.tar.gz and its SHA512SUMS`,
+    );
+  }
+  return path;
+}
+export const MINIROOTFS = fixture('alpine-minirootfs-3.20.3-x86_64.tar.gz');
+export const MINIROOTFS_SHA512 = readFileSync(fixture('SHA512SUMS'), 'utf8')
   .split('\n')
   .find((l) => l.includes('alpine-minirootfs-3.20.3-x86_64.tar.gz'))!
   .split(/\s+/)[0]!;
@@ -151,6 +162,54 @@ export function indexRepo(dir: string, apks: string[]): void {
   }
 }
 
+/** An RSA key pair as abuild-keygen makes one; `name` is the public key's file name, the key's name. */
+export interface SigningKey {
+  name: string;
+  privateKey: string;
+  publicKey: string;
+}
+
+/** A new 2048-bit RSA key pair in dir, made by openssl. */
+export function makeSigningKey(dir: string, name: string): SigningKey {
+  mkdirSync(dir, { recursive: true });
+  const privateKey = join(dir, name.replace(/\.pub$/, ''));
+  const publicKey = join(dir, name);
+  sh('openssl', ['genrsa', '-out', privateKey, '2048']);
+  sh('openssl', ['rsa', '-in', privateKey, '-pubout', '-out', publicKey]);
+  return { name, privateKey, publicKey };
+}
+
+/**
+ * Signs an index as abuild-sign does (RSA, the default type): `openssl dgst -sha1 -sign`
+ * over the whole APKINDEX.tar.gz that `apk index` wrote, the signature as the one member
+ * of a tar named .SIGN.RSA.<key name>, its end-of-archive blocks cut (abuild-tar --cut),
+ * gzip'd on its own and put in front. apk-tools 2.x checks it in apk_sign_ctx_mpart_cb:
+ * the compressed bytes of the gzip stream after the signature's, hashed with SHA-1,
+ * against /etc/apk/keys/<key name>.
+ */
+export function signIndex(index: string, key: SigningKey): void {
+  const signature = sh('openssl', ['dgst', '-sha1', '-sign', key.privateKey, index]);
+  const member = Buffer.concat([tarHeader(`.SIGN.RSA.${key.name}`, { mode: 0o644, size: signature.length, type: '0' }), pad(signature)]);
+  writeFileSync(index, Buffer.concat([gzip(member), readFileSync(index)]));
+}
+
+/**
+ * An Alpine mirror laid out as dl-cdn.alpinelinux.org is, for `release`: main (both
+ * test packages) and community (empty of anything the tests install), each index signed
+ * with `key`, and the minirootfs under releases/.
+ */
+export function signedMirror(root: string, key: SigningKey, release = 'v3.20'): void {
+  for (const [repo, pkgs] of [['main', [HELLO_PAGE, HELLO_EXTRA]], ['community', [HELLO_EXTRA]]] as const) {
+    const arch = join(root, 'alpine', release, repo, 'x86_64');
+    mkdirSync(arch, { recursive: true });
+    indexRepo(arch, pkgs.map((p) => makeApk(p, arch)));
+    signIndex(join(arch, 'APKINDEX.tar.gz'), key);
+  }
+  const releases = join(root, 'alpine', release, 'releases', 'x86_64');
+  mkdirSync(releases, { recursive: true });
+  copyFileSync(MINIROOTFS, join(releases, 'alpine-minirootfs-3.20.3-x86_64.tar.gz'));
+}
+
 /** The packages every Alpine test installs. */
 export const HELLO_PAGE: TestPackage = {
   name: 'hello-page',
@@ -169,7 +228,8 @@ export const HELLO_EXTRA: TestPackage = {
   files: { 'usr/share/hello-extra/README': 'an extra package depending on hello-page\n' },
 };
 
-const MIRROR_VERSION = 7;
+/** The mirror is keyed by what makes it: this module's code and the packages it holds. */
+const MIRROR_KEY = createHash('sha256').update(readFileSync(fileURLToPath(import.meta.url))).update(JSON.stringify([HELLO_PAGE, HELLO_EXTRA])).digest('hex').slice(0, 16);
 
 /**
  * The local mirror the Alpine tests share (<mirror>/x86_64/APKINDEX.tar.gz + packages).
@@ -177,7 +237,7 @@ const MIRROR_VERSION = 7;
  * stage's cache key, so a stable mirror lets every test file reuse one stage.
  */
 export function localMirror(): string {
-  const mirror = join(SHARED_STATE, `test-apk-mirror-v${MIRROR_VERSION}`);
+  const mirror = join(SHARED_STATE, `test-apk-mirror-${MIRROR_KEY}`);
   if (existsSync(join(mirror, 'x86_64', 'APKINDEX.tar.gz'))) return mirror;
   const tmp = `${mirror}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });

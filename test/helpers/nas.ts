@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { parse, stringify } from 'yaml';
@@ -11,11 +11,11 @@ import { deploy, type DeployEvent, type DeployResult } from '../../deploy/deploy
 import { Journal, type JournalRecord } from '../../deploy/journal.js';
 import { readSlots } from '../../deploy/medium.js';
 import { readRunning, type Running } from '../../deploy/running.js';
-import { waitUntil } from '../../deploy/reboot.js';
+import { requestReboot, waitUntil } from '../../deploy/reboot.js';
 import type { SlotTable } from '../../deploy/slots.js';
 import { connect, type Session, type Target } from '../../deploy/ssh.js';
 import { startVm, type Vm } from '../../vm/qemu.js';
-import { CLI, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
+import { CLI, SHARED_STATE, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
 
 // The virtual NAS with the Debian example, as the deploy end-to-end tests use it: a
 // repository from `ramboot init`, a stick formatted with its first build, one VM
@@ -26,6 +26,8 @@ export const MEDIUM = '/media/usb';
 export interface Settings {
   confirm?: string;
   checks?: Record<string, unknown>[];
+  /** health.deadline (default 2m). */
+  deadline?: string;
 }
 
 export interface DeployRun {
@@ -47,8 +49,26 @@ export interface VirtualNas {
   log(m: string): void;
   /** Rewrites ramboot.yaml (committed with the next change): status page check, short deadlines, extra checks. */
   settings(o?: Settings): void;
-  /** Writes files into the repository, commits and builds. */
-  change(files: Record<string, string | Buffer>, message: string): Promise<Built>;
+  /** Writes files into the repository (content, [content, mode], or null to delete), commits and builds. */
+  change(files: Record<string, string | Buffer | [string, number] | null>, message: string): Promise<Built>;
+  /** The ramboot command as a process of its own, with the repository's environment and the test run's package cache. */
+  cli(args: string[]): Promise<DeployRun>;
+  /** The loopback port the VM's SSH is forwarded to. */
+  sshPort: number;
+  /** Pins another host key from now on (after a rotation). */
+  pin(hostKey: string): void;
+  /** The arguments that point a machine verb at this VM: --state, --address, --port, --ssh-key. */
+  reach(): string[];
+  /** Where the test's builds are published. */
+  images: string;
+  /** Overwrites 16 bytes in the middle of a file on the medium, as a cheap USB stick does. */
+  damage(path: string): Promise<void>;
+  /** The slot and build of every boot the serial console saw, oldest first ("lts 1234abcd-…"). */
+  boots(): string[];
+  /** Reboots the machine from inside and waits until it answers from the new boot. */
+  reboot(): Promise<Running>;
+  /** Waits until the machine answers from a boot other than this one. */
+  waitForBoot(previousBootId: string): Promise<Running>;
   /** `ramboot deploy --image IMAGE` in this process, reaching the VM's forwarded port; `extra` are more arguments. */
   deploy(image: string, extra?: string[]): Promise<DeployRun>;
   /** The deploy protocol itself, for a test that acts on its events (the CLI prints them). */
@@ -107,7 +127,7 @@ export async function startNas(name: string): Promise<VirtualNas> {
     const c = structuredClone(original);
     c.trial = { confirm_timeout: o.confirm ?? '3m', reboot_deadline: '6m' };
     c.health = {
-      deadline: '2m',
+      deadline: o.deadline ?? '2m',
       checks: [{ name: 'status page', http: `http://127.0.0.1:${httpPort}/release`, body: 'ramboot.slot=new' }, ...(o.checks ?? [])],
     };
     writeFileSync(join(repo, 'ramboot.yaml'), stringify(c));
@@ -134,7 +154,7 @@ export async function startNas(name: string): Promise<VirtualNas> {
     }
   };
 
-  return {
+  const nasObject: VirtualNas = {
     vm,
     repo,
     env,
@@ -145,9 +165,15 @@ export async function startNas(name: string): Promise<VirtualNas> {
     log,
     settings,
     async change(files, message) {
-      for (const [file, content] of Object.entries(files)) {
+      for (const [file, spec] of Object.entries(files)) {
+        if (spec === null) {
+          rmSync(join(repo, file), { force: true });
+          continue;
+        }
+        const [content, mode] = Array.isArray(spec) ? spec : [spec, 0o644];
         mkdirSync(join(repo, file, '..'), { recursive: true });
         writeFileSync(join(repo, file), content);
+        chmodSync(join(repo, file), mode);
       }
       await git('add', '-A');
       await git('commit', '-q', '-m', message);
@@ -155,6 +181,40 @@ export async function startNas(name: string): Promise<VirtualNas> {
       const b = await buildRepo(repo, images, env);
       log(`built ${b.buildId} (${message}) in ${Math.round((Date.now() - t) / 1000)} s`);
       return b;
+    },
+    images,
+    reach,
+    async cli(args) {
+      const t = Date.now();
+      const r = await ramboot(args, { ...env, RAMBOOT_CACHE: join(SHARED_STATE, 'cache') });
+      log(`ramboot ${args[0]} → exit ${r.exitCode} in ${Math.round((Date.now() - t) / 1000)} s\n${r.stdout}${r.stderr.split('\n').slice(-5).join('\n')}`);
+      return { code: r.exitCode, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t };
+    },
+    sshPort,
+    pin(key) {
+      target.hostKey = key;
+      nasObject.hostKey = key;
+    },
+    async damage(path) {
+      const f = `${MEDIUM}/${path}`;
+      await withSession((s) => s.check('damage a file', `size=$(stat -c %s '${f}') && head -c 16 /dev/urandom | dd of='${f}' bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null && sync`));
+    },
+    boots() {
+      return [...vm.serial().matchAll(/^\[\s*0\.0+\] Command line: .*ramboot\.slot=(\w+) ramboot\.build=(\S+)/gm)].map((m) => `${m[1]} ${m[2]}`);
+    },
+    async waitForBoot(previous) {
+      const back = await waitUntil(target, 8 * 60_000, (r) => r.bootId !== previous);
+      if (!back.running) throw new Error(`the virtual NAS did not come back: ${back.last.reachable ? 'same boot' : back.last.error}`);
+      return back.running;
+    },
+    async reboot() {
+      const s = await connect(target);
+      const bootId = (await readRunning(s)).bootId;
+      await requestReboot(s);
+      s.close();
+      const back = await waitUntil(target, 8 * 60_000, (r) => r.bootId !== bootId);
+      if (!back.running) throw new Error(`the virtual NAS did not come back after a reboot: ${back.last.reachable ? 'same boot' : back.last.error}`);
+      return back.running;
     },
     async deploy(image, extra = []) {
       const out = sink();
@@ -210,4 +270,5 @@ export async function startNas(name: string): Promise<VirtualNas> {
     },
     stop: () => vm.stop(),
   };
+  return nasObject;
 }
