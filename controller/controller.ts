@@ -2,6 +2,8 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build, type BuildResult } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
+import { planImages } from '../plan/compare.js';
+import { renderText } from '../plan/render.js';
 import { deploy, type DeployEvent } from '../deploy/deploy.js';
 import { Journal, acquireLock } from '../deploy/journal.js';
 import type { Step } from '../deploy/journal.js';
@@ -319,6 +321,7 @@ export class Controller {
       if (!(await this.verify(record, info?.committerEmail))) return;
       const built = await this.build(record, req);
       if (!built) return;
+      await this.plan(record, built);
       await this.deploy(record, built, req);
     } finally {
       this.current = undefined;
@@ -368,6 +371,28 @@ export class Controller {
       record.output = rest.join('\n') || undefined;
       this.quarantineAndFinish(record, OUTCOME.BUILD_FAILED, REASON.BUILD_FAILED, `build failed: ${first}`);
       return undefined;
+    }
+  }
+
+  /**
+   * What this build changes on the machine, against the build it runs now (as
+   * `ramboot plan` prints it). A plan is for people; one that cannot be made (the
+   * running build's image was pruned) is noted and the deploy goes on.
+   */
+  private async plan(record: ReconcileRecord, built: BuildResult): Promise<void> {
+    const against = this.running()?.buildId;
+    if (!against || against === built.buildId) return;
+    const baseDir = join(this.o.state.images, against);
+    if (!existsSync(join(baseDir, 'manifest.json'))) return;
+    this.phase(record, 'plan');
+    try {
+      const p = await planImages(baseDir, built.imageDir, { repoDir: this.o.repo.gitdir });
+      record.plan = { against, changes: p.changes, text: renderText(p), json: p };
+      this.history.save(record);
+      const what = p.changes === 0 ? 'no change to the machine' : `${p.changes} change${p.changes === 1 ? '' : 's'} to the machine`;
+      this.publish({ kind: 'stage', source: 'controller', message: `plan: ${what} against build ${against}` }, record);
+    } catch (err) {
+      this.publish({ kind: 'warn', source: 'controller', message: `no plan for build ${built.buildId}: ${describe(err)}` }, record);
     }
   }
 

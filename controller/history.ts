@@ -1,3 +1,4 @@
+import type { Plan } from '../plan/compare.js';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -59,7 +60,16 @@ export interface ReconcileRecord {
   imageBytes?: number;
   refresh?: boolean;
   /** The plan of this build against the one running before it (`ramboot plan`). */
-  plan?: unknown;
+  plan?: RecordedPlan;
+}
+
+/** A plan as the controller keeps it: the text the page shows and the JSON the API serves. */
+export interface RecordedPlan {
+  /** The build it was compared against: the one the machine ran when this build was made. */
+  against: string;
+  changes: number;
+  text: string;
+  json: Plan;
 }
 
 export class History {

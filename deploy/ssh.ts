@@ -126,16 +126,31 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): P
   const client = new Client();
   let presented: Buffer | undefined;
   return new Promise<Session>((resolve, reject) => {
-    const onError = (err: Error & { code?: string; level?: string }) => {
+    let settled = false;
+    const fail = (err: Error & { code?: string; level?: string }) => {
       client.destroy();
+      if (settled) return;
+      settled = true;
+      clearTimeout(guard);
       reject(connectError(target, pins, presented, err));
     };
     // `on`, not `once`: ssh2 may emit a second error after the first (a handshake timeout,
     // then "Connection lost before handshake" as the socket closes); with no listener left
     // it would be an uncaught exception that kills the controller while it polls a reboot.
-    client.on('error', onError);
+    client.on('error', fail);
+    // A socket closed before the handshake without an error (qemu's port forward while the
+    // guest boots) would leave this promise pending forever, and a CLI exits 0 with nothing
+    // left to wait on: closing before 'ready' is a failure like any other.
+    const closed = () => fail(Object.assign(new Error('the connection closed before the SSH handshake'), { level: 'client-socket' }));
+    client.once('close', closed);
+    // ssh2's readyTimeout counts from the socket's connect; this bounds the whole attempt.
+    const guard = setTimeout(() => fail(Object.assign(new Error('timed out'), { level: 'client-timeout' })), timeoutMs + 5_000);
     client.once('ready', () => {
-      client.off('error', onError);
+      if (settled) return;
+      settled = true;
+      clearTimeout(guard);
+      client.off('error', fail);
+      client.off('close', closed);
       resolve(new Session(client, target));
     });
     client.connect({
@@ -313,9 +328,20 @@ export class Session {
       const finish = (err: Error | undefined, result?: ExecResult) => {
         if (settled) return;
         settled = true;
+        this.client.off('close', lost);
         if (err) reject(err);
         else resolve(result!);
       };
+      // The connection can die before the channel opens (a machine rebooting under us); ssh2
+      // may then never call back, and with nothing else pending a CLI would exit 0 mid-deploy.
+      const lost = () =>
+        // After the channel's own close, which reports an exit status that did arrive.
+        setImmediate(() =>
+          tolerateDisconnect
+          ? finish(undefined, { code: null, stdout: '', stderr: '', disconnected: true })
+            : finish(new SshError(`failed to run \`${command}\` on ${this.target.name}: the connection was lost before it finished`, 'disconnected', this.ctx(command))),
+        );
+      this.client.once('close', lost);
       this.client.exec(command, (err, ch) => {
         if (err) {
           finish(new SshError(`failed to run \`${command}\` on ${this.target.name}: ${err.message}`, 'disconnected', this.ctx(command), err));

@@ -56,11 +56,10 @@ export function renderEntry(r: ReconcileRecord, log: string, repo: string, now: 
 }
 
 /** The plan of this build against the one running before it, as the controller recorded it. */
-function planBlock(plan: unknown): Html {
-  if (plan === undefined || plan === null) return html`<p class="muted">No plan was recorded for this reconcile (it is made against the running build once the commit is built).</p>`;
-  const text = typeof plan === 'string' ? plan : typeof (plan as { text?: unknown }).text === 'string' ? (plan as { text: string }).text : undefined;
-  if (text !== undefined) return html`<pre class="log">${text}</pre>`;
-  return html`<details open><summary>The plan, as recorded (JSON)</summary><pre class="log">${JSON.stringify(plan, null, 2)}</pre></details>`;
+function planBlock(plan: ReconcileRecord['plan']): Html {
+  if (!plan) return html`<p class="muted">No plan was recorded for this reconcile (it is made against the running build once the commit is built).</p>`;
+  const what = plan.changes === 0 ? 'no change to the machine' : `${plan.changes} change${plan.changes === 1 ? '' : 's'} to the machine`;
+  return html`<p>${what}, against build <code>${plan.against}</code></p><pre class="log">${plan.text}</pre>`;
 }
 
 interface LogLine {

@@ -87,6 +87,8 @@ beforeAll(async () => {
     message: 'health check "photos" failed: HTTP 502 from http://127.0.0.1/photos; rolled back to the running build (quarantined: not deployed again unless released)',
     output: 'check photos: HTTP 502 Bad Gateway',
     buildId: `${b.slice(0, 8)}-77aa0c31`,
+    // As the controller keeps it (the e2e controller test makes a real one): the page shows its text.
+    plan: { against: buildId, changes: 1, text: 'files\n  ~ etc/nginx/conf.d/photos.conf (content)\n', json: {} as never },
     bytesSent: 1_400_000,
     imageBytes: 84_100_000,
   });
@@ -172,6 +174,8 @@ describe('the status page in a browser', () => {
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await page.goto(`${v.base}/history/${r.rolledBack.id}`);
     expect(await page.locator('main').innerText()).toMatch(/rolled back: not healthy[\s\S]*CheckFailed[\s\S]*check photos: HTTP 502 Bad Gateway[\s\S]*rollback\s+2 h ago\s+1 min 30 s/);
+    expect(await page.locator('#plan-h + *').innerText()).toBe(`1 change to the machine, against build ${r.promoted.buildId}`);
+    expect(await page.locator('main').innerText()).toContain('~ etc/nginx/conf.d/photos.conf (content)');
     await page.screenshot({ path: join(ARTIFACTS, 'history-entry.png'), fullPage: true });
     expect(errors).toEqual([]);
     await page.close();

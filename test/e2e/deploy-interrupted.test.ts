@@ -152,6 +152,7 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
     throw new Error(`the part file on the medium is still being written: ${last}`);
   }
 
+  const defaultBuild = async () => ({ buildId: (await nas.slots()).lts!.buildId });
   const withoutParts = (listing: string) => listing.split('\n').filter((l) => !l.includes('.part')).join('\n');
 
   // The controller killed during the upload and during the health checks is the
@@ -162,7 +163,8 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   ];
   for (const k of kills) {
     it(`5: the controller killed ${k.at}, then run again: promoted, and the default entry boots the complete image`, async () => {
-      const previous = current;
+      // What the machine's default is now: a test that failed before leaves it another than `current`.
+      const previous = await defaultBuild();
       const b = await nas.change(k.files(), `a change deployed by a controller killed ${k.at}`);
       const killed = await nas.deployProcess(b.imageDir, k.killAt);
       expect(killed.killed, killed.stderr).toBe(true);
@@ -188,7 +190,7 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   }
 
   it('power lost right after syslinux.cfg is replaced: whatever boots is a complete image, and the next run finishes', async () => {
-    const previous = current;
+    const previous = await defaultBuild();
     const b = await nas.change({ 'root/etc/deploy-test': 'power lost after the label\n' }, 'a change deployed while the power goes');
     // The controller stops as the label is written and before the once-entry is armed; the power goes then.
     const killed = await nas.deployProcess(b.imageDir, /arming the boot-once entry/);
@@ -206,7 +208,7 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   }, 25 * 60_000);
 
   it('a trial whose kernel panics comes back on lts by itself (panic=10); the controller killed during the rollback and the power lost during the cleanup, it still ends "trial unreachable" with lts booting', async () => {
-    const good = current;
+    const good = await defaultBuild();
     const init = readFileSync(join(nas.repo, 'root/init'), 'utf8');
     // An /init that gives up: the kernel panics ("Attempted to kill init") and reboots after 10 s into the default.
     const b = await nas.change({ 'root/init': ['#!/bin/sh\necho "this init gives up"\nexit 1\n', 0o755] }, 'an image whose init dies');

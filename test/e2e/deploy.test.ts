@@ -50,7 +50,7 @@ describe('deploying to the virtual NAS (Debian example)', () => {
 
   it('refuses an image whose fstab would let others read its secrets, naming the line; nothing changes', async () => {
     const before = await nas.listing();
-    const exposed = await nas.change({ [FSTAB]: fstab.replace('fmask=0177,dmask=0077', 'fmask=0133,dmask=0022') }, 'an fstab that exposes the secrets');
+    const exposed = await nas.change({ [FSTAB]: fstab.replace(/^(UUID=.*)fmask=0177,dmask=0077/m, '$1fmask=0133,dmask=0022') }, 'an fstab that exposes the secrets');
     const r = await nas.deploy(exposed.imageDir);
     expect(r.code).toBe(11);
     expect(r.stdout).toMatch(/refusing an image whose secrets others could read on the machine: image \S+'s fstab line "UUID=52A0-0B07 .*fmask=0133,dmask=0022.*" fmask=0133 lets others read its files/);
