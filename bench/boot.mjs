@@ -5,22 +5,14 @@
 // Usage: node bench/boot.mjs   (after scripts/setup.sh; as root)
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requestReboot, waitUntil } from '../dist/deploy/reboot.js';
 import { readRunning } from '../dist/deploy/running.js';
 import { connect } from '../dist/deploy/ssh.js';
 import { startVm } from '../dist/vm/qemu.js';
+import { freePort } from './ports.mjs';
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 
 const cli = new URL('../dist/controller/cli.js', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ramboot-bench-boot-'));

@@ -6,19 +6,11 @@
 // Usage: node bench/controller.mjs   (after scripts/setup.sh; as root)
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { freePort } from './ports.mjs';
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = netServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cli = new URL('../dist/controller/cli.js', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ramboot-bench-controller-'));

@@ -4,7 +4,6 @@
 // Usage: node bench/deploy.mjs   (after scripts/setup.sh and `npx tsc -p .`; as root)
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -13,15 +12,8 @@ import { targetFor } from '../dist/deploy/target.js';
 import { deploy } from '../dist/deploy/deploy.js';
 import { Journal } from '../dist/deploy/journal.js';
 import { startVm } from '../dist/vm/qemu.js';
+import { freePort } from './ports.mjs';
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 
 const cli = new URL('../dist/controller/cli.js', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ramboot-bench-deploy-'));
