@@ -4,7 +4,7 @@
 // SSH banner of the new boot. Also the image's size. Figures are printed, not asserted.
 // Usage: node bench/boot.mjs   (after scripts/setup.sh; as root)
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requestReboot, waitUntil } from '../dist/deploy/reboot.js';
@@ -34,7 +34,8 @@ const target = { name: 'nas', address: '127.0.0.1', port: sshPort, user: 'root',
 /** Seconds from t0 until "Run /init" appears in the serial log after `offset`. */
 async function runInit(t0, offset) {
   for (;;) {
-    const log = readFileSync(serialLog);
+    // qemu creates the log once it runs.
+    const log = existsSync(serialLog) ? readFileSync(serialLog) : Buffer.alloc(0);
     if (log.subarray(offset).includes('Run /init as init process')) return (Date.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, 200));
   }
