@@ -433,8 +433,9 @@ export class Controller {
       } else if (o.verdict === VERDICT.NOT_HEALTHY || o.verdict === VERDICT.UNREACHABLE) {
         this.quarantineAndFinish(record, o.verdict, o.reason, o.message, req.refresh ? built.buildId : undefined);
       } else {
-        this.finish(record, o.verdict, o.reason, o.message);
+        // The promoted commit's signing policy is in force before its verdict is visible.
         if (o.verdict === VERDICT.PROMOTED) await this.trust(record.commit);
+        this.finish(record, o.verdict, o.reason, o.message);
       }
     } catch (err) {
       if (this.stopping) return;
