@@ -9,8 +9,10 @@ import { connect, type Session, type Target } from './ssh.js';
 
 /** openrc-shutdown on openrc-init systems; `reboot` where busybox or sysvinit is init. */
 export const REBOOT_COMMAND = 'openrc-shutdown -r now || reboot';
-export const POLL_PERIOD_MS = 5_000;
+export const POLL_PERIOD_MS = 2_000;
 export const POLL_ATTEMPT_TIMEOUT_MS = 10_000;
+/** A booting machine behind a port forward accepts TCP and says nothing: a poll stops listening after this. */
+export const POLL_BANNER_TIMEOUT_MS = 3_000;
 
 /** Asks the machine to reboot; returns once the request was accepted or the connection dropped. */
 export async function requestReboot(session: Session): Promise<void> {
@@ -31,7 +33,7 @@ export type Observation = { reachable: true; running: Running } | { reachable: f
 export async function observe(target: Target, timeoutMs = POLL_ATTEMPT_TIMEOUT_MS): Promise<Observation> {
   let session: Session | undefined;
   try {
-    session = await connect(target, timeoutMs);
+    session = await connect(target, timeoutMs, { bannerTimeoutMs: Math.min(POLL_BANNER_TIMEOUT_MS, timeoutMs) });
     return { reachable: true, running: await readRunning(session) };
   } catch (err) {
     return { reachable: false, error: describe(err) };

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import { Client, type ClientChannel } from 'ssh2';
 import { RambootError, UsageError, describe, lastLines } from '../lib/errors.js';
 
@@ -110,8 +111,48 @@ function hostKeyAlgorithms(types: string[]): string[] {
   return [...new Set(types.flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t])))];
 }
 
+/**
+ * Opens the TCP connection and waits for the server's first bytes (sshd sends its
+ * "SSH-2.0-…" line before anything else), then hands the socket to ssh2 with those bytes
+ * put back. A port forward (qemu's, a NAT) accepts the connection while the machine
+ * behind it still boots and then says nothing: a poll gives up on that after
+ * `bannerTimeoutMs` instead of waiting out a whole handshake timeout, on the one
+ * connection, so that sshd never sees a client leave without logging in (OpenSSH's
+ * PerSourcePenalties would block the controller for that).
+ */
+function openSocket(target: Target, bannerTimeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = new Socket();
+    const fail = (err: Error & { code?: string; level?: string }) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => {
+        const secs = Math.round(bannerTimeoutMs / 1000);
+        const why = sock.connecting ? `no TCP connection within ${secs} s` : `the port is open but no SSH server answered within ${secs} s`;
+        fail(Object.assign(new Error(why), { level: 'client-banner' }));
+      },
+      bannerTimeoutMs,
+    );
+    sock.once('error', fail);
+    sock.once('end', () => fail(Object.assign(new Error('the connection closed before the SSH handshake'), { level: 'client-socket' })));
+    sock.once('readable', () => {
+      const first = sock.read() as Buffer | null;
+      if (!first) return;
+      clearTimeout(timer);
+      sock.removeAllListeners('error').removeAllListeners('end');
+      sock.pause();
+      sock.unshift(first);
+      resolve(sock);
+    });
+    sock.connect({ host: target.address, port: target.port });
+  });
+}
+
 /** Opens an SSH session; the machine must present one of the pinned host keys. */
-export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): Promise<Session> {
+export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, opts: { bannerTimeoutMs?: number } = {}): Promise<Session> {
   const pins = [target.hostKey, ...(target.previousHostKeys ?? [])].map(parsePublicKey);
   let privateKey: Buffer;
   try {
@@ -122,6 +163,12 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): P
       host: target.name,
       input: target.identityFile,
     });
+  }
+  let sock: Socket;
+  try {
+    sock = await openSocket(target, opts.bannerTimeoutMs ?? timeoutMs);
+  } catch (err) {
+    throw connectError(target, pins, undefined, err as Error);
   }
   const client = new Client();
   let presented: Buffer | undefined;
@@ -143,7 +190,7 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): P
     // left to wait on: closing before 'ready' is a failure like any other.
     const closed = () => fail(Object.assign(new Error('the connection closed before the SSH handshake'), { level: 'client-socket' }));
     client.once('close', closed);
-    // ssh2's readyTimeout counts from the socket's connect; this bounds the whole attempt.
+    // ssh2's readyTimeout covers the handshake; this bounds the whole attempt whatever ssh2 does.
     const guard = setTimeout(() => fail(Object.assign(new Error('timed out'), { level: 'client-timeout' })), timeoutMs + 5_000);
     client.once('ready', () => {
       if (settled) return;
@@ -154,8 +201,7 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS): P
       resolve(new Session(client, target));
     });
     client.connect({
-      host: target.address,
-      port: target.port,
+      sock,
       username: target.user,
       privateKey,
       readyTimeout: timeoutMs,
@@ -183,6 +229,9 @@ function connectError(target: Target, pins: PinnedKey[], presented: Buffer | und
   }
   if (err.level === 'client-authentication') {
     return new SshError(`failed to connect to ${where}: the machine refused the key ${target.identityFile}`, 'auth', ctx, err);
+  }
+  if (err.level === 'client-banner') {
+    return new SshError(`failed to connect to ${where}: ${err.message}`, 'timeout', ctx, err);
   }
   if (err.level === 'client-timeout') {
     return new SshError(`failed to connect to ${where}: no SSH handshake within the timeout`, 'timeout', ctx, err);

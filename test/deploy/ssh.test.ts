@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, fingerprint, HostKeyMismatchError, parsePublicKey, SshError, shq } from '../../deploy/ssh.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -81,6 +81,55 @@ describe('connection errors', () => {
     });
     const err = await connect(sshd.target({ port: closed })).catch((e: unknown) => e);
     expect((err as SshError).reason).toBe('unreachable');
+  });
+
+  /** A TCP server on 127.0.0.1 for one test; `onSocket` decides what it does with each connection. */
+  async function tcpServer(onSocket: Parameters<typeof createServer>[1]): Promise<{ port: number; server: Server }> {
+    const server = createServer(onSocket!);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { port: (server.address() as { port: number }).port, server };
+  }
+
+  it('gives up at the banner on a port that accepts and says nothing (a port forward to a booting machine)', async () => {
+    const held: Socket[] = [];
+    const silent = await tcpServer((s) => held.push(s));
+    try {
+      const err = await connect(sshd.target({ port: silent.port }), 60_000, { bannerTimeoutMs: 1_000 }).catch((e: unknown) => e);
+      expect((err as SshError).reason).toBe('timeout');
+      expect((err as SshError).message).toMatch(/failed to connect to nas .*127\.0\.0\.1:\d+\): the port is open but no SSH server answered within 1 s/);
+    } finally {
+      for (const s of held) s.destroy();
+      silent.server.close();
+    }
+  });
+
+  it('reports a port that accepts and hangs up at once', async () => {
+    const rude = await tcpServer((s) => s.end());
+    try {
+      const err = await connect(sshd.target({ port: rude.port }), 60_000, { bannerTimeoutMs: 1_000 }).catch((e: unknown) => e);
+      expect((err as SshError).message).toMatch(/the connection closed before the SSH handshake/);
+    } finally {
+      rude.server.close();
+    }
+  });
+
+  it('waits for the banner and logs in on one TCP connection (sshd never sees a client leave without logging in)', async () => {
+    let connections = 0;
+    const proxy = await tcpServer((s) => {
+      connections++;
+      const up = tcpConnect(sshd.target().port, '127.0.0.1');
+      s.pipe(up).pipe(s);
+      s.on('error', () => up.destroy());
+      up.on('error', () => s.destroy());
+    });
+    try {
+      const session = await connect(sshd.target({ port: proxy.port }), 15_000, { bannerTimeoutMs: 3_000 });
+      expect((await session.exec('echo logged-in')).stdout.trim()).toBe('logged-in');
+      session.close();
+      expect(connections).toBe(1);
+    } finally {
+      proxy.server.close();
+    }
   });
 
   it('reports a refused client key', async () => {
