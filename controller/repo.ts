@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import git from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
 import { TransientError, UsageError } from '../lib/errors.js';
-import { describeFetchError, isNetworkFault } from '../lib/net.js';
+import { describeFetchError, isNetworkFault, redactUrl } from '../lib/net.js';
 
 // The repository the controller follows: a local one (a working tree, or the bare
 // repository people push to), read in place; or an HTTP(S) remote, mirrored into the
@@ -83,18 +83,22 @@ export function localRepo(path: string, branch: string): Repo {
  */
 export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo {
   const ref = `refs/heads/${branch}`;
+  // A URL may carry a token (https://user:token@host/…): it is used for requests only,
+  // never shown, kept in the mirror's config or put in a message.
+  const shown = redactUrl(url);
   const ensureMirror = async () => {
     if (existsSync(join(mirrorDir, 'HEAD'))) return;
     mkdirSync(mirrorDir, { recursive: true });
     await git.init({ fs, gitdir: mirrorDir, bare: true, defaultBranch: branch });
-    await git.addRemote({ fs, gitdir: mirrorDir, remote: 'origin', url });
+    await git.addRemote({ fs, gitdir: mirrorDir, remote: 'origin', url: shown });
   };
+  const why = (err: unknown) => describeFetchError(err).split(url).join(shown);
   const unreachable = (err: unknown) =>
     isNetworkFault(err)
-      ? new TransientError(`failed to reach ${url}: ${describeFetchError(err)}; retrying at the next poll`, { step: 'poll', input: url }, { cause: err })
-      : new UsageError(`failed to read ${url}: ${describeFetchError(err)} (is --url the repository's address?)`, { step: 'poll', input: url }, { cause: err });
+      ? new TransientError(`failed to reach ${shown}: ${why(err)}; retrying at the next poll`, { step: 'poll', input: shown }, { cause: err })
+      : new UsageError(`failed to read ${shown}: ${why(err)} (is --url the repository's address?)`, { step: 'poll', input: shown }, { cause: err });
   return {
-    label: url,
+    label: shown,
     branch,
     gitdir: mirrorDir,
     async head() {
@@ -107,9 +111,9 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
       }
       const remote = refs.find((r) => r.ref === ref)?.oid;
       if (!remote) {
-        throw new UsageError(`failed to find branch ${branch} at ${url}: the remote has no ${ref} (set watch.branch in ramboot.yaml, or --branch)`, {
+        throw new UsageError(`failed to find branch ${branch} at ${shown}: the remote has no ${ref} (set watch.branch in ramboot.yaml, or --branch)`, {
           step: 'resolve branch',
-          input: url,
+          input: shown,
         });
       }
       const local = await git.resolveRef({ fs, gitdir: mirrorDir, ref }).catch(() => undefined);

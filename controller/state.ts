@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync } from 'no
 import { join, relative, resolve } from 'node:path';
 import { removeBuildDir } from '../builder/sweep.js';
 import { UsageError } from '../lib/errors.js';
+import { redactUrl } from '../lib/net.js';
 import { run } from '../lib/run.js';
 
 // Where ramboot keeps what it makes: never in the user's working tree (a build mounts
@@ -26,9 +27,9 @@ export interface MachineState {
   vm: string;
 }
 
-/** A repository's identity: its real path, or its URL. */
+/** A repository's identity: its real path, or its URL without credentials (as builds record it). */
 export function originOf(repoOrUrl: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repoOrUrl)) return repoOrUrl;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repoOrUrl)) return redactUrl(repoOrUrl);
   try {
     return realpathSync(repoOrUrl);
   } catch {

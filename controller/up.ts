@@ -132,7 +132,7 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<{ re
     }
   }
   const config = await startingConfig(repo, head, emit);
-  const origin = o.url ?? originOf(resolve(o.repo ?? '.'));
+  const origin = originOf(o.url ?? resolve(o.repo ?? '.'));
   const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
   const state = machineState({ state: o.state, host: config.host.name, origin, workTree });
   mkdirSync(state.dir, { recursive: true });

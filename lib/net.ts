@@ -99,3 +99,8 @@ export function netError(action: string, fault: NetFault, fix: string, step: str
   }
   return new UsageError(`failed to ${action} ${fault.url}: ${fault.cause}; ${fix}`, ctx);
 }
+
+/** A URL without its user and password: a remote's URL may carry a token. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1');
+}

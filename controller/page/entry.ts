@@ -2,7 +2,8 @@ import type { ReconcileRecord } from '../history.js';
 import { describeEvent, type RambootEvent } from '../render.js';
 import { absolute, between, bytes, duration, outcomeBadge, time, triggerText } from './format.js';
 import { html, type Html } from './html.js';
-import { document, redactUrl } from './view.js';
+import { redactUrl } from '../../lib/net.js';
+import { document } from './view.js';
 
 // One reconcile on a page of its own: what it was, each phase with its times, the
 // verdict and why, the plan, and its log (the events it emitted, as the terminal shows

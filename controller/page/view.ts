@@ -3,6 +3,7 @@ import { OUTCOME, type Phase, type PhaseName, type ReconcileRecord } from '../hi
 import type { DeliveryState } from '../notify/dispatch.js';
 import type { NotifyState } from '../notify/notifier.js';
 import type { Quarantined } from '../quarantine.js';
+import { redactUrl } from '../../lib/net.js';
 import { absolute, between, bytes, duration, outcomeBadge, outcomeLabel, plainBadge, shortCommit, time, toneOf, triggerText, type Tone } from './format.js';
 import { html, raw, type Html } from './html.js';
 import type { Progress, Seen } from './live.js';
@@ -367,9 +368,4 @@ function footer(m: PageModel): Html {
     <a href="/api/status">status JSON</a> <a href="/api/history">history JSON</a> <a href="/metrics">metrics</a>
     <span class="muted">rendered <time datetime="${new Date(m.now).toISOString()}">${absolute(new Date(m.now).toISOString())}</time></span>
   </footer>`;
-}
-
-/** A URL without its user and password: a remote may carry credentials. */
-export function redactUrl(label: string): string {
-  return label.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1');
 }

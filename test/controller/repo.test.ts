@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -73,6 +73,31 @@ describe('a remote over HTTP', () => {
       expect(err?.message).toMatch(/failed to reach http:\/\/127.0.0.1:\d+\/nas.git: the connection was refused/);
     } finally {
       await server.up();
+    }
+  });
+});
+
+describe('a remote whose URL carries a token', () => {
+  it('sends it, and shows, keeps and reports the URL without it', async () => {
+    const token = 'tok-3f9c2a7b1e';
+    const privateServer = await startGitHttp(root, { user: 'nas', password: token });
+    const mirror = join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git');
+    try {
+      const secret = privateServer.url('nas.git').replace('http://', `http://nas:${token}@`);
+      const head = await remoteRepo(secret, 'main', mirror).head();
+      expect(head).toBe((await git(['rev-parse', 'HEAD'])).stdout.trim());
+      const repo = remoteRepo(secret, 'production', mirror);
+      expect(repo.label).toBe(privateServer.url('nas.git'));
+      const err = await repo.head().then(() => undefined, (e: unknown) => e as Error);
+      expect(err?.message).toMatch(/failed to find branch production at http:\/\/127.0.0.1:\d+\/nas.git:/);
+      expect(JSON.stringify({ message: err?.message, input: (err as { input?: string }).input })).not.toContain(token);
+      expect(readFileSync(join(mirror, 'config'), 'utf8')).not.toContain(token);
+      const refused = remoteRepo(privateServer.url('nas.git').replace('http://', 'http://nas:wrong@'), 'main', join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git'));
+      const denied = await refused.head().then(() => undefined, (e: unknown) => e as Error);
+      expect(denied?.message).toMatch(/failed to read http:\/\/127.0.0.1:\d+\/nas.git: /);
+      expect(JSON.stringify({ message: denied?.message, input: (denied as { input?: string }).input })).not.toContain('wrong');
+    } finally {
+      await privateServer.stop();
     }
   });
 });

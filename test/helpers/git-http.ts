@@ -15,7 +15,9 @@ export interface GitHttp {
   stop(): Promise<void>;
 }
 
-export async function startGitHttp(root: string): Promise<GitHttp> {
+/** With `auth`, every request must carry it (HTTP Basic), as a forge's private repository does. */
+export async function startGitHttp(root: string, auth?: { user: string; password: string }): Promise<GitHttp> {
+  const expected = auth && `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString('base64')}`;
   const requests: string[] = [];
   let server: Server;
   let port = 0;
@@ -24,6 +26,10 @@ export async function startGitHttp(root: string): Promise<GitHttp> {
       server = createServer((req, res) => {
         const url = new URL(req.url ?? '/', 'http://localhost');
         requests.push(`${req.method} ${url.pathname}${url.search}`);
+        if (expected && req.headers.authorization !== expected) {
+          res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="git"' }).end();
+          return;
+        }
         const cgi = spawn('git', ['http-backend'], {
           env: {
             ...process.env,
