@@ -49,6 +49,8 @@ export interface UpOptions {
 /** How often a local repository's branch is looked at: cheap (one file), and noticed within seconds. */
 const LOCAL_POLL_MS = 2_000;
 const BOOT_DEADLINE_MS = 10 * 60_000;
+/** On SIGTERM, how long the last notices (the interrupted verdict) may take to go out. */
+const STOP_NOTIFY_GRACE_MS = 10_000;
 
 export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
@@ -69,7 +71,7 @@ export async function up(o: UpOptions): Promise<number> {
   await ctrl.recover();
   const head = await repo.head().catch(() => undefined);
   if (head) await ctrl.adoptPolicy(head);
-  const routes = views(ctrl, metrics, { host: config.host.name, repo, state, reach, emit });
+  const { routes, notifier } = views(ctrl, metrics, { host: config.host.name, repo, state, reach, emit });
   const server = await startServer(ctrl, { host: o.listen.host, port: o.listen.port, token, webhookSecret, routes });
   const api = `http://${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`;
   writeFileSync(join(state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
@@ -96,6 +98,8 @@ export async function up(o: UpOptions): Promise<number> {
       stopTriggers();
       void (async () => {
         await ctrl.stop(signal);
+        // The interrupted verdict (and what was still queued) goes out before the process ends.
+        await notifier.settle(STOP_NOTIFY_GRACE_MS);
         await server.close();
         await nas?.stop();
         // A deploy in flight is cut here, as a crash would cut it: its journal resumes it.
@@ -218,12 +222,16 @@ function readOrMakeToken(state: MachineState, file?: string): string {
  * machine's facts, probed over SSH at most every minute while someone looks), /metrics,
  * and the notifications sent on each deploy's start and verdict.
  */
-function views(ctrl: Controller, metrics: Metrics, o: { host: string; repo: Repo; state: MachineState; reach: () => LocalSettings; emit: (e: AnyEvent) => void }): ServerOptions['routes'] {
+function views(
+  ctrl: Controller,
+  metrics: Metrics,
+  o: { host: string; repo: Repo; state: MachineState; reach: () => LocalSettings; emit: (e: AnyEvent) => void },
+): { routes: ServerOptions['routes']; notifier: Notifier } {
   const live = new Live();
   live.attach(ctrl);
   metrics.attach(ctrl);
   const notifier = new Notifier({ gitdir: o.repo.gitdir, emit: o.emit, onDelivery: (t, a) => metrics.notified(t, a) });
   notifier.attach(ctrl);
   const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase) });
-  return [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()];
+  return { routes: [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()], notifier };
 }

@@ -86,6 +86,13 @@ export class Notifier {
     await this.dispatcher.idle();
   }
 
+  /** idle(), for at most `ms`: a stopping controller lets the last notices go out, but a target that does not answer does not hold it. */
+  async settle(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.idle(), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+  }
+
   private async handle(ctrl: NotifySource, e: Envelope): Promise<void> {
     const ev = e.event;
     if (ev.kind !== 'phase' && ev.kind !== 'reconciled') return;
