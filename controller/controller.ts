@@ -424,6 +424,9 @@ export class Controller {
         images: [this.o.state.images],
         onEvent: (e) => this.onDeployEvent(record, e),
       });
+      // Stopped meanwhile: the record already says interrupted, and the next start takes
+      // the deploy up from its journal.
+      if (this.stopping) return;
       record.bytesSent = result.bytesSent;
       record.imageBytes = result.imageBytes;
       record.output = result.outcome.output;
@@ -451,6 +454,7 @@ export class Controller {
   }
 
   private onDeployEvent(record: ReconcileRecord, e: DeployEvent): void {
+    if (record.state === 'done') return;
     if (e.kind === 'step') this.phase(record, STEP_PHASE[e.step]);
     this.publish(e, record);
   }
@@ -488,6 +492,8 @@ export class Controller {
   }
 
   private finish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string): void {
+    // One verdict per record: a deploy that ends after a stop marked it interrupted changes nothing.
+    if (record.state === 'done') return;
     const now = new Date().toISOString();
     const last = record.phases.at(-1);
     if (last && !last.end) last.end = now;
