@@ -87,7 +87,11 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
   // never shown, kept in the mirror's config or put in a message.
   const shown = redactUrl(url);
   const ensureMirror = async () => {
-    if (existsSync(join(mirrorDir, 'HEAD'))) return;
+    if (existsSync(join(mirrorDir, 'HEAD'))) {
+      // A mirror made before URLs were kept without their credentials.
+      await git.setConfig({ fs, gitdir: mirrorDir, path: 'remote.origin.url', value: shown });
+      return;
+    }
     mkdirSync(mirrorDir, { recursive: true });
     await git.init({ fs, gitdir: mirrorDir, bare: true, defaultBranch: branch });
     await git.addRemote({ fs, gitdir: mirrorDir, remote: 'origin', url: shown });

@@ -8,6 +8,7 @@ import { build } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
 import { fingerprint } from '../secrets/ssh-public.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
+import { redactUrl } from '../lib/net.js';
 import type { Config } from '../lib/config-schema.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { Controller, type AnyEvent } from './controller.js';
@@ -114,10 +115,11 @@ export async function up(o: UpOptions): Promise<number> {
 
 async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<{ repo: Repo; config: Config; state: MachineState }> {
   if (o.url && o.repo && o.repo !== '.') throw new UsageError('ramboot up takes --repo DIR or --url URL, not both', { step: 'up' });
-  if (o.url && !isUrl(o.url)) throw new UsageError(`--url ${o.url}: only http:// and https:// remotes are supported; for a local repository use --repo`, { step: 'up', input: o.url });
+  if (o.url && !isUrl(o.url)) throw new UsageError(`--url ${redactUrl(o.url)}: only http:// and https:// remotes are supported; for a local repository use --repo`, { step: 'up', input: redactUrl(o.url) });
   let repo: Repo;
   if (o.url) {
-    const mirror = join(cacheRoot(o.state), 'mirrors', `${createHash('sha256').update(o.url).digest('hex').slice(0, 16)}.git`);
+    // Named by the URL without its credentials: a new token fetches into the same mirror.
+    const mirror = join(cacheRoot(o.state), 'mirrors', `${createHash('sha256').update(redactUrl(o.url)).digest('hex').slice(0, 16)}.git`);
     repo = remoteRepo(o.url, o.branch ?? 'main', mirror);
   } else {
     const path = resolve(o.repo ?? '.');

@@ -100,7 +100,7 @@ export function netError(action: string, fault: NetFault, fix: string, step: str
   return new UsageError(`failed to ${action} ${fault.url}: ${fault.cause}; ${fix}`, ctx);
 }
 
-/** A URL without its user and password: a remote's URL may carry a token. */
+/** A URL without its user and password: a remote's URL may carry a token (which may hold an "@": the host follows the last one). */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1');
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
 }

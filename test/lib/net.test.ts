@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import git from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeFetchError, faultOfError, isNetworkFault, netError } from '../../lib/net.js';
+import { describeFetchError, faultOfError, isNetworkFault, netError, redactUrl } from '../../lib/net.js';
 import { freePort } from '../helpers/ramboot.js';
 
 // The words for network faults, from the errors the real clients raise: Node's fetch
@@ -50,5 +50,13 @@ describe('network faults in words', () => {
     const e = netError('download', fault, 'use a local copy', 'test');
     expect(e.kind).toBe('retry');
     expect(e.message).toMatch(/^failed to download http:\/\/no-such-host\.invalid\/x\.tar\.gz: the name does not resolve.*; nothing was built: try again when it is reachable, or use a local copy$/);
+  });
+});
+
+describe('a URL shown without its credentials', () => {
+  it('drops the user and the password, also a password holding "@", and leaves the rest', () => {
+    expect(redactUrl('https://nas:tok@en@forge.example/tess/nas.git')).toBe('https://forge.example/tess/nas.git');
+    expect(redactUrl('http://token@127.0.0.1:3000/nas.git?x=a@b')).toBe('http://127.0.0.1:3000/nas.git?x=a@b');
+    expect(redactUrl('https://forge.example/tess/n@s.git')).toBe('https://forge.example/tess/n@s.git');
   });
 });
