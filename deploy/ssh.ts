@@ -164,12 +164,15 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, op
       input: target.identityFile,
     });
   }
+  const started = Date.now();
   let sock: Socket;
   try {
     sock = await openSocket(target, opts.bannerTimeoutMs ?? timeoutMs);
   } catch (err) {
     throw connectError(target, pins, undefined, err as Error);
   }
+  // The banner's wait counts against the whole timeout.
+  const left = Math.max(1_000, timeoutMs - (Date.now() - started));
   const client = new Client();
   let presented: Buffer | undefined;
   return new Promise<Session>((resolve, reject) => {
@@ -191,7 +194,7 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, op
     const closed = () => fail(Object.assign(new Error('the connection closed before the SSH handshake'), { level: 'client-socket' }));
     client.once('close', closed);
     // ssh2's readyTimeout covers the handshake; this bounds the whole attempt whatever ssh2 does.
-    const guard = setTimeout(() => fail(Object.assign(new Error('timed out'), { level: 'client-timeout' })), timeoutMs + 5_000);
+    const guard = setTimeout(() => fail(Object.assign(new Error('timed out'), { level: 'client-timeout' })), left + 5_000);
     client.once('ready', () => {
       if (settled) return;
       settled = true;
@@ -204,7 +207,7 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, op
       sock,
       username: target.user,
       privateKey,
-      readyTimeout: timeoutMs,
+      readyTimeout: left,
       // Only the pinned key types are negotiated, so the server presents the pinned key and not another one it also has.
       algorithms: { serverHostKey: hostKeyAlgorithms(pins.map((p) => p.type)) as never },
       hostVerifier: (key: Buffer) => {
