@@ -70,9 +70,9 @@ try {
     const { bootId } = await readRunning(s);
     s.close();
     const offset = statSync(serialLog).size;
+    restartedAt = 0;
     const t0 = Date.now();
     await cause();
-    restartedAt = 0;
     const t = await timeBoot(t0, offset, bootId);
     rows.push([name, t]);
     if (restartedAt) split = { shutdown: (restartedAt - t0) / 1000, boot: t.ssh - (restartedAt - t0) / 1000 };

@@ -35,7 +35,8 @@ async function buildingController() {
 
 describe('ramboot up stopped by SIGTERM during a build', () => {
   it('delivers the reconcile\'s notices, "interrupted" last, to a slow receiver before it exits', async () => {
-    hook.slow(2_000);
+    // Slower than the build's cleanup: without the grace the process ends before the verdict is sent.
+    hook.slow(4_000);
     hook.received.length = 0;
     const ctrl = await buildingController();
     await ctrl.kill('SIGTERM');
@@ -48,11 +49,9 @@ describe('ramboot up stopped by SIGTERM during a build', () => {
   it('does not wait longer than its grace for a receiver that never answers', async () => {
     hook.slow(10 * 60_000);
     const ctrl = await buildingController();
-    const before = hook.received.length;
-    // Waiting for the receiver would outlast the test's timeout: the controller gives up after its grace.
+    // Waiting for the receiver (six tries of 10 s, minutes of backoff) would outlast the
+    // test's timeout: the controller gives up after its grace and exits by itself.
     await ctrl.kill('SIGTERM');
     expect(ctrl.proc.exitCode).toBe(0);
-    // It stopped with the "started" notice still unanswered: nothing more was sent.
-    expect(hook.received.length).toBe(before);
   }, 3 * 60_000);
 });
