@@ -1,4 +1,5 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
+import { hostname, networkInterfaces } from 'node:os';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { UsageError } from '../lib/errors.js';
 import type { Controller, Envelope } from './controller.js';
@@ -6,7 +7,8 @@ import { judgeWebhook } from './webhook.js';
 
 // The controller's HTTP server: the JSON API (status, history, logs, live events), the
 // actions (reconcile, release, pause), the forge webhook. It binds to loopback unless
-// told otherwise; anywhere else every request needs the token. Actions always do. The
+// told otherwise; anywhere else every request needs the token. Actions always do. It
+// answers only to its own names (the Host header), against DNS rebinding. The
 // handlers only read state or queue work: nothing slow runs inside a request.
 
 export interface ServerOptions {
@@ -24,8 +26,40 @@ export interface ServerOptions {
 export const WEBHOOK_BODY_LIMIT = 5 * 1024 * 1024;
 const HEARTBEAT_MS = 10_000;
 
+/** Loopback names: an address of 127/8 written out whole (`127.evil.example` is a DNS name anyone can point anywhere). */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/** The name of a Host header without its port: `[::1]:8180` → `::1`, `nas:8180` → `nas`. */
+export function hostName(header: string): string {
+  const h = header.trim().toLowerCase();
+  const end = h.indexOf(']');
+  if (h.startsWith('[')) return end > 0 ? h.slice(1, end) : h;
+  // Two colons or more: a bare IPv6 address, which has no port.
+  return h.indexOf(':') === h.lastIndexOf(':') ? h.split(':')[0]! : h;
+}
+
+/**
+ * Why a request's Host is refused, or undefined when it names this server: a loopback
+ * name or the address it listens on (bound to every address, 0.0.0.0 or ::, that is the
+ * host's own addresses and name). A page on another site that re-points its own DNS name
+ * at 127.0.0.1 (DNS rebinding) reaches the server from the victim's browser with its own
+ * name in Host: that is what this stops.
+ */
+export function hostCheck(listen: string): (header: string | undefined) => string | undefined {
+  const served = new Set([listen.toLowerCase()]);
+  if (listen === '0.0.0.0' || listen === '::') {
+    served.add(hostname().toLowerCase());
+    for (const a of Object.values(networkInterfaces()).flat()) if (a) served.add(a.address.toLowerCase());
+  }
+  return (header) => {
+    if (header === undefined) return 'a request without a Host header is refused';
+    const name = hostName(header);
+    if (isLoopback(name) || served.has(name)) return undefined;
+    // Says what it answers to without listing the host's addresses to the page that asked.
+    return `Host "${header.slice(0, 100)}" is not a name of this server, which answers only to loopback names and the address it listens on, so that no other site can reach it through DNS rebinding; use one of those (a reverse proxy must pass one as Host)`;
+  };
 }
 
 function sameToken(given: string, token: string): boolean {
@@ -34,11 +68,13 @@ function sameToken(given: string, token: string): boolean {
   return timingSafeEqual(a, b);
 }
 
+/**
+ * The token of an action: the Authorization header, or a form's field. Never the query
+ * string: URLs end up in logs, shell history and a browser's history.
+ */
 export function tokenOf(req: FastifyRequest): string | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
-  const q = (req.query as { token?: string } | undefined)?.token;
-  if (typeof q === 'string') return q;
   // A form's field: the status page's actions work without JavaScript.
   const f = (req.body as { token?: unknown } | undefined)?.token;
   return typeof f === 'string' ? f.trim() : undefined;
@@ -76,6 +112,12 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
     reply.header('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
     reply.header('cache-control', 'no-store');
     return payload;
+  });
+  // Before anything else: a refused Host reads nothing and changes nothing.
+  const refusedHost = hostCheck(o.host);
+  app.addHook('onRequest', async (req, reply) => {
+    const why = refusedHost(req.headers.host);
+    if (why) await reply.code(421).send({ error: `misdirected request: ${why}` });
   });
   // Off loopback everything needs the token, except the webhook, which forges sign instead.
   app.addHook('onRequest', async (req, reply) => {
@@ -132,7 +174,10 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
       const body = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
       if (!o.webhookSecret) return reply.code(404).send({ error: 'webhooks are not configured (ramboot up --webhook-secret FILE)' });
       const v = judgeWebhook(req.headers, body, o.webhookSecret, ctrl.status().branch);
-      ctrl.recordWebhook({ at: new Date().toISOString(), form: v.form, status: v.status, result: `${v.kind}: ${v.reason}` });
+      // Only a delivery that proved the secret is shown as the last webhook: anyone who
+      // can reach the endpoint could otherwise write the page's line. The forge's own
+      // delivery log shows a refusal and its reason.
+      if (v.kind !== 'refused') ctrl.recordWebhook({ at: new Date().toISOString(), form: v.form, status: v.status, result: `${v.kind}: ${v.reason}` });
       // Answer first: the poll runs after the reply (forges time out in 5 to 30 s).
       if (v.kind === 'accepted') setImmediate(() => void ctrl.poll({ kind: 'webhook', detail: v.form }));
       return reply.code(v.status).send({ result: v.kind, reason: v.reason });

@@ -1,13 +1,17 @@
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller, type Envelope } from '../../controller/controller.js';
+import { Metrics } from '../../controller/metrics.js';
+import { Live } from '../../controller/page/live.js';
+import { pageRoutes } from '../../controller/page/routes.js';
 import { localRepo } from '../../controller/repo.js';
-import { startServer } from '../../controller/server.js';
+import { hostCheck, startServer } from '../../controller/server.js';
 import { freePort } from '../helpers/ramboot.js';
 
 // The controller's HTTP server with a real controller following a real git repository:
@@ -21,6 +25,7 @@ let repo: string;
 let ctrl: Controller;
 let app: FastifyInstance;
 let base: string;
+let port: number;
 const events: Envelope[] = [];
 
 const git = (args: string[]) => execa('git', ['-c', 'user.name=Tess', '-c', 'user.email=tess@example.invalid', ...args], { cwd: repo });
@@ -33,6 +38,24 @@ async function commit(message: string): Promise<string> {
 const push = (ref = 'refs/heads/main') => Buffer.from(JSON.stringify({ ref }));
 const sign = (body: Buffer, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 const post = (path: string, body: Buffer, headers: Record<string, string>) => fetch(`${base}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/json', ...headers } });
+
+/** A request with a Host header of the test's choosing (fetch always sends the URL's); an event stream is cut once answered. */
+function withHost(method: 'GET' | 'POST', path: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers: { ...headers, host } }, (res) => {
+      if (res.headers['content-type']?.startsWith('text/event-stream')) {
+        res.destroy();
+        return resolve({ status: res.statusCode!, body: '' });
+      }
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 async function until<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;
@@ -52,8 +75,12 @@ beforeAll(async () => {
   const state = { dir: stateDir, images: join(stateDir, 'images'), cache: join(stateDir, 'cache'), vm: join(stateDir, 'vm') };
   ctrl = new Controller({ repo: localRepo(repo, 'main'), state, reach: () => ({}), keep: 50, emit: () => {} });
   ctrl.subscribe((e) => events.push(e));
-  const port = await freePort();
-  app = await startServer(ctrl, { host: '127.0.0.1', port, token: TOKEN, webhookSecret: SECRET });
+  port = await freePort();
+  const metrics = new Metrics();
+  metrics.attach(ctrl);
+  const live = new Live();
+  live.attach(ctrl);
+  app = await startServer(ctrl, { host: '127.0.0.1', port, token: TOKEN, webhookSecret: SECRET, routes: [pageRoutes({ host: 'nas', live }), metrics.routes()] });
   base = `http://127.0.0.1:${port}`;
   await ctrl.poll({ kind: 'start' }, true);
   await ctrl.drained();
@@ -63,7 +90,11 @@ afterAll(async () => {
 });
 
 describe('webhooks', () => {
-  it('a bad signature or token is refused with 401 and queues nothing', async () => {
+  it('a bad signature or token, or none, is refused with 401, queues nothing and leaves the last webhook as it was', async () => {
+    const ping = Buffer.from('{"zen":"hi"}');
+    expect((await post('/hooks/git', ping, { 'x-github-event': 'ping', 'x-hub-signature-256': sign(ping) })).status).toBe(202);
+    const lastGood = ctrl.status().lastWebhook;
+    expect(lastGood).toMatchObject({ status: 202, form: 'github', result: 'ignored: ping: the hook works' });
     const before = events.length;
     const c = await commit('pushed, then announced with a forged signature');
     const body = push();
@@ -71,10 +102,11 @@ describe('webhooks', () => {
     expect(gh.status).toBe(401);
     const gl = await post('/hooks/git', body, { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 'not the secret' });
     expect(gl.status).toBe(401);
+    expect((await post('/hooks/git', body, {})).status).toBe(401);
     await new Promise((r) => setTimeout(r, 500));
     expect(events.slice(before).filter((e) => e.event.kind === 'noticed' || e.event.kind === 'phase')).toEqual([]);
     expect(ctrl.history.list().some((r) => r.commit === c)).toBe(false);
-    expect(ctrl.status().lastWebhook).toMatchObject({ status: 401, form: 'gitlab', result: 'refused: bad token' });
+    expect(ctrl.status().lastWebhook).toEqual(lastGood);
   });
 
   it.each([
@@ -135,7 +167,44 @@ describe('the API', () => {
     await ctrl.drained();
   });
 
+  it('the token in the query string authorizes nothing (401); the same token as a header does', async () => {
+    const res = await fetch(`${base}/api/pause?token=${encodeURIComponent(TOKEN)}`, { method: 'POST' });
+    expect(res.status).toBe(401);
+    expect(ctrl.status().paused).toBe(false);
+    expect((await fetch(`${base}/api/pause`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(202);
+    expect(ctrl.status().paused).toBe(true);
+    expect((await fetch(`${base}/api/resume`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(202);
+    await ctrl.drained();
+  });
+
   it('refuses to start on a non-loopback address without a token', async () => {
     await expect(startServer(ctrl, { host: '0.0.0.0', port: await freePort(), token: '' })).rejects.toThrow(/a non-loopback address needs a token/);
+  });
+});
+
+describe('the Host header (DNS rebinding)', () => {
+  it.each(['/', '/api/status', '/metrics', '/api/events', '/api/history'])('Host: evil.example gets 421 on %s, saying which Host was refused and why', async (path) => {
+    const res = await withHost('GET', path, 'evil.example');
+    expect(res.status).toBe(421);
+    expect(JSON.parse(res.body).error).toMatch(/^misdirected request: Host "evil\.example" is not a name of this server, .*DNS rebinding/);
+  });
+
+  it('a refused Host changes nothing, even with the token', async () => {
+    const res = await withHost('POST', '/api/pause', `evil.example:${port}`, { authorization: `Bearer ${TOKEN}` });
+    expect(res.status).toBe(421);
+    expect(ctrl.status().paused).toBe(false);
+  });
+
+  it.each(['/', '/api/status', '/metrics', '/api/events'])('its loopback names, with or without the port, get 200 on %s', async (path) => {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, '127.0.0.1', `[::1]:${port}`]) {
+      expect((await withHost('GET', path, host)).status, host).toBe(200);
+    }
+  });
+
+  it('accepts loopback names and the address it listens on; refuses names that merely contain them', () => {
+    const refused = hostCheck('192.168.1.10');
+    for (const ok of ['192.168.1.10', '192.168.1.10:8180', 'LOCALHOST:8180', '127.0.0.2', '[::1]', '::1']) expect(refused(ok), ok).toBeUndefined();
+    for (const bad of ['evil.example', '192.168.1.10.evil.example', 'localhost.evil.example:8180', '127.0.0.1.nip.io', '127.evil.example', '192.168.1.11', '[::1', '']) expect(refused(bad), bad).toMatch(/is not a name of this server/);
+    expect(refused(undefined)).toMatch(/without a Host header/);
   });
 });
