@@ -141,19 +141,26 @@ export async function runHealth(opts: HealthOptions): Promise<HealthReport> {
   }
 }
 
+/**
+ * An attempt is started only with at least this much of the deadline left (or its whole
+ * timeout, if shorter): one started with a millisecond left can only fail, and its
+ * "no answer" would hide what the check last saw.
+ */
+export const MIN_ATTEMPT_MS = 2_000;
+
 /** Runs probes in order, each up to retries+1 times `period` apart; stops at the first failure or at the deadline. */
 export async function runProbes(probes: Probe[], deadlineMs: number, onAttempt?: (e: HealthEvent) => void): Promise<HealthReport> {
   const deadline = Date.now() + deadlineMs;
   const results: CheckResult[] = [];
-  for (const p of probes) {
+  for (const [index, p] of probes.entries()) {
     const started = Date.now();
     const of = p.retries + 1;
     let last: Attempt = { ok: false, output: '' };
     let attempts = 0;
     while (attempts < of) {
       const left = deadline - Date.now();
-      if (left <= 0) {
-        last = { ok: false, output: `health deadline of ${deadlineMs / 1000} s reached${last.output ? `; last attempt: ${last.output}` : ''}` };
+      if (left < Math.min(p.timeout, MIN_ATTEMPT_MS)) {
+        last = { ok: false, output: deadlineReached(deadlineMs, last, attempts === 0 ? probes.slice(index) : probes.slice(index + 1)) };
         break;
       }
       attempts++;
@@ -167,6 +174,17 @@ export async function runProbes(probes: Probe[], deadlineMs: number, onAttempt?:
     if (!result.ok) return { ok: false, results, failed: result };
   }
   return { ok: true, results };
+}
+
+/** The deadline's report: what the check last saw, and which checks never ran. */
+function deadlineReached(deadlineMs: number, last: Attempt, notRun: Probe[]): string {
+  return [
+    `health deadline of ${deadlineMs / 1000} s reached`,
+    last.output ? `last attempt: ${last.output}` : '',
+    notRun.length ? `never ran: ${notRun.map((p) => p.name).join(', ')}` : '',
+  ]
+    .filter(Boolean)
+    .join('; ');
 }
 
 /** An attempt that does not settle in time fails; one that throws fails with the error as its output. */

@@ -140,11 +140,14 @@ describe('runHealth against a local sshd standing in for the NAS (openrc simulat
     await writeFile(join(work, 'state', 'nfs'), 'crashed');
     await writeFile(join(work, 'state', 'networking'), 'stopped');
     try {
-      // The built-in retries for about half a minute; the deadline cuts it short.
-      const { report } = await health([], 2_500);
+      // The built-in retries for about half a minute; the deadline cuts it short. No attempt
+      // starts with less than MIN_ATTEMPT_MS left, so the services check runs at least once
+      // even where the SSH check is slow (it took 2.5 s on a loaded 2-core machine).
+      const { report } = await health([], 15_000);
       expect(report.failed?.name).toBe('services');
       expect(report.failed?.output).toMatch(/networking: stopped\nnfs: crashed/);
-      expect(report.failed?.output).toMatch(/health deadline of 2.5 s reached/);
+      expect(report.failed?.output).toMatch(/^health deadline of 15 s reached; last attempt: exit 1: /);
+      expect(report.failed?.output).toMatch(/never ran: services, settled$/);
     } finally {
       await rm(join(work, 'state', 'nfs'));
       await rm(join(work, 'state', 'networking'));
@@ -153,11 +156,13 @@ describe('runHealth against a local sshd standing in for the NAS (openrc simulat
 
   it('fails the ssh built-in when the machine presents another host key', async () => {
     const events: HealthEvent[] = [];
-    const report = await runHealth({ target: sshd.target({ hostKey: sshd.otherHostKey }), checks: [], deadlineMs: 1_500, onAttempt: (e) => events.push(e) });
+    const report = await runHealth({ target: sshd.target({ hostKey: sshd.otherHostKey }), checks: [], deadlineMs: 5_000, onAttempt: (e) => events.push(e) });
     expect(report.failed?.name).toBe('ssh');
     expect(report.failed?.output).toMatch(/host key mismatch/);
   });
 });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('runProbes', () => {
   const probe = (name: string, results: boolean[], p: Partial<Probe> = {}): Probe => {
@@ -190,10 +195,22 @@ describe('runProbes', () => {
 
   it('the deadline ends retries early: no more attempts than fit in it, however fast the machine is', async () => {
     // Attempts start at least a period apart, so at most 4 start within 350 ms; a slower machine makes fewer.
-    const r = await runProbes([probe('a', Array(100).fill(false) as boolean[], { period: 100 })], 350);
+    const r = await runProbes([probe('a', Array(100).fill(false) as boolean[], { period: 100, timeout: 50 })], 350);
     expect(r.ok).toBe(false);
     expect(r.failed?.attempts).toBeGreaterThanOrEqual(1);
     expect(r.failed?.attempts).toBeLessThanOrEqual(4);
     expect(r.failed?.output).toMatch(/^health deadline of 0.35 s reached; last attempt: a attempt \d+$/);
+  });
+
+  it('starts no attempt with less time left than it may need, and names the checks that never ran', async () => {
+    let started = 0;
+    const slow = probe('slow', [true], { timeout: 5_000, attempt: async () => { started++; await sleep(300); return { ok: true, output: 'slow done' }; } });
+    const never = probe('never', [true], { timeout: 5_000, attempt: async () => { started++; return { ok: true, output: '' }; } });
+    // 1 s is less than MIN_ATTEMPT_MS: the first probe is not started at all.
+    const r = await runProbes([slow, never, probe('last', [true])], 1_000);
+    expect(started).toBe(0);
+    expect(r.failed?.name).toBe('slow');
+    expect(r.failed?.attempts).toBe(0);
+    expect(r.failed?.output).toBe('health deadline of 1 s reached; never ran: slow, never, last');
   });
 });
