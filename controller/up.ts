@@ -9,6 +9,7 @@ import { gitSource } from '../builder/source.js';
 import { fingerprint } from '../secrets/ssh-public.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
 import { redactUrl } from '../lib/net.js';
+import { readPrivateFile } from '../lib/private-file.js';
 import type { Config } from '../lib/config-schema.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { Controller, type AnyEvent } from './controller.js';
@@ -57,7 +58,7 @@ export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
   const { repo, config, state } = await openRepo(o, emit);
   const token = readOrMakeToken(state, o.tokenFile);
-  const webhookSecret = o.webhookSecretFile ? readFileSync(resolve(o.webhookSecretFile), 'utf8').trim() : process.env.RAMBOOT_WEBHOOK_SECRET;
+  const webhookSecret = o.webhookSecretFile ? readPrivateFile(resolve(o.webhookSecretFile), 'the webhook secret (--webhook-secret)').trim() : process.env.RAMBOOT_WEBHOOK_SECRET;
 
   let nas: VirtualNas | undefined;
   let reach: () => LocalSettings = () => ({});
@@ -211,7 +212,7 @@ function watch(ctrl: Controller, repo: Repo, config: Config): () => void {
 
 /** The API token: the given file's, else one made once and kept (0600) in the state directory. */
 function readOrMakeToken(state: MachineState, file?: string): string {
-  if (file) return readFileSync(resolve(file), 'utf8').trim();
+  if (file) return readPrivateFile(resolve(file), 'the API token (--token-file)').trim();
   const path = join(state.dir, 'api-token');
   if (existsSync(path)) return readFileSync(path, 'utf8').trim();
   const token = randomBytes(24).toString('base64url');
