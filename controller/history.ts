@@ -1,13 +1,15 @@
 import type { Plan } from '../plan/compare.js';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { appendPrivateFile, makePrivateDir, writePrivateFile } from '../lib/private-file.js';
 import type { Trigger } from './queue.js';
 
 // One small JSON record per reconcile, and its log beside it (the events it emitted,
 // one JSON line each): history is a directory listing away, readable with jq. Failed,
 // rolled-back and superseded attempts are kept like the others; the oldest go when
-// there are more than the configured count.
+// there are more than the configured count. Records and logs are private (0600): a
+// build's output and a health check's may show what the machine holds.
 
 /** How a reconcile ended. Deploy's verdicts, and what the controller adds before a deploy. */
 export const OUTCOME = {
@@ -59,6 +61,8 @@ export interface ReconcileRecord {
   bytesSent?: number;
   imageBytes?: number;
   refresh?: boolean;
+  /** The branch was rewritten: this commit does not descend from the one that ran before. */
+  rewritten?: { from: string };
   /** The plan of this build against the one running before it (`ramboot plan`). */
   plan?: RecordedPlan;
 }
@@ -80,7 +84,7 @@ export class History {
     private readonly keep: number,
   ) {
     this.dir = join(stateDir, 'history');
-    mkdirSync(this.dir, { recursive: true });
+    makePrivateDir(this.dir);
   }
 
   /** Ids sort by time: "<UTC timestamp>-<random>". */
@@ -89,14 +93,12 @@ export class History {
   }
 
   save(r: ReconcileRecord): void {
-    const file = join(this.dir, `${r.id}.json`);
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(r, null, 2)}\n`);
-    renameSync(`${file}.tmp`, file);
+    writePrivateFile(join(this.dir, `${r.id}.json`), `${JSON.stringify(r, null, 2)}\n`);
   }
 
   /** Appends one event to the reconcile's log. */
   log(id: string, event: unknown): void {
-    appendFileSync(join(this.dir, `${id}.log`), `${JSON.stringify({ ts: new Date().toISOString(), ...(event as object) })}\n`);
+    appendPrivateFile(join(this.dir, `${id}.log`), `${JSON.stringify({ ts: new Date().toISOString(), ...(event as object) })}\n`);
   }
 
   get(id: string): ReconcileRecord | undefined {

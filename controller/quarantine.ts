@@ -1,5 +1,6 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writePrivateFile } from '../lib/private-file.js';
 
 // Commits the controller will not deploy again by itself: a build that failed, a trial
 // that was rolled back, a commit that is not trusted. The next new commit is deployed
@@ -48,8 +49,7 @@ export class Quarantine {
   }
 
   private write(): void {
-    writeFileSync(`${this.file}.tmp`, `${JSON.stringify(this.items, null, 2)}\n`);
-    renameSync(`${this.file}.tmp`, this.file);
+    writePrivateFile(this.file, `${JSON.stringify(this.items, null, 2)}\n`);
   }
 }
 

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, openSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Emit } from '../lib/events.js';
 import { RambootError } from '../lib/errors.js';
 import { packagePath } from '../lib/package.js';
+import { PRIVATE_FILE, makePrivateDir } from '../lib/private-file.js';
 import { formatDisk } from '../vm/format.js';
 import { monitorCommand, sshBanner, type VmEvent } from '../vm/qemu.js';
 import { recordVm, runningVm, type VmRecord } from './machine.js';
@@ -35,7 +36,8 @@ export interface VirtualNas {
 }
 
 export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas> {
-  mkdirSync(o.state.vm, { recursive: true });
+  // 0700: the disk holds the secrets segment, and qemu's monitor socket controls the machine.
+  makePrivateDir(o.state.vm);
   const disk = join(o.state.vm, 'disk.img');
   const serialLog = join(o.state.vm, 'serial.log');
   const monitor = join(o.state.vm, 'monitor.sock');
@@ -51,7 +53,9 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
       await formatDisk({ disk: `${disk}.tmp`, imageDir: o.firstImage, emit: o.emit });
       renameSync(`${disk}.tmp`, disk);
     }
-    const log = openSync(join(o.state.vm, 'vm.log'), 'a');
+    // A disk made before ramboot made them private took the umask (0644 under 022).
+    chmodSync(disk, PRIVATE_FILE);
+    const log = openSync(join(o.state.vm, 'vm.log'), 'a', PRIVATE_FILE);
     const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor, '--serial-socket', serialSocket];
     const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
     child.unref();

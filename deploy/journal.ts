@@ -3,13 +3,15 @@ import { mkdir, open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HealthCheck } from '../lib/config-schema.js';
 import { RambootError, UsageError } from '../lib/errors.js';
+import { PRIVATE_DIR, PRIVATE_FILE } from '../lib/private-file.js';
 import type { CandidateFile } from './medium.js';
 import type { SlotEntry, SlotTable } from './slots.js';
 import { VERDICT, type Outcome } from './verdict.js';
 
 // The deploy journal: one JSON line per step, appended and fsynced BEFORE the step is
 // taken. A controller killed anywhere finds the open deploy and its last step on the
-// next start and re-enters that step; every step is written to be safe to repeat.
+// next start and re-enters that step; every step is written to be safe to repeat. Like
+// every state file it is private (0600), whatever the umask.
 
 /** Everything needed to finish a deploy without the repository or the image directory's manifest. */
 export interface DeployPlan {
@@ -82,7 +84,7 @@ export class Journal {
 
   /** The journal in a machine's state directory: `<dir>/deploy.jsonl`. A last line cut by a crash is removed. */
   static async open(dir: string): Promise<Journal> {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
     const file = join(dir, 'deploy.jsonl');
     let text = '';
     try {
@@ -98,7 +100,7 @@ export class Journal {
   /** Appends a step and forces it to disk before returning: only then may the step be taken. */
   async record(deploy: string, entry: Entry): Promise<JournalRecord> {
     const rec = { ts: new Date().toISOString(), deploy, ...entry } as JournalRecord;
-    const fh = await open(this.file, 'a');
+    const fh = await open(this.file, 'a', PRIVATE_FILE);
     try {
       await fh.write(`${JSON.stringify(rec)}\n`);
       await fh.sync();
@@ -227,7 +229,7 @@ export function acquireLock(dir: string, host: string): () => void {
   const file = join(dir, 'deploy.lock');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      const fd = openSync(file, 'wx');
+      const fd = openSync(file, 'wx', PRIVATE_FILE);
       writeSync(fd, `${process.pid}\n`);
       closeSync(fd);
       return () => unlinkSync(file);

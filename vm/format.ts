@@ -1,10 +1,11 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readManifest } from '../image/manifest.js';
 import { candidateFiles } from '../deploy/medium.js';
 import { CFG_PATH, renderSyslinuxCfg } from '../deploy/slots.js';
 import { UsageError } from '../lib/errors.js';
 import type { Emit, StageEvent } from '../lib/events.js';
+import { PRIVATE_FILE } from '../lib/private-file.js';
 import { run } from '../lib/run.js';
 
 // `ramboot format`: a new boot medium as a disk image, written with mtools (no mount):
@@ -34,7 +35,8 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
 
   stage(`formatting ${opts.disk} (${sizeMiB} MiB, volume id ${m.medium.uuid})`);
   rmSync(opts.disk, { force: true });
-  await run('mkfs.vfat', ['-C', '-F', '32', '-i', volumeId, '-n', 'RAMBOOT', opts.disk, String(sizeMiB * 1024)], { step: 'make the FAT file system' });
+  createDiskFile(opts.disk, sizeMiB * 2 ** 20);
+  await run('mkfs.vfat', ['-F', '32', '-i', volumeId, '-n', 'RAMBOOT', opts.disk], { step: 'make the FAT file system' });
   await mtools('mmd', ['-i', opts.disk, '::/boot', '::/boot/syslinux', '::/boot/ramboot']);
   await run('syslinux', ['--install', '--directory', '/boot/syslinux', opts.disk], { step: 'install syslinux' });
 
@@ -50,6 +52,19 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
   }
   stage(`formatted ${opts.disk}: ${m.buildId} in lts`);
   return { volumeId: m.medium.uuid, sizeMiB };
+}
+
+/**
+ * The disk file, sparse and 0600 before anything is written to it: it will hold the
+ * secrets segment, and `mkfs.vfat -C` would create it with the umask (0644 under 022).
+ */
+function createDiskFile(path: string, bytes: number): void {
+  const fd = openSync(path, 'wx', PRIVATE_FILE);
+  try {
+    ftruncateSync(fd, bytes);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function mtools(cmd: string, args: string[]) {

@@ -3,6 +3,7 @@ import { createConnection } from 'node:net';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { RambootError } from '../lib/errors.js';
 import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
+import { appendPrivateFile } from '../lib/private-file.js';
 
 // The virtual NAS: the disk made by `ramboot format` attached as a USB stick (as the
 // reference NAS boots), SeaBIOS → syslinux → the slot's kernel and segments, SSH and
@@ -68,6 +69,9 @@ export function qemuArgs(o: VmOptions): string[] {
 
 export function startVm(o: VmOptions): Vm {
   const emit = o.emit ?? (() => {});
+  // qemu would create the serial log with the umask; the console shows what the machine
+  // prints (a setup's output, a secret's name), so the log exists 0600 before qemu opens it.
+  appendPrivateFile(o.serialLog, '');
   let proc: ResultPromise;
   let boots = 0;
   let startedAt = Date.now();

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,6 +139,21 @@ describe('journal file', () => {
     expect(again.deploys()[0]!.entries).toHaveLength(1);
     await again.record('d1', { step: 'upload' });
     expect((await Journal.open(dir)).deploys()[0]!.last.step).toBe('upload');
+  });
+
+  it('under umask 022 the journal, its lock and a state directory it makes are 0600 and 0700', async () => {
+    const umask = process.umask(0o022);
+    try {
+      const state = join(dir, 'state');
+      const j = await Journal.open(state);
+      await j.record('d1', { step: 'start', plan: plan('a') });
+      const release = acquireLock(state, 'nas');
+      const modes = [state, j.file, join(state, 'deploy.lock')].map((f) => statSync(f).mode & 0o777);
+      release();
+      expect(modes).toEqual([0o700, 0o600, 0o600]);
+    } finally {
+      process.umask(umask);
+    }
   });
 
   it('refuses a journal damaged in the middle', () => {
