@@ -45,6 +45,7 @@ export function renderPage(m: PageModel): Html {
     html`
       ${header(m, g)}
       <main>
+        ${m.status.insecure ? html`<p id="insecure" class="insecure" role="alert"><strong>Insecure:</strong> ${m.status.insecure}</p>` : ''}
         ${m.flash ? html`<p class="flash" role="status">${m.flash}</p>` : ''}
         <div class="grid">${commitsCard(m)} ${machineCard(m)} ${controllerCard(m)}</div>
         ${actionsPanel(m)} ${nowSection(m)} ${quarantineSection(m.status.quarantine, m.now)} ${historySection(m)} ${notifySection(m)}

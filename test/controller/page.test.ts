@@ -267,6 +267,28 @@ describe('the status page in a browser', () => {
   });
 });
 
+describe('an insecure setup', () => {
+  it('the controller\'s insecure sentence is a warning banner at the top of the page, in a browser and in the HTML; a secure setup shows none', async () => {
+    expect(await (await get('/')).text()).not.toContain('class="insecure"');
+    const sentence = 'following a plain http:// remote without signed commits: anyone on the path can change the machine';
+    const status = v.ctrl.status.bind(v.ctrl);
+    v.ctrl.status = () => ({ ...status(), insecure: sentence });
+    try {
+      expect(await (await get('/')).text()).toContain(`<p id="insecure" class="insecure" role="alert"><strong>Insecure:</strong> ${sentence}</p>`);
+      const page = await browser.context.newPage();
+      await page.goto(v.base);
+      const banner = page.locator('#insecure');
+      expect(await banner.innerText()).toBe(`Insecure: ${sentence}`);
+      // Above everything else in main, where it cannot be missed.
+      expect(await page.locator('main > :first-child').getAttribute('id')).toBe('insecure');
+      await page.screenshot({ path: join(ARTIFACTS, 'status-page-insecure.png') });
+      await page.close();
+    } finally {
+      v.ctrl.status = status;
+    }
+  });
+});
+
 describe('actions and the token', () => {
   it('a form without JavaScript pauses with the token, and without it is refused (401) and changes nothing', async () => {
     const form = (token?: string) => ({ method: 'POST', redirect: 'manual' as const, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: token ? new URLSearchParams({ token }).toString() : '' });
