@@ -8,7 +8,7 @@ import { BuildError, CommandError, UsageError } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { agentFiles, type AgentFile } from '../image/agent.js';
 import { buildBins } from './bins.js';
-import { runInChroot } from './chroot.js';
+import { runInRoot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
 import { alpine } from './distro/alpine.js';
 import { debian } from './distro/debian.js';
@@ -22,7 +22,7 @@ import { parsePackages } from './packages.js';
 import { renderRelease } from '../image/release.js';
 import { decryptSecrets, secretEntries, type ImageSecret } from './secrets.js';
 import { packBase, packOverlay, unlinkFirst, type PackedTree } from './segments.js';
-import { applySkeleton, ensureDirs, writeFile } from './skeleton.js';
+import { applySkeleton, ensureDirs, imagePath, writeImageFile } from './skeleton.js';
 import { dirSource, gitSource, type Source } from './source.js';
 import { packageStage } from './stage.js';
 import { writeSegment } from './segment.js';
@@ -98,6 +98,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     packages,
     cacheDir: ensure(join(cacheDir, 'packages', backend.name)),
     resolvePath: (x: string) => (x.startsWith('/') ? x : join(opts.dir ?? opts.repoDir, x)),
+    repoDir: opts.dir ?? opts.repoDir,
     readFile: (path: string) => source.readFile(path),
   };
   const packaged = await packageStage(backend, stageReq, cacheDir, work, { fresh: opts.fresh });
@@ -118,7 +119,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const setup = await source.readFile('setup.sh');
       if (setup) {
         stage('running setup.sh');
-        await runSetup(root, setup.toString(), buildId, work);
+        await runSetup(root, setup.toString(), { buildId, network: config.build.network }, work);
       }
       // After setup.sh, so that every image has them whatever setup.sh did.
       for (const f of agentFiles(config)) addAgentFile(root, f);
@@ -177,7 +178,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-/** A build mounts overlayfs and chroots: checked before anything else is read. */
+/** A build mounts overlayfs and sandboxes: checked before anything else is read. */
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new UsageError('failed to start the build: ramboot build must run as root (it mounts overlayfs and chroots); run it with sudo', {
@@ -192,9 +193,9 @@ async function requireFile(source: Source, path: string): Promise<string> {
   return data.toString();
 }
 
-async function runSetup(root: string, script: string, buildId: string, work: Work): Promise<void> {
+async function runSetup(root: string, script: string, o: { buildId: string; network: boolean }, work: Work): Promise<void> {
   try {
-    await runInChroot(root, script, 'run setup.sh', work, { RAMBOOT_BUILD: buildId });
+    await runInRoot(root, script, 'run setup.sh', work, { network: o.network, env: { RAMBOOT_BUILD: o.buildId } });
   } catch (err) {
     if (err instanceof CommandError) {
       const tail = (err.output ?? '').trimEnd().split('\n').slice(-15).join('\n');
@@ -208,18 +209,12 @@ async function runSetup(root: string, script: string, buildId: string, work: Wor
   }
 }
 
-function writeImageFile(root: string, path: string, data: Buffer, mode: number): void {
-  ensureDirs(root, path.split('/').slice(0, -1).join('/'));
-  rmSync(join(root, path), { force: true });
-  writeFile(join(root, path), data, mode);
-}
-
 function addAgentFile(root: string, f: AgentFile): void {
   const path = f.path.replace(/^\//, '');
   if (f.type === 'file') return writeImageFile(root, path, f.data, f.mode);
-  ensureDirs(root, path.split('/').slice(0, -1).join('/'));
-  rmSync(join(root, path), { force: true });
-  symlinkSync(f.data.toString(), join(root, path));
+  const dest = imagePath(root, path);
+  rmSync(dest, { force: true });
+  symlinkSync(f.data.toString(), dest);
 }
 
 function listServices(root: string): Record<string, string[]> {

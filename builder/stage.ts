@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DistroBackend, InstalledPackage, StageRequest } from './distro/backend.js';
-import { CHROOT_SOURCE } from './chroot.js';
 import { recipeHash } from './recipe.js';
+import { SANDBOX_SOURCE } from './sandbox.js';
 import { pidTag, removeBuildDir } from './sweep.js';
 import type { Work } from './work.js';
 
@@ -25,7 +25,7 @@ export interface Stage {
 }
 
 export async function stageKey(backend: DistroBackend, req: StageRequest): Promise<string> {
-  const inputs = { recipe: recipeHash(STAGE_SOURCE, CHROOT_SOURCE, backend.source), distro: backend.name, packages: [...new Set(req.packages)].sort(), ...(await backend.keyInputs(req)) };
+  const inputs = { recipe: recipeHash(STAGE_SOURCE, SANDBOX_SOURCE, backend.source), distro: backend.name, packages: [...new Set(req.packages)].sort(), ...(await backend.keyInputs(req)) };
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex');
 }
 

@@ -39,6 +39,17 @@ const secretPath = z.string().refine((p) => !p.split('/').includes('..') && !p.s
   message: 'must be a relative path inside the image, without ".."',
 });
 
+// distro.* strings reach command lines (mmdebstrap, apk) as arguments of their own:
+// whatever a commit writes there must never read as an option ("--setup-hook=…" runs a
+// command on the build host) nor smuggle a second line into a file.
+const NO_SPACE_OR_CONTROL = /^[^\s\x00-\x1f\x7f]+$/;
+const plainName = z.string().regex(/^[a-z0-9][a-z0-9._+-]*$/i, 'must be a plain name: letters, digits, ".", "_", "+" and "-", starting with a letter or digit');
+
+/** A mirror or tarball: an http(s) or file URL, or a path; never an option, no spaces or control characters. */
+const location = z.string().refine((v) => NO_SPACE_OR_CONTROL.test(v) && (/^(https?|file):\/\/./.test(v) || (!/^[a-z][a-z0-9+.-]*:/i.test(v) && !v.startsWith('-'))), {
+  message: 'must be an http(s) URL (or file:///path) or a path, not starting with "-", without spaces or control characters',
+});
+
 const healthCheck = z
   .object({
     name: z.string().min(1),
@@ -125,9 +136,9 @@ export const configSchema = z
     distro: z
       .object({
         name: z.enum(['alpine', 'debian']).default('alpine'),
-        release: z.string().optional(),
-        mirror: z.string().optional(),
-        arch: z.string().optional(),
+        release: plainName.optional(),
+        mirror: location.optional(),
+        arch: plainName.optional(),
         /** Packages need not be signed: for a local repository of one's own packages. */
         allow_untrusted: z.boolean().default(false),
         /**
@@ -139,7 +150,7 @@ export const configSchema = z
           message: 'must be a path inside the repository, without ".."',
         })).default([]),
         minirootfs: z
-          .object({ url: z.string(), sha512: z.string().regex(/^[0-9a-f]{128}$/, 'must be a sha512 hex digest') })
+          .object({ url: location, sha512: z.string().regex(/^[0-9a-f]{128}$/, 'must be a sha512 hex digest') })
           .strict()
           .optional(),
       })
@@ -150,7 +161,8 @@ export const configSchema = z
         medium: z.string().default('/media/usb'),
         kernel: z.string().default('vmlinuz*'),
         ucode: z.string().optional(),
-        append: z.string().default(''),
+        /** Written into syslinux.cfg's APPEND line: a newline would start a line of its own (DEFAULT …). */
+        append: z.string().regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line of kernel parameters, without newlines or control characters').default(''),
       })
       .strict()
       .default({ medium: '/media/usb', kernel: 'vmlinuz*', append: '' }),
@@ -197,6 +209,14 @@ export const configSchema = z
       .object({ owners: z.record(z.string(), z.string().regex(/^\d+:\d+$/, 'must be "uid:gid"')).default({}) })
       .strict()
       .default({ owners: {} }),
+    /** What the repository's code (setup.sh, bins/) may reach while it is built. */
+    build: z
+      .object({
+        /** setup.sh gets the network (it runs without one unless this says so). */
+        network: z.boolean().default(false),
+      })
+      .strict()
+      .default({ network: false }),
     /** How `ramboot up` follows the repository. */
     watch: z
       .object({

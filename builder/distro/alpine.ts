@@ -3,8 +3,9 @@ import { copyFileSync, createReadStream, existsSync, readFileSync, renameSync, r
 import { basename, join } from 'node:path';
 import { BuildError, CommandError, UsageError, describe } from '../../lib/errors.js';
 import { faultOfError, faultOfStatus, netError, type NetFault } from '../../lib/net.js';
-import { chrootMounts, withMounts, type Mount } from '../chroot.js';
-import { ensureDirs, writeFile } from '../skeleton.js';
+import { runSandboxed, type Bind } from '../sandbox.js';
+import { localMirrorDir } from './local-mirror.js';
+import { imagePath, writeImageFile } from '../skeleton.js';
 import { compareUtf8 } from '../tree.js';
 import { runStep } from '../work.js';
 import type { DistroBackend, InstalledPackage, StageRequest } from './backend.js';
@@ -24,6 +25,7 @@ const release = (req: StageRequest) => req.config.distro.release ?? 'v3.20';
 const arch = (req: StageRequest) => req.config.distro.arch ?? 'x86_64';
 const mirrorOf = (req: StageRequest) => req.config.distro.mirror ?? `https://dl-cdn.alpinelinux.org/alpine/${release(req)}`;
 const MIRROR_IN_CHROOT = '/mnt/ramboot-mirror';
+const APK_CACHE = '/var/cache/apk';
 const RESOLV_CONF = 'etc/resolv.conf';
 const STEP = 'install Alpine packages';
 const OFFLINE_FIX = 'set distro.mirror in ramboot.yaml to a local mirror directory (and distro.minirootfs.url to a local copy of the tarball)';
@@ -74,7 +76,7 @@ export const alpine: DistroBackend = {
   async keyInputs(req) {
     const mirror = mirrorOf(req);
     // A local mirror changes without its path changing: its index is part of the key.
-    const index = isLocal(mirror) ? join(req.resolvePath(mirror), arch(req), 'APKINDEX.tar.gz') : undefined;
+    const index = isLocal(mirror) ? join(localMirrorDir(req.repoDir, mirror), arch(req), 'APKINDEX.tar.gz') : undefined;
     const keys = await trustedKeys(req);
     return {
       release: release(req),
@@ -91,33 +93,32 @@ export const alpine: DistroBackend = {
     const tarball = await fetchVerified(minirootfs(req), req);
     await runStep(work, 'tar', ['--numeric-owner', '-xzpf', tarball, '-C', root], { step: 'unpack the Alpine minirootfs' });
     const mirror = mirrorOf(req);
-    const mounts: Mount[] = [...chrootMounts(root)];
+    // The minirootfs and its apk come from the commit: apk runs in the build's sandbox,
+    // seeing the mirror (read-only) and its download cache, and the network only for a
+    // mirror it downloads from.
+    const binds: Bind[] = [{ source: req.cacheDir, target: APK_CACHE }];
     let repositories: string;
     if (isLocal(mirror)) {
-      mounts.push({ source: req.resolvePath(mirror), target: join(root, MIRROR_IN_CHROOT), options: 'bind,ro' });
+      binds.push({ source: localMirrorDir(req.repoDir, mirror), target: MIRROR_IN_CHROOT, readOnly: true });
       repositories = `${MIRROR_IN_CHROOT}\n`;
     } else {
       repositories = `${mirror}/main\n${mirror}/community\n`;
       // For apk's downloads only: the build host's DNS settings are no part of the image.
-      writeFile(join(root, RESOLV_CONF), readFileSync('/etc/resolv.conf'), 0o644);
+      writeImageFile(root, RESOLV_CONF, readFileSync('/etc/resolv.conf'), 0o644);
     }
-    writeFile(join(root, 'etc/apk/repositories'), repositories, 0o644);
-    for (const key of await trustedKeys(req)) writeFile(join(root, 'etc/apk/keys', key.name), key.pem, 0o644);
+    writeImageFile(root, 'etc/apk/repositories', repositories, 0o644);
+    for (const key of await trustedKeys(req)) writeImageFile(root, `etc/apk/keys/${key.name}`, key.pem, 0o644);
     // The kernel package would otherwise build its own initramfs: ramboot makes the image.
-    ensureDirs(root, 'etc/mkinitfs');
-    writeFile(join(root, 'etc/mkinitfs/mkinitfs.conf'), 'disable_trigger=yes\n', 0o644);
-    mounts.push({ source: req.cacheDir, target: join(root, 'var/cache/apk'), options: 'bind' });
-    const apkArgs = ['add', '--no-progress', '--update-cache', '--cache-dir', '/var/cache/apk'];
+    writeImageFile(root, 'etc/mkinitfs/mkinitfs.conf', 'disable_trigger=yes\n', 0o644);
+    const apkArgs = ['add', '--no-progress', '--update-cache', '--cache-dir', APK_CACHE];
     if (req.config.distro.allow_untrusted) apkArgs.push('--allow-untrusted');
     try {
-      await withMounts(mounts, work, () =>
-        runStep(work, 'chroot', [root, '/sbin/apk', ...apkArgs, ...req.packages], { step: `${STEP} (${req.packages.join(' ')})` }),
-      );
+      await runSandboxed(work, { root, binds, network: !isLocal(mirror) }, ['/sbin/apk', ...apkArgs, ...req.packages], { step: `${STEP} (${req.packages.join(' ')})` });
     } catch (err) {
       if (err instanceof CommandError) throw apkError(err, isLocal(mirror) ? req.resolvePath(mirror) : mirror);
       throw err;
     } finally {
-      rmSync(join(root, RESOLV_CONF), { force: true });
+      rmSync(imagePath(root, RESOLV_CONF), { force: true });
     }
   },
 

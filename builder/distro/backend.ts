@@ -8,6 +8,8 @@ export interface StageRequest {
   cacheDir: string;
   /** Resolves a path in ramboot.yaml (a local mirror or tarball) against the repository. */
   resolvePath(p: string): string;
+  /** The repository's working tree (or the directory built): a local mirror may be inside it. */
+  repoDir: string;
   /** A file of the commit (or directory) being built, e.g. a key distro.keys lists. */
   readFile(path: string): Promise<Buffer | undefined>;
 }

@@ -1,9 +1,10 @@
-import { CommandError } from '../../lib/errors.js';
+import { CommandError, UsageError } from '../../lib/errors.js';
 import { describeStatus, isTransientStatus, netError, type NetFault } from '../../lib/net.js';
 import { run } from '../../lib/run.js';
 import { compareUtf8 } from '../tree.js';
 import { runStep } from '../work.js';
 import type { DistroBackend, InstalledPackage, StageRequest } from './backend.js';
+import { localMirrorDir } from './local-mirror.js';
 
 // Debian via mmdebstrap: minbase plus the listed packages. Without a configured mirror
 // mmdebstrap uses its default, which is what the host's apt can reach.
@@ -25,12 +26,30 @@ export const DPKG_EXCLUDES = [
 const release = (req: StageRequest) => req.config.distro.release ?? 'bookworm';
 const arch = (req: StageRequest) => req.config.distro.arch ?? 'amd64';
 
+/**
+ * distro.mirror as mmdebstrap gets it: a URL. mmdebstrap would read a path as a
+ * sources.list file (any file of the host); a file:// mirror is a local one, allowed
+ * where an Alpine local mirror is.
+ */
+function mirrorOf(req: StageRequest): string | undefined {
+  const mirror = req.config.distro.mirror;
+  if (mirror === undefined || /^https?:\/\//.test(mirror)) return mirror;
+  if (mirror.startsWith('file://')) {
+    localMirrorDir(req.repoDir, mirror.slice('file://'.length));
+    return mirror;
+  }
+  throw new UsageError(`failed to use distro.mirror ${mirror} (ramboot.yaml): a Debian mirror is a URL; write http(s)://… or file:///path for a local one`, {
+    step: 'check distro.mirror',
+    input: mirror,
+  });
+}
+
 export const debian: DistroBackend = {
   name: 'debian',
   source: import.meta.url,
 
   async keyInputs(req) {
-    return { release: release(req), arch: arch(req), mirror: req.config.distro.mirror ?? '', excludes: DPKG_EXCLUDES };
+    return { release: release(req), arch: arch(req), mirror: mirrorOf(req) ?? '', excludes: DPKG_EXCLUDES };
   },
 
   async create(req, root, work) {
@@ -46,9 +65,12 @@ export const debian: DistroBackend = {
       '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
       `--setup-hook=sync-in ${req.cacheDir} /var/cache/apt/archives/`,
       `--customize-hook=sync-out /var/cache/apt/archives ${req.cacheDir}`,
+      // mmdebstrap reads options anywhere on its line: after "--" the commit's strings
+      // are the suite and the mirror whatever they say (ramboot.yaml validated them too).
+      '--',
       release(req),
       root,
-      ...(req.config.distro.mirror ? [req.config.distro.mirror] : []),
+      ...(mirrorOf(req) ?? []),
     ];
     try {
       await runStep(work, 'mmdebstrap', args, { step: `install Debian packages (${req.packages.join(' ')})` });

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { build, requireRoot } from '../../builder/build.js';
 import { gitSource, type Source } from '../../builder/source.js';
 import { readManifest } from '../../image/manifest.js';
@@ -24,8 +24,14 @@ import { modeFor, renderer } from '../render.js';
 // be reused; it compares them and optionally posts the Markdown as the machine's one
 // comment on the pull request.
 
+/**
+ * A plan builds a pull request's commits: whatever they put in a package stage or a
+ * base segment stays in a cache of their own, which the controller's builds never read.
+ */
+export const untrustedCache = (cache: string) => join(cache, 'untrusted-plans');
+
 const repo = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository' } as const;
-const state = { type: 'string', value: 'DIR', help: 'the machine\'s state directory: the plan\'s images in DIR/plan, caches in DIR/cache (default /var/lib/ramboot/HOST-ID, /var/cache/ramboot; also $RAMBOOT_STATE)' } as const;
+const state = { type: 'string', value: 'DIR', help: 'the machine\'s state directory: the plan\'s images in DIR/plan, caches in DIR/cache/untrusted-plans (default /var/lib/ramboot/HOST-ID, /var/cache/ramboot/untrusted-plans; also $RAMBOOT_STATE)' } as const;
 
 const PLAN_DETAILS =
   'Exit codes (as terraform plan -detailed-exitcode): 0 no change to the machine, 2 changes, 1 error.\n' +
@@ -67,7 +73,7 @@ export function planVerbs(io: Io): Verb[] {
         const plan = await interruptible(async (signal) => {
           const built = async (rev: string, role: string): Promise<string> => {
             progress.emit({ kind: 'stage', source: 'build', message: `building ${role}, ${rev} (without secrets, for the plan)` });
-            return (await build({ repoDir: m.repo, rev, imagesDir: store, cacheDir: m.state.cache, origin: m.origin, withoutSecrets: true, emit: progress.emit, signal })).imageDir;
+            return (await build({ repoDir: m.repo, rev, imagesDir: store, cacheDir: untrustedCache(m.state.cache), origin: m.origin, withoutSecrets: true, emit: progress.emit, signal })).imageDir;
           };
           // The head first: whether the base's image from an earlier plan is still good depends on it.
           const b = await built(head.commit!, 'the head');

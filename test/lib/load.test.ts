@@ -27,6 +27,7 @@ describe('ramboot.yaml', () => {
     expect(c.health).toEqual({ deadline: 300_000, settle: 20_000, checks: [] });
     expect(c.secrets).toEqual({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', files: {} });
     expect(c.skeleton).toEqual({ owners: {} });
+    expect(c.build).toEqual({ network: false });
   });
 
   it('fills in health check and secret file defaults and reads durations and modes', () => {
@@ -76,9 +77,9 @@ secrets:
   });
 
   it('lists the top-level keys for an unknown top-level key', () => {
-    const e = error('host:\n  name: nas\nbuild:\n  fast: true\n');
+    const e = error('host:\n  name: nas\ncompile:\n  fast: true\n');
     expect(e.line).toBe(3);
-    expect(e.key).toBe('build');
+    expect(e.key).toBe('compile');
     expect(e.message).toContain('allowed here: host, distro, boot, trial, health, secrets, skeleton');
   });
 
@@ -127,6 +128,39 @@ secrets:
     const e = error('host:\n  name: nas\ndistro: [alpine\n');
     expect(e.message).toMatch(/^ramboot\.yaml, line \d+: not valid YAML/);
     expect(e.line).toBeGreaterThanOrEqual(3);
+  });
+
+  it('refuses a boot.append with a newline (a line of its own in syslinux.cfg), naming the key', () => {
+    const text = 'host:\n  name: nas\nboot:\n  append: "console=ttyS0\\nDEFAULT new"\n';
+    const e = error(text);
+    expect(e.line).toBe(4);
+    expect(e.key).toBe('boot.append');
+    expect(e.message).toContain('without newlines or control characters');
+    expect(error('host:\n  name: nas\nboot:\n  append: "quiet\\x1b[2J"\n').key).toBe('boot.append');
+    expect(parseConfig('host:\n  name: nas\nboot:\n  append: console=ttyS0 quiet ip=dhcp\n').boot.append).toBe('console=ttyS0 quiet ip=dhcp');
+  });
+
+  it('refuses a distro.mirror that would read as an option of mmdebstrap, naming the key', () => {
+    const text = 'host:\n  name: nas\ndistro:\n  name: debian\n  mirror: --setup-hook=touch /tmp/x\n';
+    const e = error(text);
+    expect(e.line).toBe(5);
+    expect(e.key).toBe('distro.mirror');
+    expect(e.message).toContain('not starting with "-"');
+    for (const bad of ['-x', 'http://deb.debian.org/debian --foo', 'ftp://mirror/debian', 'mirror\\tdir']) {
+      expect(error(`host:\n  name: nas\ndistro:\n  mirror: "${bad}"\n`).key, bad).toBe('distro.mirror');
+    }
+    for (const good of ['http://deb.debian.org/debian', 'https://dl-cdn.alpinelinux.org/alpine/v3.20', 'file:///srv/debian', '/srv/apk', 'mirror/apk']) {
+      expect(parseConfig(`host:\n  name: nas\ndistro:\n  mirror: ${good}\n`).distro.mirror).toBe(good);
+    }
+  });
+
+  it('refuses a distro.release, distro.arch or minirootfs URL that is not a plain name or location, naming the key', () => {
+    expect(error('host:\n  name: nas\ndistro:\n  release: --variant=custom\n').key).toBe('distro.release');
+    expect(error('host:\n  name: nas\ndistro:\n  release: bookworm main\n').key).toBe('distro.release');
+    expect(error('host:\n  name: nas\ndistro:\n  arch: amd64,i386\n').key).toBe('distro.arch');
+    const sha512 = 'a'.repeat(128);
+    expect(error(`host:\n  name: nas\ndistro:\n  minirootfs:\n    url: --to-command=sh\n    sha512: ${sha512}\n`).key).toBe('distro.minirootfs.url');
+    expect(parseConfig('host:\n  name: nas\ndistro:\n  release: v3.20\n  arch: x86_64\n').distro).toMatchObject({ release: 'v3.20', arch: 'x86_64' });
   });
 
   it('names the key for a value of the wrong type', () => {

@@ -1,0 +1,97 @@
+import type { RunResult } from '../lib/run.js';
+import { BUILD_ENV, runStep, type Work } from './work.js';
+
+// The repository's code (setup.sh, the Go programs' build, the package manager of a
+// minirootfs the commit names) runs as root, but in a bubblewrap sandbox: its own mount,
+// PID, IPC, UTS and (unless asked for) network namespaces, a fresh /proc, a minimal
+// /dev, no /sys, only the directories bound here, a clean environment, and a reduced set
+// of capabilities. Nothing of the build host (its processes, disks, the controller's
+// identity or environment) is reachable from inside. bwrap's own mounts live in the
+// sandbox's mount namespace: they end with it, even when ramboot is killed.
+
+/** This module's code is part of the package stage's recipe (it runs the package manager). */
+export const SANDBOX_SOURCE = import.meta.url;
+
+/**
+ * What a package install and setup.sh need as root (chown to other users, set file
+ * capabilities, su/adduser, chroot): no more. Dropped notably: SYS_ADMIN (mount),
+ * MKNOD, SYS_PTRACE, SYS_MODULE, SYS_RAWIO, DAC_READ_SEARCH, NET_ADMIN. bwrap sets
+ * no_new_privs, so no setuid program brings the rest back.
+ */
+export const SANDBOX_CAPS = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FOWNER',
+  'CAP_FSETID',
+  'CAP_SETUID',
+  'CAP_SETGID',
+  'CAP_SETFCAP',
+  'CAP_KILL',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_AUDIT_WRITE',
+  'CAP_SYS_CHROOT',
+] as const;
+
+/** Proxy settings are the one part of the builder's environment the sandbox sees. */
+const PROXY_VARS = ['http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
+
+export const SANDBOX_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** A host path made visible inside the sandbox. */
+export interface Bind {
+  source: string;
+  target: string;
+  readOnly?: boolean;
+}
+
+export interface Sandbox {
+  /** Bound at / (read-write); every other bind goes on top of it. */
+  root?: string;
+  binds?: Bind[];
+  /** Symlinks made inside (e.g. /bin -> usr/bin when only /usr is bound). */
+  symlinks?: { target: string; path: string }[];
+  /** A fresh tmpfs at these paths. */
+  tmpfs?: string[];
+  network: boolean;
+  /** Variables beyond PATH, HOME, the build's locale and time zone and the proxies. */
+  env?: Record<string, string>;
+  cwd?: string;
+}
+
+/** The bwrap command line that runs argv in the sandbox. */
+export function bwrapArgs(box: Sandbox, argv: string[]): string[] {
+  const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: '/root', ...BUILD_ENV, ...proxies(), ...box.env };
+  return [
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    ...(box.network ? [] : ['--unshare-net']),
+    // The host's name is no part of the image (and the same commit gives the same bytes).
+    '--hostname', 'ramboot-build',
+    '--die-with-parent',
+    '--new-session',
+    ...(box.root ? ['--bind', box.root, '/'] : []),
+    ...(box.binds ?? []).flatMap((b) => [b.readOnly ? '--ro-bind' : '--bind', b.source, b.target]),
+    ...(box.symlinks ?? []).flatMap((s) => ['--symlink', s.target, s.path]),
+    ...(box.tmpfs ?? []).flatMap((t) => ['--tmpfs', t]),
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--cap-drop', 'ALL',
+    ...SANDBOX_CAPS.flatMap((c) => ['--cap-add', c]),
+    '--clearenv',
+    ...Object.entries(env).flatMap(([k, v]) => ['--setenv', k, v]),
+    '--chdir', box.cwd ?? '/',
+    '--',
+    ...argv,
+  ];
+}
+
+/** Runs argv in the sandbox as a step of the build: stopped by the work's signal (bwrap takes its sandbox down with it). */
+export function runSandboxed(work: Work, box: Sandbox, argv: string[], opts: { step: string; input?: string }): Promise<RunResult> {
+  return runStep(work, 'bwrap', bwrapArgs(box, argv), { ...opts, extendEnv: false, env: { PATH: SANDBOX_PATH } });
+}
+
+function proxies(): Record<string, string> {
+  return Object.fromEntries(PROXY_VARS.flatMap((v) => (process.env[v] ? [[v, process.env[v]!]] : [])));
+}
