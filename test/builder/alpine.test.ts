@@ -6,6 +6,9 @@ import { bootImage, KVER, machineFiles, type BootedMachine } from '../helpers/al
 import { alpineConfig, commitAll, HELLO_PAGE, localMirror, makeRepo } from '../helpers/apk.js';
 import { CLI, SHARED_STATE, tempDir, type Built } from '../helpers/ramboot.js';
 
+// The tests' local apk mirror lives in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
+
 // Alpine offline: the fixtures' minirootfs and a local apk repository of a package the
 // test makes itself, built with no network at all, then booted under qemu with a Debian
 // cloud kernel and its virtio modules carried in the repository's own root/.

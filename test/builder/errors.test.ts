@@ -4,7 +4,10 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alpineConfig, commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { expectNothingLeft as expectLeftNothing } from '../helpers/leftovers.js';
-import { CLI, ramboot, tempDir, type CliResult } from '../helpers/ramboot.js';
+import { CLI, ramboot, SHARED_STATE, tempDir, type CliResult } from '../helpers/ramboot.js';
+
+// The tests' local apk mirror lives in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
 
 // Bad input fails with a message that says what is wrong, and leaves nothing behind:
 // no image published, no half-written directories, no mounts. Alpine offline (the

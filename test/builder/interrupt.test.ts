@@ -4,12 +4,16 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { commitAll, localMirror, makeRepo, minimalAlpineFiles } from '../helpers/apk.js';
-import { CLI, ramboot, tempDir } from '../helpers/ramboot.js';
+import { CLI, ramboot, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
 
-// A build interrupted in setup.sh, while /proc, /sys and /dev are mounted inside its
-// temporary root: Ctrl-C and SIGTERM undo every mount and remove the directory before
-// ramboot exits; a SIGKILLed build cannot, and the next build sweeps what it left. The
-// repository carries a secret, and no plaintext of it is left behind either way.
+// The tests' local apk mirror lives in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
+
+// A build interrupted in setup.sh, while its overlay is mounted (setup.sh's /proc and
+// /dev are the sandbox's own, gone with it): Ctrl-C and SIGTERM stop the sandbox, undo
+// every mount and remove the directory before ramboot exits; a SIGKILLed build cannot
+// undo its mount, and the next build sweeps what it left. The repository carries a
+// secret, and no plaintext of it is left behind either way.
 
 const marker = `ramboot-plaintext-${randomBytes(12).toString('hex')}`;
 let repo: string;
@@ -42,9 +46,26 @@ async function buildUntilSetup() {
     if (Date.now() > end) throw new Error(`setup.sh did not start: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  // setup.sh's chroot mounts are up once it runs.
-  while (mountsUnder(join(state, 'cache', 'tmp')).length < 3) await new Promise((r) => setTimeout(r, 100));
+  // The overlay setup.sh runs on is mounted once it runs.
+  while (mountsUnder(join(state, 'cache', 'tmp')).length < 1) await new Promise((r) => setTimeout(r, 100));
   return { child, images, stderr: () => stderr };
+}
+
+async function until(done: () => boolean, ms = 5_000): Promise<void> {
+  for (const end = Date.now() + ms; !done() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+}
+
+/** setup.sh's `sleep 600`, if anything of a killed build's sandbox still runs. */
+function sandboxedSleeps(): string[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .flatMap((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8') === ['sleep', '600', ''].join('\0') ? [p] : [];
+      } catch {
+        return [];
+      }
+    });
 }
 
 /** Every regular file under dir (one file system, no symlinks followed) whose bytes hold the marker. */
@@ -102,8 +123,11 @@ describe('a build interrupted in setup.sh', () => {
     const b = await buildUntilSetup();
     b.child.kill('SIGKILL');
     await b.child;
-    // What a killed build cannot undo: this is what the next build must clean.
-    expect(mountsUnder(join(state, 'cache', 'tmp')).length).toBeGreaterThanOrEqual(3);
+    // What a killed build cannot undo: this is what the next build must clean. Its
+    // sandbox died with it (bwrap --die-with-parent): no setup.sh keeps the mount busy.
+    expect(mountsUnder(join(state, 'cache', 'tmp')).length).toBeGreaterThanOrEqual(1);
+    await until(() => sandboxedSleeps().length === 0);
+    expect(sandboxedSleeps()).toEqual([]);
     const next = await buildUntilSetup();
     expect(next.stderr()).toMatch(/build: warning: removed what an interrupted build left: .*build-[0-9a-f]{8}-[0-9a-f]{8}-pid\d+-[0-9a-f]{8}/);
     next.child.kill('SIGTERM');

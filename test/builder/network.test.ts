@@ -5,7 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alpineConfig, localMirror, makeRepo, minimalAlpineFiles, MINIROOTFS } from '../helpers/apk.js';
 import { serveDirectory, type HttpMirror } from '../helpers/http-mirror.js';
 import { expectNothingLeft } from '../helpers/leftovers.js';
-import { CLI, freePort, initRepo, tempDir } from '../helpers/ramboot.js';
+import { CLI, freePort, initRepo, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
+
+// The tests' local apk mirror lives in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
 
 // A build that meets a network fault says what it fetched, from where, why it failed in
 // words and what to do, with no stack trace; it exits 75 (try again later) when the

@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { buildRepo, CLI, ramboot, SHARED_STATE, tempDir, type Built } from '../helpers/ramboot.js';
 
+// The tests' local apk mirror lives in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
+
 // Reproducible builds and segment reuse, on Alpine offline (fixtures minirootfs + a
 // local apk repository), so the package stage takes seconds.
 

@@ -9,6 +9,9 @@ import { ramboot, SHARED_STATE, tempDir, type CliResult } from '../helpers/rambo
 import { forgeStandin } from './forge-standin.js';
 import { markdownStructure } from './helpers.js';
 
+// The tests' local apk mirrors live in the shared test state: the operator allows it there.
+process.env.RAMBOOT_MIRRORS = SHARED_STATE;
+
 // `ramboot plan` on a real repository with one commit per kind of change, each built
 // for real (Alpine offline: the fixtures' minirootfs, local apk repositories the tests
 // make), planned against its parent in every format, with no identity anywhere: a plan
