@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build, type BuildResult } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
@@ -24,6 +24,8 @@ import { Queue, type Request, type Submitted, type Trigger } from './queue.js';
 import type { RambootEvent } from './render.js';
 import type { Repo } from './repo.js';
 import { verifyCommit } from './signing.js';
+import { loadPersisted, savePersisted, type Persisted } from './persisted.js';
+import { descends, trustAfterPromotion } from './trust.js';
 import type { MachineState } from './state.js';
 
 // The controller of one machine: it brings the machine to the newest commit of the
@@ -47,20 +49,13 @@ export interface ControllerOptions {
   identity?: string;
   /** How to reach the machine: the virtual NAS's port and power switch, or nothing (host.address). */
   reach: () => LocalSettings;
-  /** An allowed-signers file given on the controller's command line: signing is required. */
+  /** An allowed-signers file given on the controller's command line: signing is required, and no commit changes the file. */
   signers?: string;
   /** Reconciles kept in the history. */
   keep: number;
+  /** The branch came from --branch: commits' watch.branch does not change it. */
+  branchGiven?: boolean;
   emit: Emit<AnyEvent>;
-}
-
-interface Persisted {
-  paused: boolean;
-  /** The allowed-signers file of the last trusted commit (watch.signers); a candidate never weakens it. */
-  signers?: string;
-  lastPoll?: { at: string; ok: boolean; commit?: string; error?: string };
-  lastWebhook?: { at: string; form?: string; status: number; result: string };
-  lastScrub?: { at: string; ok: boolean; repaired: string[]; damaged: string[]; error?: string };
 }
 
 export interface ControllerStatus {
@@ -80,7 +75,14 @@ export interface ControllerStatus {
   lastPoll?: Persisted['lastPoll'];
   lastWebhook?: Persisted['lastWebhook'];
   lastScrub?: Persisted['lastScrub'];
+  /** Why what the machine runs can be changed by others than the repository's writers, if it can. */
+  insecure?: string;
 }
+
+/** Why a commit was not built. */
+export const REASON_UNTRUSTED = 'UntrustedCommit';
+export const REASON_POLICY = 'SignaturePolicy';
+export const REASON_NOT_DESCENDANT = 'NotDescendant';
 
 const RETRY_FIRST_MS = 30_000;
 const RETRY_MAX_MS = 10 * 60_000;
@@ -213,6 +215,7 @@ export class Controller {
       lastPoll: this.persisted.lastPoll,
       lastWebhook: this.persisted.lastWebhook,
       lastScrub: this.persisted.lastScrub,
+      insecure: /^http:/i.test(this.o.repo.label) && !this.signers() ? 'following a plain http:// remote without signed commits: anyone on the network path can change the machine' : undefined,
     };
   }
 
@@ -254,18 +257,7 @@ export class Controller {
 
   /** What the machine runs, as the journal's last promotion says. */
   running(): ControllerStatus['running'] {
-    const journalFile = join(this.o.state.dir, 'deploy.jsonl');
-    if (!existsSync(journalFile)) return undefined;
-    const lines = readFileSync(journalFile, 'utf8').trim().split('\n').reverse();
-    for (const l of lines) {
-      try {
-        const r = JSON.parse(l) as { step: string; ts: string; buildId?: string; commit?: string; outcome?: { verdict: string } };
-        if (r.step === 'verdict' && r.outcome?.verdict === VERDICT.PROMOTED) return { buildId: r.buildId, commit: r.commit, since: r.ts };
-      } catch {
-        continue;
-      }
-    }
-    return undefined;
+    return runningBuild(this.o.state.dir);
   }
 
   /** Records left `running` by a controller that was killed: their deploy, if any, resumes from the journal. */
@@ -318,7 +310,7 @@ export class Controller {
     this.current = { record };
     this.history.save(record);
     try {
-      if (!(await this.verify(record, info?.committerEmail))) return;
+      if (!(await this.verify(record, req, info?.committerEmail))) return;
       const built = await this.build(record, req);
       if (!built) return;
       await this.plan(record, built);
@@ -329,19 +321,42 @@ export class Controller {
     }
   }
 
-  /** Signature policy. Sets: untrusted-commit (quarantined). */
-  private async verify(record: ReconcileRecord, committerEmail: string | undefined): Promise<boolean> {
+  /**
+   * Signature policy, then ancestry. Sets: untrusted-commit and not-descendant
+   * (quarantined, nothing built); notes a rewritten branch when no signing is required.
+   */
+  private async verify(record: ReconcileRecord, req: Request, committerEmail: string | undefined): Promise<boolean> {
     const signers = this.signers();
-    if (!signers) return true;
-    this.phase(record, 'verify');
-    try {
-      const check = await verifyCommit(await this.o.repo.rawCommit(record.commit), committerEmail ?? '', signers);
-      if (check.ok) return true;
-      this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, 'UntrustedCommit', `untrusted commit: ${check.reason}; nothing was built`);
-    } catch (err) {
-      this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, 'SignaturePolicy', `untrusted commit: ${describe(err)}; nothing was built`);
+    if (signers) {
+      this.phase(record, 'verify');
+      try {
+        const check = await verifyCommit(await this.o.repo.rawCommit(record.commit), committerEmail ?? '', signers);
+        if (!check.ok) {
+          this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON_UNTRUSTED, `untrusted commit: ${check.reason}; nothing was built`);
+          return false;
+        }
+      } catch (err) {
+        this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON_POLICY, `untrusted commit: ${describe(err)}; nothing was built`);
+        return false;
+      }
     }
-    return false;
+    const running = this.running()?.commit;
+    if (!running || (await descends(this.o.repo.gitdir, record.commit, running))) return true;
+    // An older signed commit is as well signed as a new one: without this, whoever can
+    // move the branch could bring back a revoked key or a vulnerable package (a rollback attack).
+    if (signers && !req.force) {
+      this.quarantineAndFinish(
+        record,
+        OUTCOME.UNTRUSTED,
+        REASON_NOT_DESCENDANT,
+        `not a descendant of the running build (${short(running)}): the branch was rewritten or moved back; nothing was built (\`ramboot release ${short(record.commit)}\` deploys it anyway)`,
+      );
+      return false;
+    }
+    record.rewritten = { from: running };
+    this.history.save(record);
+    this.publish({ kind: 'warn', source: 'controller', message: `the branch was rewritten: ${short(record.commit)} does not descend from the running ${short(running)}; the machine goes back to it` }, record);
+    return true;
   }
 
   /** Sets: build-failed (quarantined), retry-later (a mirror unreachable), interrupted. */
@@ -459,23 +474,28 @@ export class Controller {
     this.publish(e, record);
   }
 
-  /** After a promotion, the commit's watch.signers becomes the policy for the next ones. */
+  /**
+   * After a promotion, the commit's watch.signers becomes the policy for the next ones
+   * and its watch.branch the branch of the next start: it passed the policy in force.
+   * Signing is never turned off by a commit (only by `ramboot up --signers none`).
+   */
   private async trust(commit: string): Promise<void> {
-    if (this.o.signers) return;
     const config = await configOf(await gitSource(this.o.repo.gitdir, commit)).catch(() => undefined);
-    if (config && config.watch.signers !== this.persisted.signers) this.persist({ signers: config.watch.signers });
+    if (!config) return;
+    const { update, notes } = trustAfterPromotion(commit, config, {
+      signers: this.persisted.signers,
+      branch: this.persisted.branch,
+      followed: this.o.repo.branch,
+      signersGiven: !!this.o.signers,
+      branchGiven: !!this.o.branchGiven,
+    });
+    for (const message of notes) this.publish({ kind: 'stage', source: 'controller', message });
+    if (Object.keys(update).length > 0) this.persist(update);
   }
 
   /** The signature policy in effect: the command line's, else the last trusted commit's. */
   signers(): string | undefined {
     return this.o.signers ?? this.persisted.signers;
-  }
-
-  /** At the very first start, the policy of the commit the machine is to run. */
-  async adoptPolicy(commit: string): Promise<void> {
-    if (this.o.signers || this.persisted.signers !== undefined || this.running()) return;
-    const config = await configOf(await gitSource(this.o.repo.gitdir, commit)).catch(() => undefined);
-    if (config?.watch.signers) this.persist({ signers: config.watch.signers });
   }
 
   // ---------------------------------------------------------------- bookkeeping
@@ -497,6 +517,8 @@ export class Controller {
     const now = new Date().toISOString();
     const last = record.phases.at(-1);
     if (last && !last.end) last.end = now;
+    const rewritten = record.rewritten ? ` (the branch was rewritten: ${short(record.commit)} does not descend from ${short(record.rewritten.from)}, which ran before)` : '';
+    message = `${message}${rewritten}`;
     Object.assign(record, { state: 'done', outcome, reason, message, endedAt: now });
     this.history.save(record);
     this.publish({ kind: 'reconciled', source: 'controller', reconcile: record.id, commit: record.commit, outcome, message }, record);
@@ -555,16 +577,28 @@ export class Controller {
   }
 
   private load(): Persisted {
-    const file = join(this.o.state.dir, 'controller.json');
-    return existsSync(file) ? { paused: false, ...(JSON.parse(readFileSync(file, 'utf8')) as Partial<Persisted>) } : { paused: false };
+    return loadPersisted(this.o.state.dir);
   }
 
   private persist(p: Partial<Persisted>): void {
     this.persisted = { ...this.persisted, ...p };
-    const file = join(this.o.state.dir, 'controller.json');
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(this.persisted, null, 2)}\n`);
-    renameSync(`${file}.tmp`, file);
+    savePersisted(this.o.state.dir, this.persisted);
   }
+}
+
+export function runningBuild(stateDir: string): ControllerStatus['running'] {
+  const journalFile = join(stateDir, 'deploy.jsonl');
+  if (!existsSync(journalFile)) return undefined;
+  const lines = readFileSync(journalFile, 'utf8').trim().split('\n').reverse();
+  for (const l of lines) {
+    try {
+      const r = JSON.parse(l) as { step: string; ts: string; buildId?: string; commit?: string; outcome?: { verdict: string } };
+      if (r.step === 'verdict' && r.outcome?.verdict === VERDICT.PROMOTED) return { buildId: r.buildId, commit: r.commit, since: r.ts };
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
 }
 
 export function short(commit: string): string {

@@ -1,9 +1,8 @@
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { dirSource } from '../builder/source.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
 import { packagePath } from '../lib/package.js';
 import { checkSecrets } from '../secrets/check.js';
@@ -14,6 +13,7 @@ import { configOf } from './machine.js';
 import { describeEvent } from './render.js';
 import { gitdirOf } from './repo.js';
 import { verifyCommit } from './signing.js';
+import { loadPersisted } from './persisted.js';
 import { machineState, originOf } from './state.js';
 
 // Push-to-deploy: the hooks `ramboot hook install` puts into the bare repository the
@@ -47,6 +47,8 @@ export async function installHooks(bare: string, s: HookSettings): Promise<strin
     written.push(file);
   }
   await execa('git', ['--git-dir', gitdir, 'config', 'receive.advertisePushOptions', 'true']);
+  // With signed commits the branch only moves forward (the gate checks it too, against the policy in force at push time).
+  if (s.signers || policyOf(s, gitdir)) await execa('git', ['--git-dir', gitdir, 'config', 'receive.denyNonFastForwards', 'true']);
   return written;
 }
 
@@ -80,9 +82,14 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
     const tree = mkdtempSync(join(tmpdir(), 'ramboot-gate-'));
     try {
       await execa('sh', ['-c', 'git archive --format=tar "$1" | tar -x -C "$2"', 'gate', u.new, tree], { env: { ...env, GIT_DIR: gitdir } });
+      refuseLinks(tree);
       const source = await dirSource(tree);
       const config = await configOf(source);
-      const signers = s.signers ?? policyOf(s, config.host.name, gitdir);
+      const signers = s.signers ?? policyOf(s, gitdir);
+      if (signers && !ZERO.test(u.old) && !(await isAncestor(u.old, u.new, { ...env, GIT_DIR: gitdir }))) {
+        problems.push(`${u.new.slice(0, 12)}: not a descendant of ${u.old.slice(0, 12)}, which ${s.branch} names now: with signed commits required the branch only moves forward (an older signed commit would bring back what was revoked)`);
+        continue;
+      }
       if (signers) {
         // The object exactly as stored: the signature covers its last newline too.
         const raw = (await execa('git', ['cat-file', 'commit', u.new], { env: { ...env, GIT_DIR: gitdir }, encoding: 'buffer', stripFinalNewline: false })).stdout as Buffer;
@@ -90,7 +97,8 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
         const check = await verifyCommit(Buffer.from(raw), email, signers);
         if (!check.ok) problems.push(`${u.new.slice(0, 12)}: untrusted commit: ${check.reason}`);
       }
-      const identities = await loadIdentities({ env, config, repoDir: tree });
+      // secrets.identity is resolved as the controller resolves it, never inside the pushed tree (a push could bring its own key).
+      const identities = await loadIdentities({ env, config, repoDir: gitdir });
       const { problems: secretProblems } = await checkSecrets(tree, config, identities);
       for (const p of secretProblems) problems.push(`${u.new.slice(0, 12)}: ${p.where}: ${p.problem}`);
     } catch (err) {
@@ -103,11 +111,45 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
   return problems;
 }
 
-/** The controller's signature policy, as it recorded it (the last trusted commit's watch.signers). */
-function policyOf(s: HookSettings, host: string, gitdir: string): string | undefined {
-  const state = machineState({ state: s.state, host, origin: originOf(gitdir) });
-  const file = join(state.dir, 'controller.json');
-  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { signers?: string }).signers : undefined;
+/** The controller's signature policy, as it recorded it (--signers, or the last trusted commit's watch.signers). */
+function policyOf(s: HookSettings, gitdir: string): string | undefined {
+  return loadPersisted(machineState({ state: s.state, origin: originOf(gitdir) }).dir).signers;
+}
+
+async function isAncestor(old: string, neu: string, env: NodeJS.ProcessEnv): Promise<boolean> {
+  return (await execa('git', ['merge-base', '--is-ancestor', old, neu], { env, reject: false })).exitCode === 0;
+}
+
+/**
+ * The gate reads the pushed tree from disk: a top-level secrets, root or ramboot.yaml
+ * that is a symbolic link (secrets -> /etc), or a link inside secrets/, would make it read
+ * and list the host's files. Builds read git objects and never follow them; the gate refuses them.
+ */
+function refuseLinks(tree: string): void {
+  const links = ['ramboot.yaml', 'secrets', 'root', 'packages', 'setup.sh'].filter((p) => isLink(join(tree, p)));
+  const inSecrets = links.includes('secrets') || !existsSync(join(tree, 'secrets')) ? [] : linksBelow(tree, 'secrets');
+  const all = [...links, ...inSecrets];
+  if (all.length > 0) {
+    throw new UsageError(`${all.join(', ')}: a symbolic link where ramboot reads files of the repository; commit the files themselves`, { step: 'pre-receive', input: all[0] });
+  }
+}
+
+function linksBelow(tree: string, rel: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(tree, rel), { withFileTypes: true })) {
+    const p = `${rel}/${e.name}`;
+    if (e.isSymbolicLink()) out.push(p);
+    else if (e.isDirectory()) out.push(...linksBelow(tree, p));
+  }
+  return out;
+}
+
+function isLink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 /** `git push -o ramboot.wait=false` returns at once. */
@@ -129,15 +171,7 @@ export async function postReceive(gitdir: string, stdin: string, s: HookSettings
   const [u] = updatesOf(stdin, s.branch).slice(-1);
   if (!u) return 0;
   const say = (line: string) => out.write(`ramboot: ${line}\n`);
-  const { stdout: yaml } = await execa('git', ['show', `${u.new}:${CONFIG_FILE}`], { env: { ...env, GIT_DIR: gitdir }, reject: false });
-  let host: string;
-  try {
-    host = parseConfig(yaml, CONFIG_FILE).host.name;
-  } catch (err) {
-    say(`${CONFIG_FILE} of ${u.new.slice(0, 12)} is not valid: ${describe(err)}`);
-    return 0;
-  }
-  const api = findController(machineState({ state: s.state, host, origin: originOf(gitdir) }));
+  const api = findController(machineState({ state: s.state, origin: originOf(gitdir) }));
   if (!api) {
     say(`no controller runs for ${gitdir}: the push is stored, the machine is unchanged (start one with \`ramboot up --repo ${gitdir}\`)`);
     return 0;

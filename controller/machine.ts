@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { makePrivateDir, writePrivateFile } from '../lib/private-file.js';
 import { join, resolve } from 'node:path';
 import { dirSource, gitSource, type Source } from '../builder/source.js';
 import { CONFIG_FILE, parseConfig } from '../lib/config.js';
@@ -36,7 +37,7 @@ export async function openMachine(r: MachineRequest): Promise<Machine> {
   const config = await configOf(source);
   const origin = originOf(r.dir ?? repo);
   const workTree = existsSync(join(repo, '.git')) ? repo : r.dir ? resolve(r.dir) : undefined;
-  const state = machineState({ state: r.state, host: config.host.name, origin, workTree });
+  const state = machineState({ state: r.state, origin, workTree });
   const notice = workTree && !r.state && !process.env.RAMBOOT_STATE ? await migrateLegacyState(workTree, config.host.name, state) : undefined;
   return { repo, origin, config, state, notice };
 }
@@ -60,10 +61,8 @@ export interface VmRecord {
 }
 
 export function recordVm(state: MachineState, rec: VmRecord): void {
-  mkdirSync(state.vm, { recursive: true });
-  const file = join(state.vm, 'vm.json');
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(rec, null, 2)}\n`);
-  renameSync(`${file}.tmp`, file);
+  makePrivateDir(state.vm);
+  writePrivateFile(join(state.vm, 'vm.json'), `${JSON.stringify(rec, null, 2)}\n`);
 }
 
 /** The virtual NAS of this machine, if a `ramboot up` is running it. */

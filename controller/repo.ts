@@ -1,9 +1,11 @@
 import * as fs from 'node:fs';
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import git from 'isomorphic-git';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import git, { type AuthCallback } from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
-import { TransientError, UsageError } from '../lib/errors.js';
+import { RambootError, TransientError, UsageError } from '../lib/errors.js';
+import { readPrivateFile } from '../lib/private-file.js';
 import { describeFetchError, isNetworkFault, redactUrl } from '../lib/net.js';
 
 // The repository the controller follows: a local one (a working tree, or the bare
@@ -81,7 +83,7 @@ export function localRepo(path: string, branch: string): Repo {
  * moved is it fetched, into a bare mirror whose branch ref then names the new commit, so
  * the next fetch sends only what is new. A force-push is followed like any other move.
  */
-export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo {
+export function remoteRepo(url: string, branch: string, mirrorDir: string, onAuth?: AuthCallback): Repo {
   const ref = `refs/heads/${branch}`;
   // A URL may carry a token (https://user:token@host/…): it is used for requests only,
   // never shown, kept in the mirror's config or put in a message.
@@ -98,7 +100,10 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
   };
   const why = (err: unknown) => describeFetchError(err).split(url).join(shown);
   const unreachable = (err: unknown) =>
-    isNetworkFault(err)
+    // Our own errors (the credentials file refused) say what to fix already.
+    err instanceof RambootError
+      ? err
+      : isNetworkFault(err)
       ? new TransientError(`failed to reach ${shown}: ${why(err)}; retrying at the next poll`, { step: 'poll', input: shown }, { cause: err })
       : new UsageError(`failed to read ${shown}: ${why(err)} (is --url the repository's address?)`, { step: 'poll', input: shown }, { cause: err });
   return {
@@ -109,7 +114,7 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
       await ensureMirror();
       let refs;
       try {
-        refs = await git.listServerRefs({ http, url, prefix: ref, protocolVersion: 2 });
+        refs = await git.listServerRefs({ http, url, prefix: ref, protocolVersion: 2, onAuth });
       } catch (err) {
         throw unreachable(err);
       }
@@ -123,7 +128,7 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
       const local = await git.resolveRef({ fs, gitdir: mirrorDir, ref }).catch(() => undefined);
       if (local === remote) return remote;
       try {
-        await git.fetch({ fs, http, gitdir: mirrorDir, remote: 'origin', url, ref: branch, remoteRef: branch, singleBranch: true, tags: false });
+        await git.fetch({ fs, http, gitdir: mirrorDir, remote: 'origin', url, ref: branch, remoteRef: branch, singleBranch: true, tags: false, onAuth });
       } catch (err) {
         throw unreachable(err);
       }
@@ -137,4 +142,28 @@ export function remoteRepo(url: string, branch: string, mirrorDir: string): Repo
 
 export function isUrl(s: string): boolean {
   return /^https?:\/\//i.test(s);
+}
+
+/**
+ * Where a remote's credentials come from, never the command line (every local user reads
+ * it): a file of USER:TOKEN only root can read, else $RAMBOOT_GIT_USERNAME and
+ * $RAMBOOT_GIT_PASSWORD, else git's credential helper (`git credential fill`, no prompt).
+ */
+export function credentialsFor(file: string | undefined, env: NodeJS.ProcessEnv = process.env): AuthCallback {
+  return async (url) => {
+    if (file) {
+      const text = readPrivateFile(resolve(file), 'the credentials file').trim();
+      const sep = text.indexOf(':');
+      return sep < 0 ? { username: 'git', password: text } : { username: text.slice(0, sep), password: text.slice(sep + 1) };
+    }
+    if (env.RAMBOOT_GIT_PASSWORD) return { username: env.RAMBOOT_GIT_USERNAME ?? 'git', password: env.RAMBOOT_GIT_PASSWORD };
+    const u = new URL(url);
+    const r = await execa('git', ['credential', 'fill'], {
+      input: `protocol=${u.protocol.replace(':', '')}\nhost=${u.host}\npath=${u.pathname.replace(/^\//, '')}\n\n`,
+      env: { GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: '' },
+      reject: false,
+    });
+    const field = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(r.stdout)?.[1];
+    return r.exitCode === 0 && field('password') ? { username: field('username') ?? '', password: field('password')! } : { cancel: true };
+  };
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { existsSync, readdirSync, realpathSync, renameSync } from 'node:fs';
+import { makePrivateDir } from '../lib/private-file.js';
+import { basename, join, relative, resolve } from 'node:path';
 import { removeBuildDir } from '../builder/sweep.js';
 import { UsageError } from '../lib/errors.js';
 import { redactUrl } from '../lib/net.js';
@@ -10,7 +11,7 @@ import { run } from '../lib/run.js';
 // /proc, /sys and /dev inside its temporary root, and anything walking the tree would
 // follow them). A root service's conventional places, one directory per machine
 // repository so that two repositories never share a journal:
-//   /var/lib/ramboot/<host>-<hash of the repository's path or URL>/
+//   /var/lib/ramboot/<repository's name>-<hash of the repository's path or URL>/
 //     images/  deploy.jsonl  deploy.lock  history/  vm/
 //   /var/cache/ramboot/   package stages, base segments, downloads, build temporaries
 // --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache);
@@ -37,14 +38,24 @@ export function originOf(repoOrUrl: string): string {
   }
 }
 
-export function machineKey(host: string, origin: string): string {
-  return `${host}-${createHash('sha256').update(origin).digest('hex').slice(0, 8)}`;
+/**
+ * The state directory's name. It depends on how the controller was started (the
+ * repository's path or URL), never on a commit: the signing policy, the quarantine and
+ * the journal live there, so a commit that could choose it (as host.name once did) could
+ * make a restarted controller forget them.
+ */
+export function machineKey(origin: string): string {
+  const name = basename(origin.replace(/\/+$/, '')).replace(/\.git$/, '').replace(/[^A-Za-z0-9._-]/g, '_') || 'repo';
+  return `${name}-${originHash(origin)}`;
+}
+
+function originHash(origin: string): string {
+  return createHash('sha256').update(origin).digest('hex').slice(0, 8);
 }
 
 export interface StateRequest {
   /** --state, else $RAMBOOT_STATE. */
   state?: string;
-  host: string;
   origin: string;
   /** The working tree, when there is one: state may not live inside it. */
   workTree?: string;
@@ -58,7 +69,7 @@ export function cacheRoot(stateFlag?: string): string {
 
 export function machineState(r: StateRequest): MachineState {
   const explicit = r.state ?? process.env.RAMBOOT_STATE;
-  const dir = explicit ? resolve(explicit) : join(STATE_ROOT, machineKey(r.host, r.origin));
+  const dir = explicit ? resolve(explicit) : keyedDir(r.origin);
   const cache = cacheRoot(r.state);
   if (r.workTree) {
     for (const d of [dir, cache]) {
@@ -71,6 +82,19 @@ export function machineState(r: StateRequest): MachineState {
     }
   }
   return { dir, images: join(dir, 'images'), cache, vm: join(dir, 'vm') };
+}
+
+/**
+ * STATE_ROOT/<machineKey>; a directory that an earlier version named after the head
+ * commit's host.name (<host>-<same hash>) is taken over, renamed, so nothing is lost.
+ */
+function keyedDir(origin: string): string {
+  const dir = join(STATE_ROOT, machineKey(origin));
+  if (existsSync(dir) || !existsSync(STATE_ROOT)) return dir;
+  const suffix = `-${originHash(origin)}`;
+  const older = readdirSync(STATE_ROOT).filter((n) => n.endsWith(suffix));
+  if (older.length === 1) renameSync(join(STATE_ROOT, older[0]!), dir);
+  return dir;
 }
 
 function inside(dir: string, tree: string): boolean {
@@ -93,8 +117,8 @@ export async function migrateLegacyState(workTree: string, host: string, state: 
     [join(legacy, 'state', host, 'deploy.jsonl'), join(state.dir, 'deploy.jsonl')],
     ...(existsSync(join(legacy, 'cache')) ? readdirSync(join(legacy, 'cache')).map((n): [string, string] => [join(legacy, 'cache', n), join(state.cache, n)]) : []),
   ];
-  mkdirSync(state.dir, { recursive: true });
-  mkdirSync(state.cache, { recursive: true });
+  makePrivateDir(state.dir);
+  makePrivateDir(state.cache);
   for (const [from, to] of moves) {
     if (!existsSync(from) || existsSync(to)) continue;
     try {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as fs from 'node:fs';
 import git from 'isomorphic-git';
@@ -9,10 +9,10 @@ import { gitSource } from '../builder/source.js';
 import { fingerprint } from '../secrets/ssh-public.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
 import { redactUrl } from '../lib/net.js';
-import { readPrivateFile } from '../lib/private-file.js';
+import { makePrivateDir, readPrivateFile, writePrivateFile } from '../lib/private-file.js';
 import type { Config } from '../lib/config-schema.js';
 import type { LocalSettings } from '../deploy/target.js';
-import { Controller, type AnyEvent } from './controller.js';
+import { Controller, runningBuild, type AnyEvent } from './controller.js';
 import { Metrics } from './metrics.js';
 import { Notifier } from './notify/notifier.js';
 import { Live } from './page/live.js';
@@ -20,7 +20,10 @@ import { MachineProbe, isDeploying, machineReach } from './page/machine.js';
 import { pageRoutes } from './page/routes.js';
 import { configOf } from './machine.js';
 import type { Renderer } from './render.js';
-import { isUrl, localRepo, remoteRepo, type Repo } from './repo.js';
+import { credentialsFor, isUrl, localRepo, remoteRepo, type Repo } from './repo.js';
+import { loadPersisted, savePersisted } from './persisted.js';
+import { verifyCommit } from './signing.js';
+import { startingPoint } from './trust.js';
 import { startServer, type ServerOptions } from './server.js';
 import { cacheRoot, machineState, originOf, type MachineState } from './state.js';
 import { startVirtualNas, type VirtualNas } from './virtual-nas.js';
@@ -43,7 +46,12 @@ export interface UpOptions {
   listen: { host: string; port: number };
   tokenFile?: string;
   webhookSecretFile?: string;
+  /** An allowed-signers file, or `none` to turn signing off. */
   signers?: string;
+  /** USER:TOKEN for --url. */
+  credentials?: string;
+  /** Follow a plain http:// remote without signing. */
+  allowHttp?: boolean;
   render: Renderer;
   stdout: NodeJS.WritableStream;
 }
@@ -56,27 +64,25 @@ const STOP_NOTIFY_GRACE_MS = 10_000;
 
 export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
-  const { repo, config, state } = await openRepo(o, emit);
+  const { repo, config, state, start, signers } = await openRepo(o, emit);
   const token = readOrMakeToken(state, o.tokenFile);
   const webhookSecret = o.webhookSecretFile ? readPrivateFile(resolve(o.webhookSecretFile), 'the webhook secret (--webhook-secret)').trim() : process.env.RAMBOOT_WEBHOOK_SECRET;
 
   let nas: VirtualNas | undefined;
   let reach: () => LocalSettings = () => ({});
   if (!config.host.address) {
-    const booted = await bootVirtualNas(o, repo, state, emit);
+    const booted = await bootVirtualNas(o, repo, start, state, emit);
     nas = booted;
     reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
   }
 
   const metrics = new Metrics();
-  const ctrl = new Controller({ repo: metrics.countPolls(repo), state, identity: o.identity, reach, signers: o.signers && resolve(o.signers), keep: config.watch.history, emit });
+  const ctrl = new Controller({ repo: metrics.countPolls(repo), state, identity: o.identity, reach, signers, branchGiven: !!o.branch, keep: config.watch.history, emit });
   await ctrl.recover();
-  const head = await repo.head().catch(() => undefined);
-  if (head) await ctrl.adoptPolicy(head);
   const { routes, notifier } = views(ctrl, metrics, { host: config.host.name, repo, state, reach, emit });
   const server = await startServer(ctrl, { host: o.listen.host, port: o.listen.port, token, webhookSecret, routes });
   const api = `http://${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`;
-  writeFileSync(join(state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
+  writePrivateFile(join(state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
 
   const stopTriggers = watch(ctrl, repo, config);
   await ctrl.poll({ kind: 'start' }, true);
@@ -114,71 +120,107 @@ export async function up(o: UpOptions): Promise<number> {
   return stopped;
 }
 
-async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<{ repo: Repo; config: Config; state: MachineState }> {
+interface Opened {
+  repo: Repo;
+  config: Config;
+  state: MachineState;
+  /** The trusted commit the controller starts from (the virtual NAS's first image). */
+  start: string;
+  signers?: string;
+}
+
+/**
+ * The repository, its state directory and the trust settings, decided by how the
+ * controller was started and by commits already verified (trust.ts), never by the head.
+ */
+async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<Opened> {
   if (o.url && o.repo && o.repo !== '.') throw new UsageError('ramboot up takes --repo DIR or --url URL, not both', { step: 'up' });
-  if (o.url && !isUrl(o.url)) throw new UsageError(`--url ${redactUrl(o.url)}: only http:// and https:// remotes are supported; for a local repository use --repo`, { step: 'up', input: redactUrl(o.url) });
+  const origin = originOf(o.url ?? resolve(o.repo ?? '.'));
+  const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
+  const state = machineState({ state: o.state, origin, workTree });
+  makePrivateDir(state.dir);
+  const persisted = loadPersisted(state.dir);
+  const signers = o.signers === 'none' ? undefined : o.signers ? resolve(o.signers) : persisted.signers;
+  if (o.signers === 'none' && persisted.signers) emit({ kind: 'warn', source: 'controller', message: `signing turned off (--signers none): commits are no longer checked against ${persisted.signers}` });
   let repo: Repo;
   if (o.url) {
-    // Named by the URL without its credentials: a new token fetches into the same mirror.
-    const mirror = join(cacheRoot(o.state), 'mirrors', `${createHash('sha256').update(redactUrl(o.url)).digest('hex').slice(0, 16)}.git`);
-    repo = remoteRepo(o.url, o.branch ?? 'main', mirror);
+    repo = remoteRepo(checkUrl(o.url, signers, o.allowHttp), o.branch ?? persisted.branch ?? 'main', mirrorOf(o), credentialsFor(o.credentials));
   } else {
     const path = resolve(o.repo ?? '.');
-    const branch = o.branch ?? (await configOf(await gitSource(path, 'HEAD')).then((c) => c.watch.branch, () => 'main'));
-    repo = localRepo(path, branch);
+    repo = localRepo(path, o.branch ?? persisted.branch ?? (await firstBranch(path, signers)));
   }
-  // Until the branch can be read there is nothing to control: say why, and keep trying.
-  let head: string | undefined;
-  for (let attempt = 1; !head; attempt++) {
+  const head = await headOf(repo, emit);
+  const running = runningBuild(state.dir)?.commit;
+  const start = await startingPoint(repo, head, { signers, running });
+  if (start.commit !== head && !running) emit({ kind: 'warn', source: 'controller', message: `the branch head's ramboot.yaml is not valid; starting with the configuration of ${start.commit.slice(0, 12)}` });
+  savePersisted(state.dir, { ...persisted, signers: start.signers, branch: repo.branch });
+  return { repo, config: start.config, state, start: start.commit, signers: o.signers && o.signers !== 'none' ? resolve(o.signers) : undefined };
+}
+
+/** Until the branch can be read there is nothing to control: say why, and keep trying. */
+async function headOf(repo: Repo, emit: (e: AnyEvent) => void): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
     try {
-      head = await repo.head();
+      return await repo.head();
     } catch (err) {
       if (!(err instanceof RambootError) || err.kind !== 'retry') throw err;
       emit({ kind: 'warn', source: 'controller', message: `${describe(err)} (attempt ${attempt})` });
       await new Promise((r) => setTimeout(r, Math.min(60_000, 5_000 * attempt)));
     }
   }
-  const config = await startingConfig(repo, head, emit);
-  const origin = originOf(o.url ?? resolve(o.repo ?? '.'));
-  const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
-  const state = machineState({ state: o.state, host: config.host.name, origin, workTree });
-  mkdirSync(state.dir, { recursive: true });
-  return { repo, config, state };
 }
 
 /**
- * The configuration to start with: the head's, or, when a broken commit is at the head,
- * that of the newest commit before it whose ramboot.yaml is valid (the head is then
- * reconciled like any commit: its build fails and it is quarantined).
+ * A first start with no --branch: watch.branch of the checked-out commit, when it passes
+ * the policy in force (or none is); else main. Later starts keep the branch recorded.
  */
-async function startingConfig(repo: Repo, head: string, emit: (e: AnyEvent) => void): Promise<Config> {
-  let oid = head;
-  let firstError: unknown;
-  for (let depth = 0; depth < 100; depth++) {
-    try {
-      const config = await configOf(await gitSource(repo.gitdir, oid));
-      if (oid !== head) emit({ kind: 'warn', source: 'controller', message: `the branch head's ramboot.yaml is not valid (${describe(firstError)}); starting with the configuration of ${oid.slice(0, 12)}` });
-      return config;
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      firstError ??= err;
-      const parent = (await git.readCommit({ fs, gitdir: repo.gitdir, oid })).commit.parent[0];
-      if (!parent) break;
-      oid = parent;
+async function firstBranch(path: string, signers: string | undefined): Promise<string> {
+  const probe = localRepo(path, 'HEAD');
+  try {
+    const head = await git.resolveRef({ fs, gitdir: probe.gitdir, ref: 'HEAD' });
+    const config = await configOf(await gitSource(path, head));
+    const policy = signers ?? config.watch.signers;
+    if (policy) {
+      const check = await verifyCommit(await probe.rawCommit(head), (await probe.info(head)).committerEmail, policy);
+      if (!check.ok) return 'main';
     }
+    return config.watch.branch;
+  } catch {
+    return 'main';
   }
-  throw firstError;
+}
+
+/** --url without credentials in it (every local user reads the command line), and https unless a person allows http. */
+function checkUrl(url: string, signers: string | undefined, allowHttp?: boolean): string {
+  if (!isUrl(url)) throw new UsageError(`--url ${redactUrl(url)}: only http:// and https:// remotes are supported; for a local repository use --repo`, { step: 'up', input: redactUrl(url) });
+  if (redactUrl(url) !== url) {
+    throw new UsageError(
+      `--url ${redactUrl(url)}: credentials in the URL are visible to every user of this host (ps); put USER:TOKEN in a file only root can read and pass --credentials FILE, or set $RAMBOOT_GIT_USERNAME and $RAMBOOT_GIT_PASSWORD, or use git's credential helper`,
+      { step: 'up', input: redactUrl(url) },
+    );
+  }
+  if (/^http:/i.test(url) && !signers && !allowHttp) {
+    throw new UsageError(
+      `--url ${url}: a plain http:// remote without signed commits lets anyone on the network path choose what the machine runs; use https://, require signed commits (--signers FILE), or accept the risk with --allow-http`,
+      { step: 'up', input: url },
+    );
+  }
+  return url;
+}
+
+/** A mirror named by the URL: a new token fetches into the same mirror. */
+function mirrorOf(o: UpOptions): string {
+  return join(cacheRoot(o.state), 'mirrors', `${createHash('sha256').update(redactUrl(o.url!)).digest('hex').slice(0, 16)}.git`);
 }
 
 /**
  * The virtual NAS of this machine: an existing disk boots what its labels say; a new
  * one is formatted with the branch's build, so that the first reconcile finds it running.
  */
-async function bootVirtualNas(o: UpOptions, repo: Repo, state: MachineState, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
+async function bootVirtualNas(o: UpOptions, repo: Repo, start: string, state: MachineState, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
   let firstImage: string | undefined;
   if (!existsSync(join(state.vm, 'disk.img'))) {
-    const head = await repo.head();
-    const b = await build({ repoDir: repo.gitdir, rev: head, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
+    const b = await build({ repoDir: repo.gitdir, rev: start, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
     if (!b.manifest.hostKey) {
       throw new UsageError('failed to start the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
     }

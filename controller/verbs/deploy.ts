@@ -61,7 +61,7 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
     imageDir = resolve(o.image);
     manifest = await readManifest(imageDir);
     checkHost(o.host, manifest.settings.host.name);
-    state = machineState({ state: o.state, host: manifest.host, origin: manifest.origin });
+    state = machineState({ state: o.state, origin: manifest.origin });
     journal = await Journal.open(state.dir);
   } else {
     const machine = await openMachine({ repo: o.repo ?? '.', rev: o.rev, state: o.state });

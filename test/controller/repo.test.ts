@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localRepo, remoteRepo } from '../../controller/repo.js';
+import { credentialsFor, localRepo, remoteRepo } from '../../controller/repo.js';
 import { startGitHttp, type GitHttp } from '../helpers/git-http.js';
 
 // The repositories the controller follows: a remote over real smart HTTP (git
@@ -96,6 +96,41 @@ describe('a remote whose URL carries a token', () => {
       const denied = await refused.head().then(() => undefined, (e: unknown) => e as Error);
       expect(denied?.message).toMatch(/failed to read http:\/\/127.0.0.1:\d+\/nas.git: /);
       expect(JSON.stringify({ message: denied?.message, input: (denied as { input?: string }).input })).not.toContain('wrong');
+    } finally {
+      await privateServer.stop();
+    }
+  });
+});
+
+describe('a remote\'s credentials, never on the command line', () => {
+  it('come from a file only root can read, from the environment, or from git\'s credential helper', async () => {
+    const token = 'tok-9d1e77';
+    const privateServer = await startGitHttp(root, { user: 'nas', password: token });
+    const mirror = () => join(mkdtempSync(join(tmpdir(), 'ramboot-mirror-')), 'm.git');
+    const expected = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+    try {
+      const file = join(mkdtempSync(join(tmpdir(), 'ramboot-cred-')), 'credentials');
+      writeFileSync(file, `nas:${token}\n`, { mode: 0o600 });
+      expect(await remoteRepo(privateServer.url('nas.git'), 'main', mirror(), credentialsFor(file, {})).head()).toBe(expected);
+
+      chmodSync(file, 0o644);
+      const open = await remoteRepo(privateServer.url('nas.git'), 'main', mirror(), credentialsFor(file, {})).head().then(() => undefined, (e: unknown) => e as Error);
+      expect(open?.message).toMatch(/^failed to read the credentials file .*credentials: it is open to other users \(mode 0644\); make it private with `chmod 600 /);
+
+      const env = { RAMBOOT_GIT_USERNAME: 'nas', RAMBOOT_GIT_PASSWORD: token };
+      expect(await remoteRepo(privateServer.url('nas.git'), 'main', mirror(), credentialsFor(undefined, env)).head()).toBe(expected);
+
+      // git's credential store, as `git config credential.helper store` keeps it for a user.
+      const home = mkdtempSync(join(tmpdir(), 'ramboot-home-'));
+      writeFileSync(join(home, '.git-credentials'), `http://nas:${token}@127.0.0.1:${privateServer.port}\n`, { mode: 0o600 });
+      writeFileSync(join(home, '.gitconfig'), '[credential]\n\thelper = store\n');
+      const saved = process.env.HOME;
+      process.env.HOME = home;
+      try {
+        expect(await remoteRepo(privateServer.url('nas.git'), 'main', mirror(), credentialsFor(undefined, {})).head()).toBe(expected);
+      } finally {
+        process.env.HOME = saved;
+      }
     } finally {
       await privateServer.stop();
     }

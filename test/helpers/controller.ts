@@ -24,7 +24,8 @@ export interface RunningController {
 }
 
 export async function startController(args: string[], o: { state: string; listen: number; env: Record<string, string>; logFile: string }): Promise<RunningController> {
-  const proc = execa('node', [CLI, 'up', '--state', o.state, '--listen', `127.0.0.1:${o.listen}`, ...args], {
+  // An empty state: the default state directory, as a user who gives no --state gets.
+  const proc = execa('node', [CLI, 'up', ...(o.state ? ['--state', o.state] : []), '--listen', `127.0.0.1:${o.listen}`, ...args], {
     reject: false,
     stdin: 'ignore',
     env: { ...process.env, ...o.env },
