@@ -97,7 +97,7 @@ try {
         res.writeHead(status); res.write(head.subarray(e + 4)); sent = true; });
       cgi.on('close', () => res.end());
     }).listen(${httpPortGit}, '127.0.0.1');`], { stdio: 'ignore' });
-  ctrl = up(['--url', `http://127.0.0.1:${httpPortGit}/nas.git`]);
+  ctrl = up(['--url', `http://127.0.0.1:${httpPortGit}/nas.git`, '--allow-http']);
   await until(async () => (await (await fetch(`${api}/api/status`)).json()).lastPoll?.ok, 10 * 60_000);
   await idle(ctrl, 'an HTTP remote (ls-refs, no fetch)', 12, 5_000);
   backend.kill();

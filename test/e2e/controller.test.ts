@@ -127,7 +127,8 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     signers = join(work, 'allowed_signers');
     writeFileSync(signers, `tess@example.invalid ${readFileSync(`${allowedKey}.pub`, 'utf8').trim()}\n`);
     const t = Date.now();
-    ctrl = await up(['--url', http.url('nas.git')]);
+    // The test's git server speaks plain HTTP on loopback; signing comes later (test 6).
+    ctrl = await up(['--url', http.url('nas.git'), '--allow-http']);
     const head = (await git(['rev-parse', 'HEAD'])).stdout.trim();
     const first = await ctrl.waitFor(head, 15 * MINUTES);
     log(`first start: virtual NAS formatted, booted and reconciled in ${Math.round((Date.now() - t) / 1000)} s: ${first.outcome} ${first.message}`);
@@ -240,7 +241,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     await ctrl.waitStatus('polls to succeed again', MINUTES, (s) => s.lastPoll?.ok === true);
     expect(await runs()).toBe(running);
 
-    const nope = await ramboot(['up', '--url', http.url('nas.git'), '--branch', 'nope', '--state', join(work, 'state-nope'), '--listen', `127.0.0.1:${await freePort()}`], env);
+    const nope = await ramboot(['up', '--url', http.url('nas.git'), '--allow-http', '--branch', 'nope', '--state', join(work, 'state-nope'), '--listen', `127.0.0.1:${await freePort()}`], env);
     expect(nope.exitCode).toBe(1);
     expect(nope.stderr).toMatch(/failed to find branch nope at http:\/\/127\.0\.0\.1:\d+\/nas\.git: the remote has no refs\/heads\/nope/);
     expect(nope.stderr).not.toMatch(/^\s+at /m);
