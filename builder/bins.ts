@@ -1,9 +1,9 @@
-import { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { runSandboxed, type Bind, type Sandbox } from './sandbox.js';
 import type { Work } from './work.js';
 import type { Source } from './source.js';
-import { copyIntoImage } from './skeleton.js';
+import { copyIntoImage, lstatOf } from './skeleton.js';
 
 // bins/ is a Go module; every main package in it becomes a static binary in
 // /usr/local/bin (CGO off, so it runs on musl as on glibc). Reproducible flags.
@@ -72,14 +72,5 @@ function hostSystemLinks(): { target: string; path: string }[] {
   return TOP_DIRS.filter((d) => isLink(d)).map((d) => ({ target: readlinkSync(d), path: d }));
 }
 
-function isLink(p: string): boolean {
-  try {
-    return lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
-
-function isRealDir(p: string): boolean {
-  return existsSync(p) && !isLink(p);
-}
+const isLink = (p: string) => !!lstatOf(p)?.isSymbolicLink();
+const isRealDir = (p: string) => !!lstatOf(p)?.isDirectory();

@@ -1,4 +1,8 @@
+import { chmodSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { BuildError } from '../lib/errors.js';
 import type { RunResult } from '../lib/run.js';
+import { lstatOf } from './skeleton.js';
 import { BUILD_ENV, runStep, type Work } from './work.js';
 
 // The repository's code (setup.sh, the Go programs' build, the package manager of a
@@ -88,8 +92,35 @@ export function bwrapArgs(box: Sandbox, argv: string[]): string[] {
 }
 
 /** Runs argv in the sandbox as a step of the build: stopped by the work's signal (bwrap takes its sandbox down with it). */
-export function runSandboxed(work: Work, box: Sandbox, argv: string[], opts: { step: string; input?: string }): Promise<RunResult> {
+export async function runSandboxed(work: Work, box: Sandbox, argv: string[], opts: { step: string; input?: string }): Promise<RunResult> {
+  if (box.root) requireMountPoints(box.root, [...(box.binds ?? []).map((b) => b.target), ...(box.tmpfs ?? []), '/proc', '/dev'], opts.step);
   return runStep(work, 'bwrap', bwrapArgs(box, argv), { ...opts, extendEnv: false, env: { PATH: SANDBOX_PATH } });
+}
+
+/**
+ * Every mount point is a real directory of the root; a missing one is made here (0755,
+ * as bwrap would). A symlink on the way (root/ or a minirootfs can carry `dev -> /etc`)
+ * is never followed onto the host: bwrap refuses it with "Can't mount … No such file or
+ * directory", and ramboot says first which path of the image is wrong and why.
+ */
+function requireMountPoints(root: string, targets: string[], step: string): void {
+  for (const target of targets) {
+    let path = root;
+    for (const part of target.split('/').filter(Boolean)) {
+      path = join(path, part);
+      const st = lstatOf(path);
+      if (!st) {
+        mkdirSync(path);
+        chmodSync(path, 0o755);
+      } else if (!st.isDirectory()) {
+        const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
+        throw new BuildError(
+          `failed to ${step}: ${path.slice(root.length)} in the new root is ${what}, and the sandbox mounts ${target} there; keep it a directory (in root/ and in the packages)`,
+          { step, input: target },
+        );
+      }
+    }
+  }
 }
 
 function proxies(): Record<string, string> {

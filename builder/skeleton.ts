@@ -119,7 +119,8 @@ function escapes(file: string): BuildError {
   );
 }
 
-function lstatOf(p: string): Stats | undefined {
+/** lstat, or undefined when nothing is there. */
+export function lstatOf(p: string): Stats | undefined {
   try {
     return lstatSync(p);
   } catch {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -167,6 +167,18 @@ describe('setup.sh in the sandbox', () => {
     // Only the network: the host's processes and files stay out of reach.
     expect(probes(r).shadow).toBe('none');
     expect(probes(r).environ).toBe('none');
+  }, 10 * 60_000);
+
+  it('refuses a mount point of the sandbox that root/ made a symlink to the host, naming it', async () => {
+    const target = join(work, 'dev-target');
+    mkdirSync(target);
+    const repo = makeRepo(minimalAlpineFiles(localMirror()));
+    symlinkSync(target, join(repo, 'root/dev'));
+    commitAll(repo, 'root/dev is a link to a directory of the host');
+    const r = await ramboot(['build', '--repo', repo, '--state', SHARED_STATE, '--images', join(work, 'images-dev')]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('failed to run setup.sh: /dev in the new root is a symlink, and the sandbox mounts /dev there');
+    expect(readdirSync(target)).toEqual([]);
   }, 10 * 60_000);
 
   it('refuses a symlink that leads above the image\'s / when the builder writes through it, naming the file', async () => {
