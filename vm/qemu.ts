@@ -1,13 +1,15 @@
 import { execa, type ResultPromise } from 'execa';
 import { createConnection } from 'node:net';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { RambootError } from '../lib/errors.js';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { RambootError, UsageError } from '../lib/errors.js';
 import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
-import { appendPrivateFile } from '../lib/private-file.js';
+import { PRIVATE_FILE, appendPrivateFile } from '../lib/private-file.js';
+import { diskFirmware, type Firmware } from './format.js';
 
 // The virtual NAS: the disk made by `ramboot format` attached as a USB stick (as the
-// reference NAS boots), SeaBIOS → syslinux → the slot's kernel and segments, SSH and
-// HTTP forwarded to loopback, the serial console in a log. TCG works everywhere.
+// reference NAS boots), SeaBIOS → syslinux or OVMF → systemd-boot (at the removable-media
+// path) → the slot's kernel and segments, SSH and HTTP forwarded to loopback, the serial
+// console in a log. TCG works everywhere.
 //
 // A reset inside a running qemu process boots several times slower under TCG than a
 // fresh process on the same disk, so a guest reboot ends the process (reboot=shutdown)
@@ -26,6 +28,8 @@ export interface VmOptions {
   serialSocket?: string;
   memoryMiB?: number;
   accel?: 'tcg' | 'kvm';
+  /** The machine's firmware; by default the one the disk is laid out for (diskFirmware). */
+  firmware?: Firmware;
   emit?: Emit<VmEvent>;
 }
 
@@ -47,9 +51,22 @@ export interface Vm {
   stopped: Promise<{ exitCode: number; reason: string }>;
 }
 
-export function qemuArgs(o: VmOptions): string[] {
+/** Debian's OVMF (package ovmf): the firmware's code, and the empty variable store each UEFI machine starts from. */
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+/** Where a UEFI machine's variable store (its NVRAM) lives: beside its disk, so it goes with it. */
+export function varsPath(disk: string): string {
+  return `${disk}.efivars`;
+}
+
+export function qemuArgs(o: VmOptions & { firmware: Firmware }): string[] {
   const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22,hostfwd=tcp:127.0.0.1:${o.httpPort}-:80`;
   return [
+    // SeaBIOS is qemu's default; OVMF's 4M build (no SMM) runs on the default pc machine too.
+    ...(o.firmware === 'uefi'
+      ? ['-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${varsPath(o.disk)}`]
+      : []),
     '-accel', o.accel ?? 'tcg',
     '-m', String(o.memoryMiB ?? 1536),
     '-smp', '1',
@@ -69,9 +86,12 @@ export function qemuArgs(o: VmOptions): string[] {
 
 export function startVm(o: VmOptions): Vm {
   const emit = o.emit ?? (() => {});
+  if (!existsSync(o.disk)) throw new UsageError(`failed to boot ${o.disk}: no such disk; make one with \`ramboot format --disk ${o.disk} --image DIR\``, { step: 'boot vm', input: o.disk });
   // qemu would create the serial log with the umask; the console shows what the machine
   // prints (a setup's output, a secret's name), so the log exists 0600 before qemu opens it.
   appendPrivateFile(o.serialLog, '');
+  const firmware = o.firmware ?? diskFirmware(o.disk);
+  if (firmware === 'uefi') ensureVarStore(o.disk);
   let proc: ResultPromise;
   let boots = 0;
   let startedAt = Date.now();
@@ -85,7 +105,7 @@ export function startVm(o: VmOptions): Vm {
     if (o.serialSocket) rmSync(o.serialSocket, { force: true });
     boots++;
     startedAt = Date.now();
-    proc = execa('qemu-system-x86_64', qemuArgs(o), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
+    proc = execa('qemu-system-x86_64', qemuArgs({ ...o, firmware }), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
     const mine = proc;
     // Writing to the QMP pipe of a qemu that just exited fails; its exit is handled below.
     mine.stdin!.on('error', () => {});
@@ -153,6 +173,32 @@ export function startVm(o: VmOptions): Vm {
     },
     stopped,
   };
+}
+
+/**
+ * The machine's own variable store, copied from OVMF's empty one on first use and kept
+ * across reboots and power cycles (the fresh qemu process of each boot opens the same
+ * file), as NVRAM would be. 0600 like the disk beside it: what the guest writes there is
+ * its business. Written beside its final name, so a copy cut short is never used.
+ */
+function ensureVarStore(disk: string): void {
+  const vars = varsPath(disk);
+  if (existsSync(vars)) return;
+  if (!existsSync(OVMF_CODE) || !existsSync(OVMF_VARS)) {
+    throw new UsageError(`failed to boot ${disk} with UEFI: no OVMF at ${OVMF_CODE} and ${OVMF_VARS}; install ovmf (apt-get install ovmf, or run scripts/setup.sh)`, {
+      step: 'boot vm',
+      input: OVMF_CODE,
+    });
+  }
+  const tmp = `${vars}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, 'wx', PRIVATE_FILE);
+  try {
+    writeFileSync(fd, readFileSync(OVMF_VARS));
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, vars);
 }
 
 /**
