@@ -93,17 +93,18 @@ export function commands(io: Io): Verb[] {
   }),
   verb({
     name: 'format',
-    summary: 'make a boot medium disk image (FAT, syslinux, the image in lts)',
+    summary: 'make a boot medium disk image (FAT with syslinux, or GPT with an EFI system partition and systemd-boot; the image in lts)',
     options: {
       disk: { type: 'string', value: 'FILE', help: 'the disk image to write (replaced)' },
       image: { type: 'string', value: 'DIR', help: 'the image directory to put in lts' },
       size: { type: 'number', value: 'MIB', min: 64, help: 'size in MiB (default: room for four images)' },
+      firmware: { type: 'string', choices: ['bios', 'uefi'], default: 'bios', help: 'the machine\'s firmware: bios (syslinux) or uefi (systemd-boot)' },
       json,
     },
     run: async (o) => {
       if (!o.disk || !o.image) throw new ArgumentError('ramboot format: needs --disk FILE and --image DIR', 'format');
       const r = progress(o);
-      await formatDisk({ disk: resolve(o.disk), imageDir: resolve(o.image), sizeMiB: o.size, emit: r.emit });
+      await formatDisk({ disk: resolve(o.disk), imageDir: resolve(o.image), sizeMiB: o.size, firmware: o.firmware, emit: r.emit });
       return 0;
     },
   }),
@@ -116,6 +117,7 @@ export function commands(io: Io): Verb[] {
       'http-port': { type: 'number', min: 1, max: 65535, default: 8080, help: 'loopback port forwarded to the guest\'s port 80' },
       'serial-log': { type: 'string', value: 'FILE', help: 'where the serial console goes (default DISK.serial.log)' },
       accel: { type: 'string', choices: ['tcg', 'kvm'], default: 'tcg', help: 'qemu accelerator' },
+      firmware: { type: 'string', choices: ['bios', 'uefi'], help: 'SeaBIOS or OVMF (default: what the disk is laid out for)' },
       memory: { type: 'number', value: 'MIB', min: 256, default: 1536, help: 'guest RAM' },
       monitor: { type: 'string', value: 'SOCKET', help: 'qemu\'s monitor on this unix socket (the network cable, the power)' },
       'serial-socket': { type: 'string', value: 'SOCKET', help: 'type at the serial console through this unix socket (its output still goes to the log)' },
@@ -125,7 +127,7 @@ export function commands(io: Io): Verb[] {
       if (!o.disk) throw new ArgumentError('ramboot vm: needs --disk FILE', 'vm');
       const disk = resolve(o.disk);
       return runVm(
-        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor), serialSocket: o['serial-socket'] && resolve(o['serial-socket']) },
+        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, firmware: o.firmware, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor), serialSocket: o['serial-socket'] && resolve(o['serial-socket']) },
         progress(o),
         io.stdout,
       );

@@ -5,6 +5,7 @@ import type { Emit } from '../lib/events.js';
 import { RambootError } from '../lib/errors.js';
 import { packagePath } from '../lib/package.js';
 import { PRIVATE_FILE, makePrivateDir } from '../lib/private-file.js';
+import { readManifest } from '../image/manifest.js';
 import { formatDisk } from '../vm/format.js';
 import { monitorCommand, sshBanner, type VmEvent } from '../vm/qemu.js';
 import { recordVm, runningVm, type VmRecord } from './machine.js';
@@ -50,7 +51,9 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
       if (!o.firstImage) throw new RambootError('failed to start the virtual NAS: it has no disk yet and no image to format one with', { step: 'start vm' });
       // Formatted beside its final name: a format cut short leaves no disk that looks made.
       rmSync(`${disk}.tmp`, { force: true });
-      await formatDisk({ disk: `${disk}.tmp`, imageDir: o.firstImage, emit: o.emit });
+      // The image's boot.firmware decides the layout; afterwards `ramboot vm` reads it from the disk.
+      const firmware = (await readManifest(o.firstImage)).settings.boot.firmware ?? 'bios';
+      await formatDisk({ disk: `${disk}.tmp`, imageDir: o.firstImage, firmware, emit: o.emit });
       renameSync(`${disk}.tmp`, disk);
     }
     // A disk made before ramboot made them private took the umask (0644 under 022).

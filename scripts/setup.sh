@@ -5,12 +5,14 @@ set -eu
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# 1. Debian packages: qemu and syslinux for the virtual NAS, mmdebstrap and apk's
-#    needs for builds, bubblewrap for the sandbox the repository's code runs in, age
-#    and OpenSSH for secrets and deploy, Go for bins/; for the tests, Chromium (the
+# 1. Debian packages: qemu and syslinux for the virtual NAS, OVMF, systemd-boot and
+#    gdisk for its UEFI disks (a GPT with an EFI system partition), mmdebstrap and
+#    apk's needs for builds, bubblewrap for the sandbox the repository's code runs in,
+#    age and OpenSSH for secrets and deploy, Go for bins/; for the tests, Chromium (the
 #    status page), Prometheus' text parser (/metrics) and openssl (signed apk
 #    repositories, password hashes).
 PACKAGES="qemu-system-x86 qemu-utils syslinux syslinux-common extlinux mtools dosfstools
+ovmf systemd-boot-efi gdisk
 mmdebstrap cpio zstd age openssh-server openssh-client linux-image-cloud-amd64
 golang-go git busybox-static attr ca-certificates iproute2 util-linux bubblewrap
 chromium python3-prometheus-client openssl"
