@@ -6,7 +6,7 @@ import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { BuildError, CommandError, UsageError } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
-import { agentFiles, type AgentFile } from '../image/agent.js';
+import { agentFiles, earlyArgs, type AgentFile } from '../image/agent.js';
 import { buildBins } from './bins.js';
 import { runInRoot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
@@ -162,7 +162,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         services,
         files: mergeFiles(base, overlay, secrets),
         hostKey: hostKeyLine(secrets, config),
-        append: config.boot.append,
+        append: [earlyArgs(config.trial), config.boot.append].filter(Boolean).join(' '),
         medium,
       };
       writeFileSync(join(out, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);

@@ -4,7 +4,7 @@ import { RambootError, UsageError } from '../lib/errors.js';
 import type { WarnEvent } from '../lib/events.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
-import { candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg } from './medium.js';
+import { candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type Firmware } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
 import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
@@ -141,6 +141,7 @@ function makePlan(opts: DeployOptions): DeployPlan {
     hostKey: m.hostKey,
     previousHostKeys: (opts.previousHostKeys ?? []).filter((k) => k !== m.hostKey),
     medium: config.boot.medium,
+    firmware: config.boot.firmware,
     health: config.health,
     trial: { confirm_timeout: config.trial.confirm_timeout, reboot_deadline: config.trial.reboot_deadline },
     secretsFile: secrets && contentPath(secrets.sha256, 'cpio.zst'),
@@ -218,13 +219,13 @@ function runStep(ctx: Ctx, rec: JournalRecord): Promise<Entry> {
       return beforeTrial(() => upload(ctx));
     case 'label':
       return beforeTrial(async () => {
-        await writeCfg(await ctx.session(), ctx.plan.medium, rec.slots);
+        await writeCfg(await ctx.session(), ctx.plan.medium, rec.slots, firmwareOf(ctx));
         return { step: 'arm' };
       });
     case 'arm':
       return beforeTrial(async () => {
         const s = await ctx.session();
-        await armOnce(s, ctx.plan.medium, 'new');
+        await armOnce(s, ctx.plan.medium, 'new', firmwareOf(ctx));
         return { step: 'reboot', bootId: (await readRunning(s)).bootId };
       }, REASON.ARM_FAILED);
     case 'reboot':
@@ -324,13 +325,13 @@ async function preflight(ctx: Ctx): Promise<Entry> {
   const s = await ctx.session();
   const running = await readRunning(s);
   ctx.emit({ kind: 'running', host: ctx.plan.host, running });
-  const state = await inspectMedium(s, ctx.plan.medium);
+  const state = await inspectMedium(s, ctx.plan.medium, firmwareOf(ctx));
   if (!state.cfg.managed) {
     throw new PreflightError(
       'not-managed',
       ctx.plan.host,
       ctx.plan.medium,
-      `boot/syslinux/syslinux.cfg is not managed by ramboot (run \`ramboot bootloader install --host ${ctx.plan.host}\` first)`,
+      `${firmwareOf(ctx) === 'uefi' ? 'loader/entries has no lts entry' : 'boot/syslinux/syslinux.cfg is not'} managed by ramboot (run \`ramboot bootloader install --host ${ctx.plan.host}\` first)`,
     );
   }
   if (ctx.plan.exposure) {
@@ -347,7 +348,7 @@ async function preflight(ctx: Ctx): Promise<Entry> {
 
 async function upload(ctx: Ctx): Promise<Entry> {
   const s = await ctx.session();
-  const state = await inspectMedium(s, ctx.plan.medium);
+  const state = await inspectMedium(s, ctx.plan.medium, firmwareOf(ctx));
   const plan = planUpload(state, ctx.plan.files);
   checkSpace(state, plan, ctx.plan.host);
   const sent = await uploadFiles(s, ctx.plan.medium, plan, (p) => ctx.emit({ kind: 'upload', ...p }));
@@ -492,7 +493,7 @@ async function promote(ctx: Ctx, recorded: SlotTable): Promise<Entry> {
     notes.push(`dropped old (build ${slots.old.buildId}): ${r.unrepairable.map((d) => d.path).join(', ')} is damaged and has no copy`);
     slots = { lts: slots.lts };
   }
-  await writeCfg(s, ctx.plan.medium, slots);
+  await writeCfg(s, ctx.plan.medium, slots, firmwareOf(ctx));
   await removeUnreferenced(s, ctx.plan.medium, slots);
   return verdict(ctx, {
     verdict: VERDICT.PROMOTED,
@@ -531,9 +532,9 @@ async function disarm(ctx: Ctx, outcome: Outcome): Promise<Entry> {
   const armed = !!lastOf(ctx.history, 'arm');
   if (armed || lastOf(ctx.history, 'label')) {
     const s = await ctx.session();
-    if (armed) await clearOnce(s, ctx.plan.medium);
+    if (armed) await clearOnce(s, ctx.plan.medium, firmwareOf(ctx));
     const slots = await readSlots(s, ctx.plan.medium);
-    if (slots.new?.buildId === ctx.plan.buildId) await writeCfg(s, ctx.plan.medium, withoutCandidate(slots));
+    if (slots.new?.buildId === ctx.plan.buildId) await writeCfg(s, ctx.plan.medium, withoutCandidate(slots), firmwareOf(ctx));
   }
   return verdict(ctx, outcome);
 }
@@ -592,12 +593,17 @@ async function rollback(ctx: Ctx, outcome: Outcome): Promise<Entry> {
 async function cleanup(ctx: Ctx, outcome: Outcome): Promise<Entry> {
   const s = await ctx.session();
   // A trial that was power-cycled before syslinux ran still has its once-entry.
-  await clearOnce(s, ctx.plan.medium);
+  await clearOnce(s, ctx.plan.medium, firmwareOf(ctx));
   const slots = await readSlots(s, ctx.plan.medium);
   const kept = withoutCandidate(slots);
-  if (slots.new) await writeCfg(s, ctx.plan.medium, kept);
+  if (slots.new) await writeCfg(s, ctx.plan.medium, kept, firmwareOf(ctx));
   await removeUnreferenced(s, ctx.plan.medium, kept);
   return verdict(ctx, outcome);
+}
+
+/** A journal written before UEFI has no firmware: it was BIOS. */
+function firmwareOf(ctx: Ctx): Firmware {
+  return ctx.plan.firmware ?? 'bios';
 }
 
 function verdict(ctx: Ctx, outcome: Outcome): Entry {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { HealthCheck } from '../lib/config-schema.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from '../lib/private-file.js';
-import type { CandidateFile } from './medium.js';
+import type { CandidateFile, Firmware } from './medium.js';
 import type { SlotEntry, SlotTable } from './slots.js';
 import { VERDICT, type Outcome } from './verdict.js';
 
@@ -26,6 +26,8 @@ export interface DeployPlan {
   hostKey: string;
   previousHostKeys: string[];
   medium: string;
+  /** How the machine boots (absent in journals written before UEFI: bios). */
+  firmware?: Firmware;
   health: { deadline: number; settle?: number; checks: HealthCheck[] };
   trial: { confirm_timeout: number; reboot_deadline: number };
   /** The secrets segment on the medium, which must be readable by root alone. */

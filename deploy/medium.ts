@@ -2,13 +2,18 @@ import { join } from 'node:path';
 import type { Manifest } from '../image/manifest.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import { CFG_PATH, FILES_DIR, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
+import { ENTRIES_DIR, SD_BOOT_PATH } from './entries.js';
+import { readEntrySlots, writeEntries } from './esp.js';
 import { shq, type Session } from './ssh.js';
 
 // The boot medium as seen over SSH (DESIGN.md §3): checks before anything is written,
 // uploads to temporary names that become content files only once their sha256 matched,
 // and a syslinux.cfg that is replaced in one rename.
 
-export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'not-managed' | 'secrets-exposed';
+export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'no-systemd-boot' | 'firmware-mismatch' | 'not-managed' | 'secrets-exposed';
+
+/** How the machine boots, and so which layout names the slots: syslinux.cfg (BIOS) or boot entries on an ESP (UEFI). */
+export type Firmware = 'bios' | 'uefi';
 
 /** The machine is not ready for a deploy; the user must fix it. Nothing was changed. */
 export class PreflightError extends UsageError {
@@ -70,17 +75,19 @@ export interface MediumState {
   medium: string;
   mount: MountEntry;
   freeBytes: number;
-  extlinux: string;
+  firmware: Firmware;
   cfg: { text?: string; slots: SlotTable; managed: boolean };
   /** Files under boot/ramboot (paths relative to the medium) and their sizes. */
   files: Map<string, number>;
 }
 
 /**
- * Checks that the medium is mounted read-write and extlinux is installed, and reads
- * its syslinux.cfg, content files and free space. Writes nothing but a probe file it removes.
+ * Checks that the machine booted with the firmware the configuration names, that the
+ * medium is mounted read-write and its boot loader installed (extlinux, or systemd-boot on
+ * the ESP), and reads its slots, content files and free space. Writes nothing but a probe
+ * file it removes.
  */
-export async function inspectMedium(session: Session, medium: string): Promise<MediumState> {
+export async function inspectMedium(session: Session, medium: string, firmware: Firmware = 'bios'): Promise<MediumState> {
   const host = session.target.name;
   const fail = (reason: PreflightFailure, problem: string, output?: string) => new PreflightError(reason, host, medium, problem, output);
 
@@ -96,27 +103,59 @@ export async function inspectMedium(session: Session, medium: string): Promise<M
   const write = await session.exec(`: > ${shq(probe)} && rm -f ${shq(probe)}`);
   if (write.code !== 0) throw fail('read-only', `cannot write to ${medium}: ${write.stderr.trim()}`, write.stderr);
 
-  const extlinux = await session.exec('command -v extlinux');
-  if (extlinux.code !== 0 || !extlinux.stdout.trim()) {
-    throw fail('no-extlinux', 'extlinux is not installed on the machine (add the syslinux package (Alpine) or extlinux (Debian) to the image)');
+  const booted = await bootedFirmware(session);
+  if (booted !== firmware) throw fail('firmware-mismatch', firmwareMismatch(host, firmware, booted));
+  if (firmware === 'bios') {
+    const extlinux = await session.exec('command -v extlinux');
+    if (extlinux.code !== 0 || !extlinux.stdout.trim()) {
+      throw fail('no-extlinux', 'extlinux is not installed on the machine (add the syslinux package (Alpine) or extlinux (Debian) to the image)');
+    }
   }
 
   const df = await session.check('measure free space', `df -P -k ${shq(medium)}`);
   const freeBytes = parseDfAvailable(df);
   if (freeBytes === undefined) throw new RambootError(`failed to measure free space on ${medium} on ${host}: unexpected df output "${df.trim()}"`, { step: 'preflight', host, output: df });
 
-  const cfgRead = await session.exec(`cat ${shq(`${medium}/${CFG_PATH}`)}`);
-  const text = cfgRead.code === 0 ? cfgRead.stdout : undefined;
-  const slots = text ? parseSyslinuxCfg(text) : {};
+  const cfg = firmware === 'uefi' ? await readUefiCfg(session, medium) : await readBiosCfg(session, medium);
+  if (firmware === 'uefi' && cfg.managed && (await session.exec(`test -f ${shq(`${medium}/${SD_BOOT_PATH}`)}`)).code !== 0) {
+    throw fail('no-systemd-boot', `systemd-boot is missing from ${medium}/${SD_BOOT_PATH} (run \`ramboot bootloader install\`)`);
+  }
   const files = parseLs((await session.exec(`ls -ln ${shq(`${medium}/${FILES_DIR}`)}`)).stdout);
   return {
     medium,
     mount,
     freeBytes,
-    extlinux: extlinux.stdout.trim(),
-    cfg: { text, slots, managed: !!text?.startsWith(MANAGED_HEADER) && !!slots.lts },
+    firmware,
+    cfg,
     files: new Map([...files].map(([name, size]) => [`${FILES_DIR}/${name}`, size])),
   };
+}
+
+async function readBiosCfg(session: Session, medium: string): Promise<MediumState['cfg']> {
+  const r = await session.exec(`cat ${shq(`${medium}/${CFG_PATH}`)}`);
+  const text = r.code === 0 ? r.stdout : undefined;
+  const slots = text ? parseSyslinuxCfg(text) : {};
+  return { text, slots, managed: !!text?.startsWith(MANAGED_HEADER) && !!slots.lts };
+}
+
+async function readUefiCfg(session: Session, medium: string): Promise<MediumState['cfg']> {
+  const { slots, text } = await readEntrySlots(session, medium);
+  return { text: text || undefined, slots, managed: !!slots.lts };
+}
+
+/** The firmware the machine booted with: the kernel makes /sys/firmware/efi only on UEFI. */
+export async function bootedFirmware(session: Session): Promise<Firmware> {
+  return (await session.exec('test -d /sys/firmware/efi')).code === 0 ? 'uefi' : 'bios';
+}
+
+export function firmwareMismatch(host: string, configured: Firmware, booted: Firmware): string {
+  return `ramboot.yaml says boot.firmware: ${configured}, but ${host} booted with ${booted === 'uefi' ? 'UEFI (/sys/firmware/efi exists)' : 'BIOS (no /sys/firmware/efi)'}: ` +
+    `set boot.firmware: ${booted} in ramboot.yaml, or boot the machine with ${configured === 'uefi' ? 'UEFI' : 'legacy BIOS (CSM)'}; nothing was written`;
+}
+
+/** Which layout names the slots on this medium: boot entries (UEFI) when loader/entries exists, else syslinux.cfg. */
+export async function mediumLayout(session: Session, medium: string): Promise<Firmware> {
+  return (await session.exec(`test -d ${shq(`${medium}/${ENTRIES_DIR}`)}`)).code === 0 ? 'uefi' : 'bios';
 }
 
 /** A file of the candidate image and where it lives on the medium. */
@@ -243,8 +282,13 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
   return sent;
 }
 
-/** Replaces syslinux.cfg in one rename, with the new text on the medium before the rename and the rename on it after. */
-export async function writeCfg(session: Session, medium: string, slots: SlotTable): Promise<void> {
+/**
+ * Makes the medium's labels those of the slot table. BIOS: syslinux.cfg replaced in one
+ * rename, the new text on the medium before the rename and the rename on it after. UEFI:
+ * the boot entries (esp.ts), a candidate in `new` counted for one try, which arms it.
+ */
+export async function writeCfg(session: Session, medium: string, slots: SlotTable, firmware: Firmware = 'bios'): Promise<void> {
+  if (firmware === 'uefi') return writeEntries(session, medium, slots);
   const cfg = `${medium}/${CFG_PATH}`;
   const tmp = `${cfg}.tmp`;
   await session.check('write syslinux.cfg', `cat > ${shq(tmp)} && sync && mv -f ${shq(tmp)} ${shq(cfg)} && sync`, {
@@ -264,17 +308,21 @@ export async function removeUnreferenced(session: Session, medium: string, slots
   return doomed;
 }
 
-/** Makes the next boot, and only the next one, boot `label`. */
-export async function armOnce(session: Session, medium: string, label: SlotName): Promise<void> {
+/** Makes the next boot, and only the next one, boot `label`. On UEFI the counted entry the label step wrote is the arm. */
+export async function armOnce(session: Session, medium: string, label: SlotName, firmware: Firmware = 'bios'): Promise<void> {
+  if (firmware === 'uefi') return;
   await session.check('arm the boot-once entry', `extlinux --once=${label} ${shq(`${medium}/boot/syslinux`)}`);
 }
 
-export async function clearOnce(session: Session, medium: string): Promise<void> {
+/** On UEFI nothing is armed apart from the entry, which writeCfg removes. */
+export async function clearOnce(session: Session, medium: string, firmware: Firmware = 'bios'): Promise<void> {
+  if (firmware === 'uefi') return;
   await session.check('clear the boot-once entry', `extlinux --clear-once ${shq(`${medium}/boot/syslinux`)}`);
 }
 
-/** The current slot table, read fresh (a resumed deploy must not trust an earlier reading). */
+/** The current slot table, read fresh (a resumed deploy must not trust an earlier reading), in the layout the medium has. */
 export async function readSlots(session: Session, medium: string): Promise<SlotTable> {
+  if ((await mediumLayout(session, medium)) === 'uefi') return (await readEntrySlots(session, medium)).slots;
   const r = await session.exec(`cat ${shq(`${medium}/${CFG_PATH}`)}`);
   if (r.code !== 0) throw new RambootError(`failed to read ${medium}/${CFG_PATH} on ${session.target.name}: ${r.stderr.trim()}`, { step: 'read syslinux.cfg', host: session.target.name, output: r.stderr });
   return parseSyslinuxCfg(r.stdout);

@@ -28,23 +28,33 @@ export function agentRunlevelLink(distro: string | undefined): string {
   return distro === 'debian' ? AGENT_RUNLEVEL_LINK_DEBIAN : AGENT_RUNLEVEL_LINK;
 }
 export const AGENT_CONF = '/etc/ramboot/trial.conf';
+/** The image's first process on a trial boot with an early watchdog: it arms it, then runs /init. */
+export const EARLY_BIN = '/usr/sbin/ramboot-early';
+
+/** The kernel argument that makes EARLY_BIN the first process: only in images configured for it (an adopted image has no such file). */
+export function earlyArgs(trial: Config['trial']): string {
+  return trial.watchdog && trial.watchdog_module ? `rdinit=${EARLY_BIN}` : '';
+}
 
 
 /** The agent's files, exactly as they must appear in the image. */
-export function agentFiles(config: Pick<Config, 'trial'> & { distro?: { name: string } }): AgentFile[] {
+export function agentFiles(config: Pick<Config, 'trial'> & { distro?: { name: string }; boot?: { medium: string } }): AgentFile[] {
   return [
+    { path: EARLY_BIN, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-early')) },
     { path: AGENT_BIN, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-trial')) },
     { path: AGENT_INITD, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-trial.initd')) },
     { path: agentRunlevelLink(config.distro?.name), type: 'symlink', mode: 0o777, data: Buffer.from(AGENT_INITD) },
-    { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial)) },
+    { path: AGENT_CONF, type: 'file', mode: 0o644, data: Buffer.from(trialConf(config.trial, config.boot?.medium)) },
   ];
 }
 
-export function trialConf(trial: Config['trial']): string {
+export function trialConf(trial: Config['trial'], medium?: string): string {
   return [
-    '# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.',
+    '# Written by ramboot from ramboot.yaml (trial.*, boot.medium); read by ramboot-trial and ramboot-early.',
     `CONFIRM_TIMEOUT=${Math.ceil(trial.confirm_timeout / 1000)}`,
     `WATCHDOG=${trial.watchdog ? 1 : 0}`,
+    ...(trial.watchdog_module ? [`WATCHDOG_MODULE='${trial.watchdog_module}'`] : []),
+    ...(medium ? [`MEDIUM='${medium}'`] : []),
     '',
   ].join('\n');
 }

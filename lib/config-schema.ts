@@ -158,19 +158,27 @@ export const configSchema = z
       .default({ name: 'alpine', allow_untrusted: false, keys: [] }),
     boot: z
       .object({
-        medium: z.string().default('/media/usb'),
+        medium: z.string().regex(/^\/[^\x00-\x1f\x7f'"\\ ]*$/, 'must be an absolute path without quotes, spaces or control characters').default('/media/usb'),
+        /** How the machine boots: BIOS (syslinux, extlinux --once) or UEFI (systemd-boot, boot counting). */
+        firmware: z.enum(['bios', 'uefi']).default('bios'),
         kernel: z.string().default('vmlinuz*'),
         ucode: z.string().optional(),
         /** Written into syslinux.cfg's APPEND line: a newline would start a line of its own (DEFAULT …). */
         append: z.string().regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line of kernel parameters, without newlines or control characters').default(''),
       })
       .strict()
-      .default({ medium: '/media/usb', kernel: 'vmlinuz*', append: '' }),
+      .default({ medium: '/media/usb', firmware: 'bios', kernel: 'vmlinuz*', append: '' }),
     trial: z
       .object({
         confirm_timeout: duration.default(600_000),
         reboot_deadline: duration.default(600_000),
         watchdog: z.boolean().default(false),
+        /**
+         * The watchdog driver and its options, loaded at the very start of a trial boot
+         * (e.g. "i6300esb heartbeat=600", "iTCO_wdt heartbeat=600", "softdog soft_margin=600"):
+         * with watchdog, a trial whose kernel or init hangs before the agent runs is reset.
+         */
+        watchdog_module: z.string().regex(/^[A-Za-z0-9_-]+( [A-Za-z0-9_.,=-]+)*$/, 'must be a module name and its options ("i6300esb heartbeat=600")').optional(),
         power_cycle: z.string().optional(),
       })
       .strict()

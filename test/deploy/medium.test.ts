@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, parseDfAvailable, parseLs, parseMounts, planUpload, removeUnreferenced, uploadFiles, writeCfg, type CandidateFile } from '../../deploy/medium.js';
+import { PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, parseDfAvailable, parseLs, parseMounts, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type CandidateFile } from '../../deploy/medium.js';
 import { readRunning } from '../../deploy/running.js';
 import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../deploy/slots.js';
 import { connect } from '../../deploy/ssh.js';
@@ -91,7 +91,7 @@ describe('preflight', () => {
     const state = await inspectMedium(s, m);
     expect(state.mount.fsType).toBe('ext2');
     expect(state.freeBytes).toBeGreaterThan(50 * 1024 * 1024);
-    expect(state.extlinux).toMatch(/extlinux$/);
+    expect(state.firmware).toBe('bios');
     expect(state.cfg).toEqual({ text: undefined, slots: {}, managed: false });
     expect(state.files.size).toBe(0);
     expect((await readRunning(s)).bootId).toBe((await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim());
@@ -276,5 +276,60 @@ describe('syslinux.cfg and the files it names', () => {
     await clearOnce(s, m);
     expect(await onceNew()).toBe(false);
     s.close();
+  });
+});
+
+describe('the UEFI layout: boot entries on an ESP, against a local sshd standing in for the NAS', () => {
+  const entry = (buildId: string) => ({ buildId, kernel: `boot/ramboot/${buildId}.vmlinuz`, initrds: [`boot/ramboot/${buildId}.cpio.zst`], append: 'console=ttyS0' });
+  const entriesOf = async (m: string) => (await readdir(join(m, 'loader/entries'))).sort();
+
+  it('refuses a uefi configuration on a machine that booted with BIOS, before anything is written', async () => {
+    const m = await medium('tmpfs');
+    const s = await connect(sshd.target());
+    try {
+      const err = (await inspectMedium(s, m, 'uefi').catch((e: unknown) => e)) as PreflightError;
+      expect(err).toBeInstanceOf(PreflightError);
+      expect(err.reason).toBe('firmware-mismatch');
+      expect(err.message).toMatch(/ramboot.yaml says boot.firmware: uefi, but .* booted with BIOS \(no \/sys\/firmware\/efi\): set boot.firmware: bios .*; nothing was written/);
+      expect(await readdir(m)).toEqual([]);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('writes the candidate counted for one try, reads the slots back, and promotes by rewriting the entries', async () => {
+    const m = await medium('tmpfs');
+    const s = await connect(sshd.target());
+    try {
+      await writeCfg(s, m, { lts: entry('a') }, 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf']);
+      await writeCfg(s, m, { lts: entry('a'), new: entry('b') }, 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'new+1-0.conf']);
+      expect(await readFile(join(m, 'loader/entries/new+1-0.conf'), 'utf8')).toMatch(/^sort-key ramboot-1-new$[\s\S]*^linux \/boot\/ramboot\/b.vmlinuz$\ninitrd \/boot\/ramboot\/b.cpio.zst$\noptions panic=10 ramboot.slot=new ramboot.build=b console=ttyS0$/m);
+      expect(await readSlots(s, m)).toEqual({ lts: entry('a'), new: entry('b') });
+      // systemd-boot counted the try down before booting it; the agent's confirm blessed it.
+      await execa('mv', [join(m, 'loader/entries/new+1-0.conf'), join(m, 'loader/entries/new.conf')]);
+      await writeCfg(s, m, { lts: entry('b'), old: entry('a') }, 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'old.conf']);
+      expect(await readSlots(s, m)).toEqual({ lts: entry('b'), old: entry('a') });
+      // A failed trial's entry (no tries left) is removed when the candidate leaves.
+      await writeFile(join(m, 'loader/entries/new+0-1.conf'), (await readFile(join(m, 'loader/entries/lts.conf'), 'utf8')).replace(/ramboot.slot=lts ramboot.build=b/, 'ramboot.slot=new ramboot.build=c'));
+      await writeCfg(s, m, { lts: entry('b'), old: entry('a') }, 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'old.conf']);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('arming and clearing need no extlinux on UEFI: the counted entry is the arm', async () => {
+    const m = await medium('tmpfs');
+    const s = await connect(sshd.target());
+    try {
+      await armOnce(s, m, 'new', 'uefi');
+      await clearOnce(s, m, 'uefi');
+      expect(await readdir(m)).toEqual([]);
+    } finally {
+      s.close();
+    }
   });
 });

@@ -24,7 +24,7 @@ async function setup(shebang: string, cmdline: string, conf: string): Promise<vo
   dir = await mkdtemp(join(tmpdir(), 'ramboot-trial-'));
   const bin = join(dir, 'bin');
   await mkdir(bin);
-  for (const tool of ['cat', 'mkdir', 'rm', 'sleep', 'sync']) await symlink(`/usr/bin/${tool}`, join(bin, tool)).catch(() => symlink(`/bin/${tool}`, join(bin, tool)));
+  for (const tool of ['cat', 'mkdir', 'mv', 'rm', 'sleep', 'sync']) await symlink(`/usr/bin/${tool}`, join(bin, tool)).catch(() => symlink(`/bin/${tool}`, join(bin, tool)));
   for (const fake of ['openrc-shutdown', 'reboot']) {
     await writeFile(join(bin, fake), `#!/bin/sh\necho "${fake} $*" >> '${dir}/rebooted'\n`, { mode: 0o755 });
   }
@@ -39,6 +39,7 @@ async function setup(shebang: string, cmdline: string, conf: string): Promise<vo
     RAMBOOT_TRIAL_CONF: join(dir, 'trial.conf'),
     RAMBOOT_TRIAL_STATE: join(dir, 'run'),
     RAMBOOT_TRIAL_CMDLINE: join(dir, 'cmdline'),
+    RAMBOOT_TRIAL_EFI: join(dir, 'efi'),
   };
 }
 
@@ -114,9 +115,37 @@ describe.each(SHELLS)('the trial agent under %s', (_shell, shebang) => {
   });
 });
 
+describe('the agent on UEFI', () => {
+  for (const [shell, shebang] of SHELLS) {
+    it(`${shell}: confirm blesses the counted boot entry on the medium (new+0-1.conf becomes new.conf), as systemd-bless-boot does`, async () => {
+      const medium = join(await mkdtemp(join(tmpdir(), 'ramboot-esp-')), 'usb');
+      await mkdir(join(medium, 'loader', 'entries'), { recursive: true });
+      await writeFile(join(medium, 'loader/entries/new+0-1.conf'), 'the trial entry\n');
+      await writeFile(join(medium, 'loader/entries/lts.conf'), 'the default\n');
+      await setup(shebang, 'ramboot.slot=new ramboot.build=abc', `CONFIRM_TIMEOUT=600\nMEDIUM='${medium}'\n`);
+      await mkdir(join(dir, 'efi'));
+      expect((await agent('start')).exitCode).toBe(0);
+      expect((await agent('confirm')).exitCode).toBe(0);
+      expect(await readFile(join(medium, 'loader/entries/new.conf'), 'utf8')).toBe('the trial entry\n');
+      expect(await exists(join(medium, 'loader/entries/new+0-1.conf'))).toBe(false);
+      expect(await exists(join(medium, 'loader/entries/lts.conf'))).toBe(true);
+    });
+  }
+
+  it('on BIOS (no /sys/firmware/efi) confirm leaves the medium alone', async () => {
+    const medium = join(await mkdtemp(join(tmpdir(), 'ramboot-esp-')), 'usb');
+    await mkdir(join(medium, 'loader', 'entries'), { recursive: true });
+    await writeFile(join(medium, 'loader/entries/new+0-1.conf'), 'x\n');
+    await setup('#!/bin/dash', 'ramboot.slot=new ramboot.build=abc', `CONFIRM_TIMEOUT=600\nMEDIUM='${medium}'\n`);
+    expect((await agent('start')).exitCode).toBe(0);
+    expect((await agent('confirm')).exitCode).toBe(0);
+    expect(await exists(join(medium, 'loader/entries/new+0-1.conf'))).toBe(true);
+  });
+});
+
 describe('agentFiles', () => {
   it('returns the agent shipped in image/agent, its openrc link, and the configuration ramboot.yaml gives', async () => {
-    const files = agentFiles({ trial: { confirm_timeout: 450_500, reboot_deadline: 600_000, watchdog: true } });
+    const files = agentFiles({ trial: { confirm_timeout: 450_500, reboot_deadline: 600_000, watchdog: true, watchdog_module: 'i6300esb heartbeat=600' }, boot: { medium: '/media/usb' } }).slice(1);
     expect(files.map((f) => [f.path, f.type, f.mode.toString(8)])).toEqual([
       ['/usr/sbin/ramboot-trial', 'file', '755'],
       ['/etc/init.d/ramboot-trial', 'file', '755'],
@@ -127,7 +156,9 @@ describe('agentFiles', () => {
     expect(files[1]!.data.equals(await readFile(packagePath('image/agent/ramboot-trial.initd')))).toBe(true);
     expect(files[2]!.data.toString()).toBe('/etc/init.d/ramboot-trial');
     // 450.5 s rounds up: the agent must never fire before the controller's budget.
-    expect(files[3]!.data.toString()).toBe('# Written by ramboot from ramboot.yaml (trial.*); read by ramboot-trial.\nCONFIRM_TIMEOUT=451\nWATCHDOG=1\n');
+    expect(files[3]!.data.toString()).toBe(
+      "# Written by ramboot from ramboot.yaml (trial.*, boot.medium); read by ramboot-trial and ramboot-early.\nCONFIRM_TIMEOUT=451\nWATCHDOG=1\nWATCHDOG_MODULE='i6300esb heartbeat=600'\nMEDIUM='/media/usb'\n",
+    );
   });
 
   it('puts the openrc link in sysinit on Debian, where sysvinit never enters the boot runlevel', () => {
@@ -136,7 +167,7 @@ describe('agentFiles', () => {
   });
 
   it('parses as POSIX sh', async () => {
-    for (const f of agentFiles({ trial: { confirm_timeout: 1, reboot_deadline: 1, watchdog: false } }).filter((f) => f.path !== '/etc/runlevels/boot/ramboot-trial' && f.path.includes('ramboot-trial'))) {
+    for (const f of agentFiles({ trial: { confirm_timeout: 1, reboot_deadline: 1, watchdog: false } }).filter((f) => f.path !== '/etc/runlevels/boot/ramboot-trial' && /ramboot-(trial|early)/.test(f.path))) {
       await execa('dash', ['-n'], { input: f.data });
       await execa('busybox', ['sh', '-n'], { input: f.data });
     }
