@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../image/manifest.js';
-import { formatDisk } from '../../vm/format.js';
+import { diskFirmware, formatDisk } from '../../vm/format.js';
 
 // `ramboot format` makes the virtual NAS's disk, which carries the secrets segment: it
 // must be its owner's alone whatever the umask, and still a bootable FAT medium. No qemu
@@ -47,6 +47,8 @@ describe('ramboot format', () => {
     await formatDisk({ disk, imageDir: fakeImage(), sizeMiB: 64 });
     expect(statSync(disk).mode & 0o777).toBe(0o600);
     expect(statSync(disk).size).toBe(64 * 2 ** 20);
+    // A FAT from the first sector, no GPT: `ramboot vm` boots it with SeaBIOS.
+    expect(diskFirmware(disk)).toBe('bios');
     const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
     expect((await execa('minfo', ['-i', disk, '::'], { env })).stdout).toMatch(/serial number: 52A00B07/i);
     expect((await execa('mtype', ['-i', disk, '::/boot/syslinux/syslinux.cfg'], { env })).stdout).toMatch(/b1/);

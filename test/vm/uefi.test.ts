@@ -119,7 +119,7 @@ describe('ramboot format --firmware uefi', () => {
 });
 
 describe('the virtual NAS under OVMF', () => {
-  it('real systemd-boot boots the lts entry from the USB stick with no NVRAM boot entry: its init runs with ramboot.slot=lts', async () => {
+  it('OVMF with an empty variable store finds real systemd-boot at the removable path of the USB stick, which boots the lts entry: its init runs with ramboot.slot=lts', async () => {
     const { serial, boots } = await bootUntilOff(await uefiDisk('lts'), 'lts');
     expect(serial).toContain('TINY-INIT first');
     expect(serial).toMatch(/cmdline: .*ramboot\.slot=lts ramboot\.build=first/);
