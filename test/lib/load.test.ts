@@ -22,7 +22,7 @@ describe('ramboot.yaml', () => {
     const c = parseConfig('host:\n  name: nas\n');
     expect(c.host).toEqual({ name: 'nas', port: 22, user: 'root' });
     expect(c.distro).toEqual({ name: 'alpine', allow_untrusted: false, keys: [] });
-    expect(c.boot).toEqual({ medium: '/media/usb', kernel: 'vmlinuz*', append: '' });
+    expect(c.boot).toEqual({ medium: '/media/usb', firmware: 'bios', kernel: 'vmlinuz*', append: '' });
     expect(c.trial).toEqual({ confirm_timeout: 600_000, reboot_deadline: 600_000, watchdog: false });
     expect(c.health).toEqual({ deadline: 300_000, settle: 20_000, checks: [] });
     expect(c.secrets).toEqual({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', files: {} });
