@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import { userArgs } from '../image/cmdline.js';
 import { RambootError, UsageError } from '../lib/errors.js';
-import { PART_SUFFIX, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, inspectMedium, writeCfg, type MediumState } from './medium.js';
+import { readFileSync } from 'node:fs';
+import { LOADER_CONF, SD_BOOT_PATH, SD_BOOT_SOURCE, renderLoaderConf } from './entries.js';
+import { readEntrySlots } from './esp.js';
+import { PART_SUFFIX, PreflightError, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, bootedFirmware, firmwareMismatch, inspectMedium, writeCfg, type Firmware, type MediumState } from './medium.js';
 import { CFG_PATH, FILES_DIR, contentPath, parseLabels, type CfgLabel, type ContentKind, type SlotName, type SlotTable } from './slots.js';
 import { connect, shq, type Session, type Target } from './ssh.js';
 
@@ -18,6 +21,8 @@ export interface BootloaderResult {
   adopted: SlotName[];
   /** Former config files moved aside (they would shadow syslinux.cfg or are kept as a backup). */
   movedAside: string[];
+  /** The firmware the machine booted with (/sys/firmware/efi). */
+  firmware: Firmware;
 }
 
 /** Config files syslinux/extlinux may have booted from, in the order they are searched. */
@@ -26,15 +31,21 @@ const LEGACY_CONFIGS = ['boot/syslinux/extlinux.conf', 'boot/syslinux/syslinux.c
 const SHADOWING = 'boot/syslinux/extlinux.conf';
 const BACKUP_SUFFIX = '.pre-ramboot';
 
-export async function bootloaderInstall(target: Target, opts: { medium: string; append: string }): Promise<BootloaderResult> {
+export async function bootloaderInstall(target: Target, opts: { medium: string; append: string; firmware: Firmware }): Promise<BootloaderResult> {
   const s = await connect(target);
   try {
+    // Refused before anything is written: the other boot loader would never run.
+    const booted = await bootedFirmware(s);
+    if (booted !== opts.firmware) {
+      throw new UsageError(`failed to install the bootloader: ${firmwareMismatch(target.name, opts.firmware, booted)}`, { step: 'bootloader install', host: target.name, input: opts.medium });
+    }
+    if (opts.firmware === 'uefi') return { ...(await installUefi(s, opts)), firmware: booted };
     const state = await inspectMedium(s, opts.medium);
     if (state.cfg.managed) {
       await installExtlinux(s, opts.medium);
-      return { slots: state.cfg.slots, adopted: [], movedAside: [] };
+      return { slots: state.cfg.slots, adopted: [], movedAside: [], firmware: booted };
     }
-    return await adopt(s, state, opts);
+    return { ...(await adopt(s, state, opts)), firmware: booted };
   } finally {
     s.close();
   }
@@ -47,7 +58,7 @@ interface Adoptee {
   append: string;
 }
 
-async function adopt(s: Session, state: MediumState, opts: { medium: string; append: string }): Promise<BootloaderResult> {
+async function adopt(s: Session, state: MediumState, opts: { medium: string; append: string }): Promise<Omit<BootloaderResult, 'firmware'>> {
   const host = s.target.name;
   const m = opts.medium;
   const exists = async (p: string) => (await s.exec(`test -f ${shq(`${m}/${p}`)}`)).code === 0;
@@ -177,4 +188,63 @@ async function all(items: string[], pred: (s: string) => Promise<boolean>): Prom
 /** Installs (or updates) extlinux in boot/syslinux: its boot-once entry is what a trial boot uses. */
 async function installExtlinux(s: Session, medium: string): Promise<void> {
   await s.check('install extlinux', `extlinux --install ${shq(`${medium}/boot/syslinux`)} && sync`);
+}
+
+/**
+ * UEFI: systemd-boot at the removable-media path and loader.conf; a medium that is not
+ * managed yet is adopted. The reference NAS's UEFI layout is one unified kernel image at
+ * EFI/BOOT/BOOTX64.EFI: it is copied, verified, into a content file and named by the lts
+ * entry (systemd-boot starts it as an EFI program) before systemd-boot replaces it there,
+ * so the medium boots an image at every moment.
+ */
+async function installUefi(s: Session, opts: { medium: string; append: string }): Promise<Omit<BootloaderResult, 'firmware'>> {
+  const m = opts.medium;
+  let managed: SlotTable | undefined;
+  try {
+    const state = await inspectMedium(s, m, 'uefi');
+    if (state.cfg.managed) managed = state.cfg.slots;
+  } catch (err) {
+    // Managed, but systemd-boot is gone: that is what is installed here.
+    if (!(err instanceof PreflightError && err.reason === 'no-systemd-boot')) throw err;
+    managed = (await readEntrySlots(s, m)).slots;
+  }
+  const slots = managed ?? (await adoptUki(s, m, opts.append));
+  await putFile(s, SD_BOOT_SOURCE, `${m}/${SD_BOOT_PATH}`, 'install systemd-boot');
+  await s.check('write loader.conf', `mkdir -p ${shq(`${m}/loader`)} && cat > ${shq(`${m}/${LOADER_CONF}.tmp`)} && mv -f ${shq(`${m}/${LOADER_CONF}.tmp`)} ${shq(`${m}/${LOADER_CONF}`)} && sync`, {
+    stdin: renderLoaderConf(),
+  });
+  return { slots, adopted: managed ? [] : ['lts'], movedAside: [] };
+}
+
+async function adoptUki(s: Session, m: string, append: string): Promise<SlotTable> {
+  const host = s.target.name;
+  const uki = `${m}/${SD_BOOT_PATH}`;
+  if ((await s.exec(`test -f ${shq(uki)}`)).code !== 0) {
+    throw new UsageError(`failed to install the bootloader on ${host}: nothing bootable to adopt on ${m} (expected a unified kernel image at ${SD_BOOT_PATH}); make a new medium with \`ramboot format --firmware uefi\``, {
+      step: 'bootloader install',
+      host,
+      input: m,
+    });
+  }
+  const sha256 = await s.sha256(uki);
+  const dest = contentPath(sha256, 'efi');
+  const part = `${m}/${dest}${PART_SUFFIX}`;
+  await s.check('copy the unified kernel image', `mkdir -p ${shq(`${m}/${FILES_DIR}`)} && cp ${shq(uki)} ${shq(part)}`, { timeoutMs: 300_000 });
+  const got = await s.sha256(part);
+  if (got !== sha256) throw new RambootError(`failed to copy ${SD_BOOT_PATH} on ${host}: the copy hashes to ${got}, the original to ${sha256}`, { step: 'bootloader install', host });
+  await s.rename(part, `${m}/${dest}`);
+  const slots: SlotTable = { lts: { buildId: `adopted-${sha256.slice(0, 12)}`, kernel: dest, initrds: [], append } };
+  await writeCfg(s, m, slots, 'uefi');
+  return slots;
+}
+
+/** A file of the controller host onto the medium: a temporary name, verified, then renamed over the old one. */
+async function putFile(s: Session, local: string, remote: string, step: string): Promise<void> {
+  const want = createHash('sha256').update(readFileSync(local)).digest('hex');
+  await s.check(step, `mkdir -p ${shq(remote.slice(0, remote.lastIndexOf('/')))}`);
+  await s.upload(local, `${remote}${PART_SUFFIX}`);
+  const got = await s.sha256(`${remote}${PART_SUFFIX}`);
+  if (got !== want) throw new RambootError(`failed to ${step} on ${s.target.name}: ${remote} hashes to ${got}, expected ${want}`, { step, host: s.target.name });
+  await s.rename(`${remote}${PART_SUFFIX}`, remote);
+  await s.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
 }

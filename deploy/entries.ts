@@ -13,6 +13,8 @@ export const ENTRIES_DIR = 'loader/entries';
 export const LOADER_CONF = 'loader/loader.conf';
 /** The removable-media path: firmware boots it without a boot entry in NVRAM. */
 export const SD_BOOT_PATH = 'EFI/BOOT/BOOTX64.EFI';
+/** Debian's systemd-boot (package systemd-boot-efi) on the controller host: what every UEFI medium gets. */
+export const SD_BOOT_SOURCE = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
 /** The first line of every entry ramboot writes. */
 export const ENTRY_HEADER = '# Managed by ramboot';
 
@@ -40,8 +42,8 @@ export function renderEntry(slot: SlotName, e: SlotEntry): string {
     `${ENTRY_HEADER}: rewritten on every deploy. Edit ramboot.yaml instead.`,
     `title ramboot ${slot} (build ${e.buildId})`,
     `sort-key ${SORT_KEY[slot]}`,
-    `linux /${e.kernel}`,
-    ...e.initrds.map((f) => `initrd /${f}`),
+    // An adopted unified kernel image carries its initramfs: systemd-boot starts it as an EFI program.
+    ...(e.kernel.endsWith('.efi') ? [`efi /${e.kernel}`] : [`linux /${e.kernel}`, ...e.initrds.map((f) => `initrd /${f}`)]),
     `options ${[renderSlotArgs(slot, e.buildId), e.append].filter(Boolean).join(' ')}`,
     '',
   ].join('\n');
@@ -57,7 +59,7 @@ export function parseEntry(text: string): { kernel?: string; initrds: string[]; 
     const sp = line.search(/\s/);
     if (sp < 0) continue;
     const [key, value] = [line.slice(0, sp), line.slice(sp).trim()];
-    if (key === 'linux') kernel = value.replace(/^\//, '');
+    if (key === 'linux' || key === 'efi') kernel = value.replace(/^\//, '');
     else if (key === 'initrd') initrds.push(...value.split(/\s+/).map((f) => f.replace(/^\//, '')));
     else if (key === 'options') options.push(value);
   }

@@ -22,7 +22,7 @@ export const FILES_DIR = 'boot/ramboot';
 export const MANAGED_HEADER = '# Managed by ramboot';
 
 /** "initramfs" names an initramfs adopted from a medium ramboot did not make (its compression is unknown). */
-export type ContentKind = 'vmlinuz' | 'ucode' | 'cpio.zst' | 'initramfs';
+export type ContentKind = 'vmlinuz' | 'ucode' | 'cpio.zst' | 'initramfs' | 'efi';
 
 export function contentPath(sha256: string, kind: ContentKind): string {
   return `${FILES_DIR}/${sha256}.${kind}`;

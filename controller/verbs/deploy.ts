@@ -160,11 +160,13 @@ function formatController(c: ControllerStatus | { error: string } | undefined, s
 export async function bootloaderCommand(o: MachineOptions): Promise<number> {
   const { machine, target } = await machineTarget(o);
   const medium = machine.config.boot.medium;
-  (o.stderr ?? process.stderr).write(`installing extlinux on ${target.name}:${medium}\n`);
-  const r = await bootloaderInstall(target, { medium, append: machine.config.boot.append });
+  const firmware = machine.config.boot.firmware;
+  const loader = firmware === 'uefi' ? 'systemd-boot' : 'extlinux';
+  (o.stderr ?? process.stderr).write(`installing ${loader} on ${target.name}:${medium} (boot.firmware: ${firmware})\n`);
+  const r = await bootloaderInstall(target, { medium, append: machine.config.boot.append, firmware });
   const slots = (['lts', 'old', 'new'] as const).filter((n) => r.slots[n]).map((n) => `${n}=${r.slots[n]!.buildId}`);
   (o.stdout ?? process.stdout).write(
-    `${r.adopted.length > 0 ? `adopted ${r.adopted.join(', ')}` : 'already managed'}; extlinux installed; ${slots.join(' ')}` +
+    `${target.name} booted with ${r.firmware === 'uefi' ? 'UEFI' : 'BIOS'}; ${r.adopted.length > 0 ? `adopted ${r.adopted.join(', ')}` : 'already managed'}; ${loader} installed; ${slots.join(' ')}` +
       `${r.movedAside.length > 0 ? `; former config kept as ${r.movedAside.join(', ')}` : ''}\n`,
   );
   return EXIT.OK;

@@ -138,7 +138,9 @@ const throwAtStep = (step: string) => (e: DeployEvent) => {
   if (e.kind === 'step' && e.step === step) throw new Error(`stand-in crash before ${step}`);
 };
 
-describe('deploy against a local sshd standing in for the NAS', () => {
+// A deploy waits on reboots and health deadlines of several seconds: 40 s here idle, and
+// several times that on a loaded 2-core machine.
+describe('deploy against a local sshd standing in for the NAS', { timeout: 5 * 60_000 }, () => {
   it('uploads only the new segments, writes and arms the new label, and disarms when the machine does not reboot', async () => {
     const base = randomBytes(1_000_000);
     const prev = await makeImage('prev', base);
@@ -254,7 +256,7 @@ describe('deploy against a local sshd standing in for the NAS', () => {
   });
 });
 
-describe('the boot medium is never trusted blindly (local sshd standing in for the NAS)', () => {
+describe('the boot medium is never trusted blindly (local sshd standing in for the NAS)', { timeout: 5 * 60_000 }, () => {
   /** Overwrites 16 bytes in the middle of a file on the medium, as a cheap USB stick does. */
   async function damage(path: string): Promise<void> {
     const full = join(m.dir, path);
@@ -320,7 +322,7 @@ describe('the boot medium is never trusted blindly (local sshd standing in for t
   });
 });
 
-describe('bootloader install against a local sshd standing in for the NAS', () => {
+describe('bootloader install against a local sshd standing in for the NAS', { timeout: 5 * 60_000 }, () => {
   async function legacyMedium(withNew: boolean) {
     const boot = join(m.dir, 'boot');
     const files: Record<string, Buffer> = {};
@@ -350,7 +352,7 @@ describe('bootloader install against a local sshd standing in for the NAS', () =
   it('adopts a reference-NAS medium: content files, managed syslinux.cfg, extlinux; the old files untouched', async () => {
     const { files, legacy } = await legacyMedium(true);
     await writeFile(join(m.dir, 'boot/syslinux/extlinux.conf'), legacy);
-    const r = await bootloaderInstall(sshd.target(), { medium: m.dir, append: 'console=ttyS0' });
+    const r = await bootloaderInstall(sshd.target(), { medium: m.dir, append: 'console=ttyS0', firmware: 'bios' });
     expect(r.adopted).toEqual(['lts', 'old', 'new']);
     expect(r.movedAside.sort()).toEqual(['boot/syslinux/extlinux.conf.pre-ramboot', 'boot/syslinux/syslinux.cfg.pre-ramboot']);
     const text = await readFile(join(m.dir, CFG_PATH), 'utf8');
@@ -373,17 +375,25 @@ describe('bootloader install against a local sshd standing in for the NAS', () =
     expect(await readdir(join(m.dir, 'boot/syslinux'))).toContain('ldlinux.sys');
 
     // Again: already managed, nothing adopted, the same slots.
-    const again = await bootloaderInstall(sshd.target(), { medium: m.dir, append: '' });
-    expect(again).toEqual({ slots, adopted: [], movedAside: [] });
+    const again = await bootloaderInstall(sshd.target(), { medium: m.dir, append: '', firmware: 'bios' });
+    expect(again).toEqual({ slots, adopted: [], movedAside: [], firmware: 'bios' });
+  });
+
+  it('refuses boot.firmware: uefi on a machine that booted with BIOS, naming both, before anything is written', async () => {
+    await legacyMedium(true);
+    const before = await readdir(m.dir, { recursive: true });
+    const err = (await bootloaderInstall(sshd.target(), { medium: m.dir, append: '', firmware: 'uefi' }).catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/failed to install the bootloader: ramboot.yaml says boot.firmware: uefi, but \S+ booted with BIOS \(no \/sys\/firmware\/efi\): set boot.firmware: bios/);
+    expect(await readdir(m.dir, { recursive: true })).toEqual(before);
   });
 
   it('refuses a medium with nothing bootable', async () => {
-    await expect(bootloaderInstall(sshd.target(), { medium: m.dir, append: '' })).rejects.toThrow(/nothing bootable to adopt/);
+    await expect(bootloaderInstall(sshd.target(), { medium: m.dir, append: '', firmware: 'bios' })).rejects.toThrow(/nothing bootable to adopt/);
     expect(await readdir(join(m.dir, 'boot/syslinux'))).toEqual(['ldlinux.c32', 'ldlinux.sys']);
   });
 });
 
-describe('the deploy verbs of the CLI against a local sshd standing in for the NAS', () => {
+describe('the deploy verbs of the CLI against a local sshd standing in for the NAS', { timeout: 5 * 60_000 }, () => {
   class Sink extends Writable {
     text = '';
     isTTY = false;

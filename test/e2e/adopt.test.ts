@@ -70,7 +70,7 @@ describe('a reference-NAS medium adopted by `ramboot bootloader install`, then d
     s.close();
     const r = await cli(['bootloader', 'install', '--repo', repo, '--host-key', target.hostKey, ...reach]);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^adopted lts; extlinux installed; lts=adopted-[0-9a-f]{12}; former config kept as boot\/syslinux\/syslinux\.cfg\.pre-ramboot/);
+    expect(r.stdout).toMatch(/^\S+ booted with BIOS; adopted lts; extlinux installed; lts=adopted-[0-9a-f]{12}; former config kept as boot\/syslinux\/syslinux\.cfg\.pre-ramboot/);
     const s2 = await connect(target);
     const slots = await readSlots(s2, '/media/usb');
     expect(slots.lts?.initrds).toHaveLength(1);

@@ -237,6 +237,11 @@ const MIRROR_KEY = createHash('sha256').update(readFileSync(fileURLToPath(import
  * stage's cache key, so a stable mirror lets every test file reuse one stage.
  */
 export function localMirror(): string {
+  // The operator's allowance for local mirrors outside a repository (builder/distro/local-mirror.ts),
+  // for this process and every ramboot it starts.
+  if (!(process.env.RAMBOOT_MIRRORS ?? '').split(':').includes(SHARED_STATE)) {
+    process.env.RAMBOOT_MIRRORS = [process.env.RAMBOOT_MIRRORS, SHARED_STATE].filter(Boolean).join(':');
+  }
   const mirror = join(SHARED_STATE, `test-apk-mirror-${MIRROR_KEY}`);
   if (existsSync(join(mirror, 'x86_64', 'APKINDEX.tar.gz'))) return mirror;
   const tmp = `${mirror}.tmp-${process.pid}`;
