@@ -1,6 +1,7 @@
 import { describe } from '../lib/errors.js';
 import type { Journal } from './journal.js';
-import { readSlots } from './medium.js';
+import { readEntryFiles } from './esp.js';
+import { mediumLayout, readSlots, type Firmware } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import type { SlotTable } from './slots.js';
 import { connect, type Session, type Target } from './ssh.js';
@@ -18,6 +19,10 @@ export interface StatusReport {
   /** The trial agent's view of this boot ("trial=pending remaining=412"). */
   trial?: string;
   slots?: SlotTable;
+  /** The medium's layout: syslinux.cfg (bios) or boot entries on an ESP (uefi). */
+  layout?: Firmware;
+  /** UEFI: the entry files, with systemd-boot's boot counters (new+0-1.conf: tried, not confirmed). */
+  entries?: string[];
   lastVerdict?: { ts: string; deploy: string; buildId?: string; commit?: string; outcome: Outcome };
   /** A deploy the journal has not finished: `ramboot deploy` resumes it. */
   open?: { deploy: string; buildId?: string; step: string; ts: string };
@@ -37,6 +42,8 @@ export async function status(target: Target, opts: { medium: string; journal: Jo
     session = await connect(target);
     report.running = await readRunning(session);
     report.slots = await readSlots(session, opts.medium);
+    report.layout = await mediumLayout(session, opts.medium);
+    if (report.layout === 'uefi') report.entries = (await readEntryFiles(session, opts.medium)).map((f) => f.path.split('/').pop()!).sort();
     if (report.running.slot === 'new') {
       const t = await session.exec(STATUS_COMMAND);
       report.trial = (t.code === 0 ? t.stdout : `${STATUS_COMMAND} exited with ${t.code}: ${t.stderr}`).trim();
@@ -58,6 +65,7 @@ export function formatStatus(r: StatusReport): string {
   } else {
     lines.push(`  running  unknown: ${r.error}`);
   }
+  if (r.layout) lines.push(`  boots    ${r.layout === 'uefi' ? `UEFI, systemd-boot entries: ${r.entries?.join(' ') || '(none)'}` : 'BIOS, syslinux.cfg'}`);
   for (const name of ['lts', 'old', 'new'] as const) {
     const e = r.slots?.[name];
     if (r.slots) lines.push(`  ${name.padEnd(8)} ${e ? `build ${e.buildId}` : '(empty)'}`);

@@ -39,7 +39,8 @@ function flat(s: DeploySettings): Map<string, string> {
     for (const [k, v] of Object.entries(obj)) if (v !== undefined && !skip.includes(k)) out.set(`${section}.${k}`, value(k, v));
   };
   put('host', s.host);
-  put('boot', s.boot, ['append']);
+  // Images built before UEFI support have no boot.firmware: they were BIOS.
+  put('boot', { ...s.boot, firmware: s.boot.firmware ?? 'bios' }, ['append']);
   put('trial', s.trial);
   put('health', s.health, ['checks']);
   return out;

@@ -2,9 +2,9 @@ import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '../image/manifest.js';
-import { candidateFiles, type CandidateFile } from '../deploy/medium.js';
+import { candidateFiles, type CandidateFile, type Firmware } from '../deploy/medium.js';
 import { CFG_PATH, renderSyslinuxCfg, type SlotEntry } from '../deploy/slots.js';
-import { LOADER_CONF, SD_BOOT_PATH, entriesFor, renderLoaderConf } from '../deploy/entries.js';
+import { LOADER_CONF, SD_BOOT_PATH, SD_BOOT_SOURCE, entriesFor, renderLoaderConf } from '../deploy/entries.js';
 import { UsageError } from '../lib/errors.js';
 import type { Emit, StageEvent } from '../lib/events.js';
 import { PRIVATE_FILE } from '../lib/private-file.js';
@@ -15,11 +15,6 @@ import { run } from '../lib/run.js';
 // BIOS: the FAT fills the disk (no partition table), syslinux boots it. UEFI: a GPT with
 // one EFI system partition holding that FAT, systemd-boot at the removable-media path
 // and Boot Loader Specification entries (deploy/entries.ts).
-
-export type Firmware = 'bios' | 'uefi';
-
-/** Debian's systemd-boot (package systemd-boot-efi), copied onto every UEFI medium. */
-export const SYSTEMD_BOOT_EFI = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
 
 /** The ESP starts at 1 MiB (the usual alignment); mtools reaches it at this byte offset. */
 const ESP_START_MIB = 1;
@@ -45,10 +40,10 @@ export async function formatDisk(opts: FormatOptions): Promise<{ volumeId: strin
       { step: 'format', input: opts.imageDir },
     );
   }
-  if (firmware === 'uefi' && !existsSync(SYSTEMD_BOOT_EFI)) {
-    throw new UsageError(`failed to format ${opts.disk} for UEFI: no systemd-boot at ${SYSTEMD_BOOT_EFI}; install systemd-boot-efi (apt-get install systemd-boot-efi, or run scripts/setup.sh)`, {
+  if (firmware === 'uefi' && !existsSync(SD_BOOT_SOURCE)) {
+    throw new UsageError(`failed to format ${opts.disk} for UEFI: no systemd-boot at ${SD_BOOT_SOURCE}; install systemd-boot-efi (apt-get install systemd-boot-efi, or run scripts/setup.sh)`, {
       step: 'format',
-      input: SYSTEMD_BOOT_EFI,
+      input: SD_BOOT_SOURCE,
     });
   }
   const volumeId = m.medium.uuid.replace('-', '');
@@ -90,7 +85,7 @@ async function layOutUefi(disk: string, sizeMiB: number, volumeId: string, files
   await run('mkfs.vfat', ['-F', '32', '--offset', String(startSector), '-i', volumeId, '-n', 'RAMBOOT', disk, String(espMiB * 1024)], { step: 'make the FAT file system in the EFI system partition' });
   const esp = `${disk}@@${ESP_START_MIB}M`;
   await mtools('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries', '::/boot', '::/boot/ramboot']);
-  await mtools('mcopy', ['-i', esp, SYSTEMD_BOOT_EFI, `::/${SD_BOOT_PATH}`]);
+  await mtools('mcopy', ['-i', esp, SD_BOOT_SOURCE, `::/${SD_BOOT_PATH}`]);
   stage('copying the image into the lts slot');
   for (const f of files) await mtools('mcopy', ['-i', esp, f.local, `::/${f.path}`]);
   await writeFiles(esp, [{ path: LOADER_CONF, text: renderLoaderConf() }, ...entriesFor({ lts })]);

@@ -4,7 +4,8 @@ import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writ
 import { RambootError, UsageError } from '../lib/errors.js';
 import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
 import { PRIVATE_FILE, appendPrivateFile } from '../lib/private-file.js';
-import { diskFirmware, type Firmware } from './format.js';
+import type { Firmware } from '../deploy/medium.js';
+import { diskFirmware } from './format.js';
 
 // The virtual NAS: the disk made by `ramboot format` attached as a USB stick (as the
 // reference NAS boots), SeaBIOS → syslinux or OVMF → systemd-boot (at the removable-media

@@ -9,6 +9,8 @@ import { compareAccounts } from '../../plan/accounts.js';
 import { fstabProblem } from '../../plan/check.js';
 import { unifiedDiff } from '../../plan/diff.js';
 import { comparePackages, compareVersions, listedNames, parsePackageDb } from '../../plan/packages.js';
+import { compareSettings } from '../../plan/settings.js';
+import type { Manifest } from '../../image/manifest.js';
 
 // The pieces a plan is made of, each against an oracle where there is one: GNU diff for
 // the diffs, real archives written by the builder for the segment reader.
@@ -195,5 +197,15 @@ describe('reading files back out of a segment', () => {
     const got = await readSegmentFiles(segment, files, 1 << 20);
     expect([...got.keys()].sort()).toEqual(files.sort());
     for (const f of files) expect(got.get(f)!.equals(readFileSync(join(out, f))), f).toBe(true);
+  });
+});
+
+describe('the plan\'s boot settings know both firmwares', () => {
+  const manifest = (boot: Record<string, unknown>) =>
+    ({ settings: { host: { name: 'nas' }, boot: { medium: '/media/usb', kernel: 'vmlinuz*', append: '', ...boot }, trial: {}, health: { checks: [] } } }) as unknown as Manifest;
+
+  it('shows a move from BIOS to UEFI, and none for an image built before boot.firmware existed', () => {
+    expect(compareSettings(manifest({ firmware: 'bios' }), manifest({ firmware: 'uefi' }))).toEqual([{ key: 'boot.firmware', before: 'bios', after: 'uefi' }]);
+    expect(compareSettings(manifest({}), manifest({ firmware: 'bios' }))).toEqual([]);
   });
 });

@@ -7,7 +7,8 @@ import { LOADER_CONF, SD_BOOT_PATH, entryFile, renderEntry, renderLoaderConf } f
 import { candidateFiles } from '../../deploy/medium.js';
 import type { SlotEntry } from '../../deploy/slots.js';
 import { readManifest, type Manifest } from '../../image/manifest.js';
-import { SYSTEMD_BOOT_EFI, diskFirmware, formatDisk } from '../../vm/format.js';
+import { SD_BOOT_SOURCE } from '../../deploy/entries.js';
+import { diskFirmware, formatDisk } from '../../vm/format.js';
 import { OVMF_VARS, startVm, varsPath } from '../../vm/qemu.js';
 import { cloudKernelVersion } from '../helpers/kernel.js';
 import { freePort, tempDir } from '../helpers/ramboot.js';
@@ -109,7 +110,7 @@ describe('ramboot format --firmware uefi', () => {
     expect(await mtools('minfo', ['-i', esp(disk), '::'])).toMatch(/serial number: 52A00B07/i);
     const sdBoot = join(work, 'BOOTX64.EFI');
     await mtools('mcopy', ['-i', esp(disk), `::/${SD_BOOT_PATH}`, sdBoot]);
-    expect(readFileSync(sdBoot).equals(readFileSync(SYSTEMD_BOOT_EFI))).toBe(true);
+    expect(readFileSync(sdBoot).equals(readFileSync(SD_BOOT_SOURCE))).toBe(true);
     expect(await mtools('mtype', ['-i', esp(disk), `::/${LOADER_CONF}`])).toBe(renderLoaderConf().trimEnd());
     expect(await entries(disk)).toEqual(['lts.conf']);
     const lts = await slotEntry(first);
