@@ -1,6 +1,8 @@
 #!/bin/sh
-# Runs inside the new root (chroot) after packages and root/ are in place.
-# Any failing command fails the build.
+# Runs as root after packages and root/ are in place, in a bubblewrap sandbox whose /
+# is the new root: a fresh /proc, a minimal /dev, no /sys, none of the build host's
+# files, processes or environment, and no network unless ramboot.yaml says
+# build: { network: true }. Any failing command fails the build.
 set -eu
 
 say() { printf 'setup: %s\n' "$*" >&2; }
