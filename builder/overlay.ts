@@ -5,7 +5,7 @@ import { unmount } from './chroot.js';
 import type { Work } from './work.js';
 
 // The skeleton and setup.sh run on an overlayfs over the cached package stage, so
-// the upper directory holds exactly what they added or changed (DESIGN.md §2), and a
+// the upper directory holds exactly what they added or changed (docs/ARCHITECTURE.md, "The contract: the image directory"), and a
 // whiteout (char device 0/0) or an opaque directory for what they deleted.
 
 export interface OverlayDirs {

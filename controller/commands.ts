@@ -31,7 +31,7 @@ export interface Io extends CliIO {
 }
 
 const repo = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository' } as const;
-const state = { type: 'string', value: 'DIR', help: 'the machine\'s state directory (default /var/lib/ramboot/HOST-ID, caches in /var/cache/ramboot; also $RAMBOOT_STATE)' } as const;
+const state = { type: 'string', value: 'DIR', help: 'the machine\'s state directory (default /var/lib/ramboot/REPOSITORY-ID, caches in /var/cache/ramboot; also $RAMBOOT_STATE)' } as const;
 const identity = { type: 'string', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
 const json = { type: 'boolean', help: 'progress as JSON lines (one event per line) on stderr' } as const;
 /** Options naming the machine: they override ramboot.yaml's host (e.g. the virtual NAS's forwarded port). */

@@ -8,8 +8,8 @@ import { redactUrl } from '../lib/net.js';
 import { run } from '../lib/run.js';
 
 // Where ramboot keeps what it makes: never in the user's working tree (a build mounts
-// /proc, /sys and /dev inside its temporary root, and anything walking the tree would
-// follow them). A root service's conventional places, one directory per machine
+// an overlay of the new root in its temporary directory, and anything walking the tree
+// would follow it). A root service's conventional places, one directory per machine
 // repository so that two repositories never share a journal:
 //   /var/lib/ramboot/<repository's name>-<hash of the repository's path or URL>/
 //     images/  deploy.jsonl  deploy.lock  history/  vm/

@@ -111,7 +111,8 @@ export async function up(o: UpOptions): Promise<number> {
         await server.close();
         await nas?.stop();
         // A deploy in flight is cut here, as a crash would cut it: its journal resumes it.
-        process.exit(0);
+        // The exit code says what stopped it, as the README's table does (the service files accept 143).
+        process.exit(signal === 'SIGINT' ? 130 : 143);
       })();
     };
     process.on('SIGINT', stop);

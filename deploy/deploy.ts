@@ -541,7 +541,7 @@ async function disarm(ctx: Ctx, outcome: Outcome): Promise<Entry> {
 
 /**
  * Brings the machine back to the default image and verifies it runs it: a reachable
- * trial is rebooted (its once-entry is consumed, so it boots `lts`); an unreachable one
+ * trial is rebooted (its once-entry or its one try is used, so it boots `lts`); an unreachable one
  * is left to the agent, then to the power-cycle command. If neither brings it back the
  * deploy stays open: the next run resumes here.
  */
@@ -589,7 +589,7 @@ async function rollback(ctx: Ctx, outcome: Outcome): Promise<Entry> {
   }
 }
 
-/** After a rollback: the candidate leaves syslinux.cfg, then its files leave the medium. */
+/** After a rollback: the candidate leaves the labels, then its files leave the medium. */
 async function cleanup(ctx: Ctx, outcome: Outcome): Promise<Entry> {
   const s = await ctx.session();
   // A trial that was power-cycled before syslinux ran still has its once-entry.
@@ -618,7 +618,7 @@ function verdict(ctx: Ctx, outcome: Outcome): Entry {
   };
 }
 
-/** Whether the machine runs this slot's entry: syslinux booted the label, and the image says it is that build. */
+/** Whether the machine runs this slot's entry: the boot loader booted the label, and the image says it is that build. */
 export function runsEntry(r: Running, slot: SlotName, e: SlotEntry): boolean {
   // An image ramboot did not build (adopted by `bootloader install`) has no /etc/ramboot-release.
   return r.slot === slot && r.cmdlineBuild === e.buildId && (r.build === undefined || r.build === e.buildId);

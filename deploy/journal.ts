@@ -41,7 +41,7 @@ export type Entry =
   | { step: 'start'; plan: DeployPlan }
   /** Upload the missing files under temporary names, verify, rename. */
   | { step: 'upload' }
-  /** Write syslinux.cfg with these slots (`new` = the candidate); the upload sent `bytesSent`, and replaced the damaged files `repaired`. */
+  /** Write the labels with these slots (`new` = the candidate; on UEFI counted, which arms it); the upload sent `bytesSent`, and replaced the damaged files `repaired`. */
   | { step: 'label'; slots: SlotTable; bytesSent: number; repaired?: string[] }
   /** extlinux --once=new. */
   | { step: 'arm' }
@@ -55,11 +55,11 @@ export type Entry =
   | { step: 'confirm'; bootId: string }
   /** Write these slots (lts = the candidate) and delete the files they do not name. */
   | { step: 'promote'; slots: SlotTable; repaired?: string[] }
-  /** The trial never began: clear the once-entry and the `new` label. */
+  /** The trial never began: clear the once-entry (BIOS) and the `new` label. */
   | { step: 'disarm'; outcome: Outcome }
   /** Bring the machine back to `lts` (reboot, wait for the agent, power cycle) and verify it. */
   | { step: 'rollback'; outcome: Outcome; bootId?: string }
-  /** Drop the candidate from syslinux.cfg and its files from the medium. */
+  /** Drop the candidate from the labels and its files from the medium. */
   | { step: 'cleanup'; outcome: Outcome }
   /** The deploy is over. */
   | { step: 'verdict'; outcome: Outcome; buildId?: string; commit?: string; hostKey?: string; bytesSent?: number; imageBytes?: number };

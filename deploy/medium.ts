@@ -2,13 +2,14 @@ import { join } from 'node:path';
 import type { Manifest } from '../image/manifest.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import { CFG_PATH, FILES_DIR, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
-import { ENTRIES_DIR, SD_BOOT_PATH } from './entries.js';
+import { ENTRIES_DIR, SD_BOOT_PATH, entryFile } from './entries.js';
 import { readEntrySlots, writeEntries } from './esp.js';
 import { shq, type Session } from './ssh.js';
 
-// The boot medium as seen over SSH (DESIGN.md §3): checks before anything is written,
-// uploads to temporary names that become content files only once their sha256 matched,
-// and a syslinux.cfg that is replaced in one rename.
+// The boot medium as seen over SSH (docs/ARCHITECTURE.md, "Deploy"): checks before
+// anything is written, uploads to temporary names that become content files only once
+// their sha256 matched, and labels replaced by renames: syslinux.cfg on BIOS, the boot
+// entries on UEFI (esp.ts).
 
 export type PreflightFailure = 'not-mounted' | 'read-only' | 'no-space' | 'no-extlinux' | 'no-systemd-boot' | 'firmware-mismatch' | 'not-managed' | 'secrets-exposed';
 
@@ -308,9 +309,18 @@ export async function removeUnreferenced(session: Session, medium: string, slots
   return doomed;
 }
 
-/** Makes the next boot, and only the next one, boot `label`. On UEFI the counted entry the label step wrote is the arm. */
+/**
+ * Makes the next boot, and only the next one, boot `label`. On UEFI the counted entry
+ * the label step wrote is the arm; armed again (a resumed deploy whose trial a power cut
+ * already booted), a tried or blessed entry gets its one try back.
+ */
 export async function armOnce(session: Session, medium: string, label: SlotName, firmware: Firmware = 'bios'): Promise<void> {
-  if (firmware === 'uefi') return;
+  if (firmware === 'uefi') {
+    const dir = shq(`${medium}/${ENTRIES_DIR}`);
+    const counted = entryFile(label, { left: 1, done: 0 }).split('/').pop()!;
+    await session.check('arm the trial entry', `cd ${dir} && for f in ${label}.conf ${label}+*.conf; do [ -f "$f" ] && [ "$f" != ${counted} ] && mv -f "$f" ${counted}; done; sync`);
+    return;
+  }
   await session.check('arm the boot-once entry', `extlinux --once=${label} ${shq(`${medium}/boot/syslinux`)}`);
 }
 

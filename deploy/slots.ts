@@ -1,6 +1,7 @@
 import { parseCmdline, renderSlotArgs, userArgs } from '../image/cmdline.js';
 
-// The managed syslinux.cfg: three labels (DESIGN.md §3). Files are content-addressed
+// The three slots, and the managed syslinux.cfg that names them on BIOS (docs/ARCHITECTURE.md,
+// "Deploy"; on UEFI they are boot entries: entries.ts). Files are content-addressed
 // under boot/ramboot/, so promotion only rewrites this file, never moves an image.
 
 export type SlotName = 'lts' | 'old' | 'new';

@@ -1,4 +1,4 @@
-// How a deploy ended (DESIGN.md §4). Each verdict has its own exit code; the journal,
+// How a deploy ended (docs/ARCHITECTURE.md, "Deploy"). Each verdict has its own exit code; the journal,
 // the status page and the CLI all use these names.
 
 export const VERDICT = {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { packagePath } from '../lib/package.js';
 import type { Config } from '../lib/config-schema.js';
 
-// The trial agent (assets/agent/) goes into every image (DESIGN.md §4): an openrc
+// The trial agent (image/agent/) goes into every image (docs/ARCHITECTURE.md, "Deploy"): an openrc
 // service in the boot runlevel that reboots a trial boot into `lts` unless the
 // controller confirms it. Deploy's side of the conversation is in deploy/trial.ts.
 

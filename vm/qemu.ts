@@ -82,6 +82,10 @@ export function qemuArgs(o: VmOptions & { firmware: Firmware }): string[] {
     '-device', 'usb-storage,bus=xhci.0,drive=stick,bootindex=1',
     '-netdev', `user,id=net0,${fwd}`,
     '-device', 'e1000,netdev=net0',
+    // A hardware watchdog, idle until the guest arms it (trial.watchdog_module "i6300esb …");
+    // when it fires, the reset ends this process (-no-reboot) like a guest reboot does.
+    '-device', 'i6300esb',
+    '-action', 'watchdog=reset',
   ];
 }
 

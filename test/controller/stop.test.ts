@@ -43,7 +43,7 @@ describe('ramboot up stopped by SIGTERM during a build', () => {
     expect(hook.received.map((r) => r.json.event)).toEqual(['deploy.started', 'deploy.verdict']);
     const [started, verdict] = hook.received.map((r) => r.json);
     expect(verdict).toMatchObject({ reconcile: started!.reconcile, outcome: 'interrupted', state: 'pending' });
-    expect(ctrl.proc.exitCode).toBe(0);
+    expect(ctrl.proc.exitCode).toBe(143);
   }, 3 * 60_000);
 
   it('does not wait longer than its grace for a receiver that never answers', async () => {
@@ -52,6 +52,6 @@ describe('ramboot up stopped by SIGTERM during a build', () => {
     // Waiting for the receiver (six tries of 10 s, minutes of backoff) would outlast the
     // test's timeout: the controller gives up after its grace and exits by itself.
     await ctrl.kill('SIGTERM');
-    expect(ctrl.proc.exitCode).toBe(0);
+    expect(ctrl.proc.exitCode).toBe(143);
   }, 3 * 60_000);
 });

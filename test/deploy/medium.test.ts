@@ -321,13 +321,19 @@ describe('the UEFI layout: boot entries on an ESP, against a local sshd standing
     }
   });
 
-  it('arming and clearing need no extlinux on UEFI: the counted entry is the arm', async () => {
+  it('arming needs no extlinux on UEFI: the counted entry is the arm, and arming again gives a tried entry its one try back', async () => {
     const m = await medium('tmpfs');
     const s = await connect(sshd.target());
     try {
+      await writeCfg(s, m, { lts: entry('a'), new: entry('b') }, 'uefi');
       await armOnce(s, m, 'new', 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'new+1-0.conf']);
+      // A power cut booted the trial: systemd-boot counted its try down. The resumed deploy arms it again.
+      await execa('mv', [join(m, 'loader/entries/new+1-0.conf'), join(m, 'loader/entries/new+0-1.conf')]);
+      await armOnce(s, m, 'new', 'uefi');
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'new+1-0.conf']);
       await clearOnce(s, m, 'uefi');
-      expect(await readdir(m)).toEqual([]);
+      expect(await entriesOf(m)).toEqual(['lts.conf', 'new+1-0.conf']);
     } finally {
       s.close();
     }

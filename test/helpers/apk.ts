@@ -12,14 +12,18 @@ import { SHARED_STATE, tempDir } from './ramboot.js';
 // sha256 of the data stream. The index is made by the minirootfs's own `apk index`.
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The Alpine minirootfs fixture: shared/ sits beside the repository (as in CI) unless $RAMBOOT_FIXTURES says otherwise. */
-export const FIXTURES = process.env.RAMBOOT_FIXTURES || resolve(here, '../../../shared/fixtures');
+/**
+ * The Alpine minirootfs fixture, in the repository (test/fixtures/alpine: the official
+ * tarball and Alpine's SHA512SUMS; builds verify it by that sum), unless $RAMBOOT_FIXTURES
+ * names another directory.
+ */
+export const FIXTURES = process.env.RAMBOOT_FIXTURES || resolve(here, '../fixtures/alpine');
 /** A fixture file; a missing one says what is missing and where it is looked for, rather than a bare ENOENT. */
 function fixture(name: string): string {
   const path = join(FIXTURES, name);
   if (!existsSync(path)) {
     throw new Error(
-      `the test fixture ${path} is missing: the Alpine tests need shared/fixtures beside the repository (as CI has it), ` +
+      `the test fixture ${path} is missing: the Alpine tests need test/fixtures/alpine of the repository, ` +
         `or RAMBOOT_FIXTURES=DIR naming a directory with alpine-minirootfs-3.20.3-x86_64.tar.gz and its SHA512SUMS`,
     );
   }
