@@ -5,9 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeployEvent } from '../../deploy/deploy.js';
 import type { Built } from '../helpers/ramboot.js';
 import { MEDIUM, startNas, type VirtualNas } from '../helpers/nas.js';
+import { TRIAL_WATCHDOG, hangingInit } from '../helpers/trials.js';
 
 // Deploys that go wrong on the way, on the virtual NAS with the Debian example: bad
-// input that must change nothing (DESIGN.md §4 preflight), a network cable pulled in the
+// input that must change nothing (the preflight of docs/ARCHITECTURE.md, "Deploy"), a network cable pulled in the
 // middle of an upload, and a controller killed with SIGKILL at each stage of the
 // protocol. Each `it` leaves the machine running a known build from `lts`.
 
@@ -73,6 +74,17 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   it('8: a host name that does not resolve: a clear error naming it, nothing changed', async () => {
     await refused({ setUp: 'true', undo: 'true' }, /unknown host no-such-nas\.invalid/, ['--address', 'no-such-nas.invalid']);
   }, 5 * 60_000);
+
+  it('8: an image configured for UEFI on this BIOS machine: a clear error before anything is written', async () => {
+    const before = await nas.listing();
+    nas.settings({ firmware: 'uefi' });
+    const uefi = await nas.change({}, 'configured for UEFI');
+    nas.settings();
+    const r = await nas.deploy(uefi.imageDir);
+    expect(r.code).toBe(11);
+    expect(r.stdout).toMatch(/ramboot.yaml says boot.firmware: uefi, but nas booted with BIOS \(no \/sys\/firmware\/efi\): set boot.firmware: bios in ramboot.yaml/);
+    expect(await nas.listing()).toBe(before);
+  }, 10 * 60_000);
 
   it('8: a host the image does not describe: a command-line error naming both', async () => {
     const r = await nas.deploy(candidate.imageDir, ['--host', 'frood']);
@@ -230,5 +242,16 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
     expect(slots.new).toBeUndefined();
     expect(await nas.sh(`ls ${MEDIUM}/boot/ramboot`)).not.toContain(b.segments.find((s) => s.name === 'overlay')!.sha256);
     await nas.change({ 'root/init': [init, 0o755] }, 'a working init again');
+  }, 25 * 60_000);
+  it('7: a trial whose init hangs before any service is reset by the watchdog armed at the start of the boot; the once-entry is used, so lts boots', async () => {
+    const good = await defaultBuild();
+    const { built: b, restore } = await hangingInit(nas);
+    const bootsBefore = nas.boots().length;
+    const r = await nas.deploy(b.imageDir);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(13);
+    expect(r.stdout).toMatch(/^trial unreachable \(rolled back\): the machine came back on slot lts/);
+    expect(nas.vm.serial()).toContain(`ramboot-early: trial boot: /dev/watchdog armed (${TRIAL_WATCHDOG})`);
+    expect(nas.boots().slice(bootsBefore)).toEqual([`new ${b.buildId}`, `lts ${good.buildId}`]);
+    await restore();
   }, 25 * 60_000);
 });

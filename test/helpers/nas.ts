@@ -25,6 +25,12 @@ export const MEDIUM = '/media/usb';
 
 export interface Settings {
   confirm?: string;
+  /** trial.watchdog_module, with trial.watchdog. */
+  watchdog?: string;
+  /** boot.firmware, when not the machine's own (an image for the other firmware). */
+  firmware?: 'bios' | 'uefi';
+  /** host.address, port and identity of this VM in ramboot.yaml: what `ramboot up` deploys to. */
+  address?: boolean;
   checks?: Record<string, unknown>[];
   /** health.deadline (default 2m). */
   deadline?: string;
@@ -53,8 +59,9 @@ export interface VirtualNas {
   change(files: Record<string, string | Buffer | [string, number] | null>, message: string): Promise<Built>;
   /** The ramboot command as a process of its own, with the repository's environment and the test run's package cache. */
   cli(args: string[]): Promise<DeployRun>;
-  /** The loopback port the VM's SSH is forwarded to. */
+  /** The loopback ports the VM's SSH and HTTP are forwarded to. */
   sshPort: number;
+  httpPort: number;
   /** Pins another host key from now on (after a rotation). */
   pin(hostKey: string): void;
   /** The arguments that point a machine verb at this VM: --state, --address, --port, --ssh-key. */
@@ -108,7 +115,8 @@ function sink(): { stream: NodeJS.WriteStream; text: () => string } {
   return { stream: w as unknown as NodeJS.WriteStream, text: () => buf };
 }
 
-export async function startNas(name: string): Promise<VirtualNas> {
+export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi' } = {}): Promise<VirtualNas> {
+  const firmware = o.firmware ?? 'bios';
   const t0 = Date.now();
   const log = (m: string) => console.log(`[${name} +${Math.round((Date.now() - t0) / 1000)} s] ${m}`);
   const { repo, env } = await initRepo('debian');
@@ -125,7 +133,9 @@ export async function startNas(name: string): Promise<VirtualNas> {
   };
   const settings = (o: Settings = {}) => {
     const c = structuredClone(original);
-    c.trial = { confirm_timeout: o.confirm ?? '3m', reboot_deadline: '6m' };
+    c.trial = { confirm_timeout: o.confirm ?? '3m', reboot_deadline: '6m', ...(o.watchdog ? { watchdog: true, watchdog_module: o.watchdog } : {}) };
+    c.boot = { ...c.boot, firmware: o.firmware ?? firmware };
+    if (o.address) c.host = { ...c.host, address: '127.0.0.1', port: sshPort, identity };
     c.health = {
       deadline: o.deadline ?? '2m',
       checks: [{ name: 'status page', http: `http://127.0.0.1:${httpPort}/release`, body: 'ramboot.slot=new' }, ...(o.checks ?? [])],
@@ -138,7 +148,7 @@ export async function startNas(name: string): Promise<VirtualNas> {
   const first = await buildRepo(repo, images, env);
   const hostKey: string = JSON.parse(readFileSync(join(first.imageDir, 'manifest.json'), 'utf8')).hostKey;
   const disk = join(work, 'disk.img');
-  const f = await ramboot(['format', '--disk', disk, '--image', first.imageDir], env);
+  const f = await ramboot(['format', '--disk', disk, '--image', first.imageDir, '--firmware', firmware], env);
   if (f.exitCode !== 0) throw new Error(`ramboot format failed: ${f.stderr}`);
   const vm = startVm({ disk, sshPort, httpPort, serialLog: join(work, 'serial.log'), monitor: join(work, 'monitor.sock') });
   const ms = await vm.waitForSsh(8 * 60_000);
@@ -191,6 +201,7 @@ export async function startNas(name: string): Promise<VirtualNas> {
       return { code: r.exitCode, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t };
     },
     sshPort,
+    httpPort,
     pin(key) {
       target.hostKey = key;
       nasObject.hostKey = key;
