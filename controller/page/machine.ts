@@ -37,6 +37,8 @@ export interface MachineFacts {
   /** The root file system, which lives in RAM. */
   root?: Usage;
   medium?: Usage & { path: string };
+  /** How it booted, and on UEFI the boot entries on the medium with their counters. */
+  boot?: { firmware: 'bios' | 'uefi'; entries: string[] };
   running?: Running;
 }
 
@@ -100,16 +102,22 @@ async function probeMachine(target: Target, medium: string): Promise<Omit<Machin
   const session = await connect(target, PROBE_TIMEOUT_MS);
   try {
     const running = await readRunning(session);
-    const out = await session.check('read uptime, memory and disk use', `cat /proc/uptime; echo ${SEP}; cat /proc/meminfo; echo ${SEP}; df -Pk / '${medium.replace(/'/g, `'\\''`)}' 2>/dev/null; true`, { timeoutMs: PROBE_TIMEOUT_MS });
+    const m = `'${medium.replace(/'/g, `'\\''`)}'`;
+    const out = await session.check(
+      'read uptime, memory, disk use and how it booted',
+      `cat /proc/uptime; echo ${SEP}; cat /proc/meminfo; echo ${SEP}; df -Pk / ${m} 2>/dev/null; echo ${SEP}; test -d /sys/firmware/efi && echo uefi || echo bios; ls ${m}/loader/entries 2>/dev/null; true`,
+      { timeoutMs: PROBE_TIMEOUT_MS },
+    );
     return { running, ...parseProbe(out, medium) };
   } finally {
     session.close();
   }
 }
 
-/** The probe's output: /proc/uptime, /proc/meminfo, then `df -Pk / MEDIUM` (busybox and GNU agree on -P). */
-function parseProbe(out: string, medium: string): Pick<MachineFacts, 'uptimeS' | 'memory' | 'root' | 'medium'> {
-  const [uptime = '', meminfo = '', df = ''] = out.split(`${SEP}\n`);
+/** The probe's output: /proc/uptime, /proc/meminfo, `df -Pk / MEDIUM` (busybox and GNU agree on -P), then the firmware and the entries. */
+export function parseProbe(out: string, medium: string): Pick<MachineFacts, 'uptimeS' | 'memory' | 'root' | 'medium' | 'boot'> {
+  const [uptime = '', meminfo = '', df = '', boot = ''] = out.split(`${SEP}\n`);
+  const [firmware, ...entries] = boot.trim().split('\n');
   const kib = (key: string) => {
     const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(meminfo);
     return m ? Number(m[1]) * 1024 : undefined;
@@ -130,6 +138,7 @@ function parseProbe(out: string, medium: string): Pick<MachineFacts, 'uptimeS' |
     root: rows[0],
     // df prints one row per operand, the medium's second.
     medium: rows[1] && { ...rows[1], path: medium },
+    boot: firmware === 'uefi' || firmware === 'bios' ? { firmware, entries: firmware === 'uefi' ? entries.filter((e) => e.endsWith('.conf')).sort() : [] } : undefined,
   };
 }
 

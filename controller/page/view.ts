@@ -161,6 +161,13 @@ function machineCard(m: PageModel): Html {
     rows.push(html`<dt>Boot medium</dt><dd>${meter('boot medium in use', f.medium.usedB, f.medium.sizeB)}
       <div class="muted"><code>${f.medium.path}</code>${f.medium.mountedOn !== f.medium.path ? html` (not a mount point: on <code>${f.medium.mountedOn}</code>)` : ''}</div></dd>`);
   }
+  if (f?.boot) {
+    rows.push(
+      f.boot.firmware === 'uefi'
+        ? html`<dt>Boots</dt><dd>UEFI, systemd-boot <div class="muted">entries: ${f.boot.entries.length ? f.boot.entries.map((e, i) => html`${i ? ' ' : ''}<code>${e}</code>`) : 'none'}</div></dd>`
+        : html`<dt>Boots</dt><dd>BIOS, syslinux</dd>`,
+    );
+  }
   const source = f
     ? f.ok
       ? html`asked over SSH ${time(f.at, m.now)}`

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReconcileRecord } from '../../controller/history.js';
+import { parseProbe } from '../../controller/page/machine.js';
 import { pageRoutes } from '../../controller/page/routes.js';
 import { startServer } from '../../controller/server.js';
 import { parseConfig } from '../../lib/config.js';
@@ -164,6 +165,8 @@ describe('the status page in a browser', () => {
     expect(machine).toMatch(/Uptime\s+\d/);
     expect(machine).toMatch(/Memory\s+[\d.]+ [KMG]iB of [\d.]+ [KMG]iB \(\d+ %\)/);
     expect(machine).toMatch(/Boot medium\s+[\d.]+ [KMGT]iB of [\d.]+ [KMGT]iB/);
+    // The stand-in booted with BIOS (no /sys/firmware/efi).
+    expect(machine).toMatch(/Boots\s+BIOS, syslinux/);
     expect(machine).toMatch(/asked over SSH/);
     expect(await page.locator('#quarantine').innerText()).toMatch(/quarantine\s+2/i);
     expect(await page.locator('#stream').innerText()).toBe('live');
@@ -363,5 +366,13 @@ describe('secrets', () => {
     const secrets = { 'the API token': v.token, "the repository's secret": REPO_SECRET, "the controller's SSH key": sshKey.slice(0, 40) };
     expect(seen.length).toBeGreaterThan(paths.length);
     for (const body of seen) for (const [what, value] of Object.entries(secrets)) expect(body.includes(value), `${what} in a response`).toBe(false);
+  });
+});
+
+describe('the machine panel knows both boot layouts', () => {
+  it('reads the firmware and, on UEFI, the boot entries with their counters from the probe', () => {
+    const out = ['12.5 3.0', 'MemTotal: 1000 kB\nMemAvailable: 500 kB', 'Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/root 100 50 50 50% /', 'uefi\nlts.conf\nnew+0-1.conf\nold.conf\n'].join('--ramboot--\n');
+    expect(parseProbe(out, '/media/usb').boot).toEqual({ firmware: 'uefi', entries: ['lts.conf', 'new+0-1.conf', 'old.conf'] });
+    expect(parseProbe(out.replace(/uefi\n[\s\S]*$/, 'bios\n'), '/media/usb').boot).toEqual({ firmware: 'bios', entries: [] });
   });
 });
