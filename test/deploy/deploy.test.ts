@@ -480,6 +480,6 @@ describe('the deploy verbs of the CLI against a local sshd standing in for the N
     });
     const r = await cli(['status', '--repo', await repo(), '--state', stateDir]);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^host nas\n {2}running {2}build unknown \(no \/etc\/ramboot-release\) from slot \(not booted by ramboot\)\n {2}lts {6}build prev\n {2}old {6}\(empty\)\n {2}new {6}\(empty\)\n {2}last {5}promoted \(prev, .*\): build prev is the default\ncontroller: not running \(ramboot up starts it; state .*\)\n$/);
+    expect(r.out).toMatch(/^host nas\n {2}running {2}build unknown \(no \/etc\/ramboot-release\) from slot \(not booted by ramboot\)\n {2}boots {4}BIOS, syslinux.cfg\n {2}lts {6}build prev\n {2}old {6}\(empty\)\n {2}new {6}\(empty\)\n {2}last {5}promoted \(prev, .*\): build prev is the default\ncontroller: not running \(ramboot up starts it; state .*\)\n$/);
   });
 });
