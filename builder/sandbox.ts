@@ -63,7 +63,7 @@ export interface Sandbox {
 }
 
 /** The bwrap command line that runs argv in the sandbox. */
-export function bwrapArgs(box: Sandbox, argv: string[]): string[] {
+function bwrapArgs(box: Sandbox, argv: string[]): string[] {
   const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: '/root', ...BUILD_ENV, ...proxies(), ...box.env };
   return [
     '--unshare-pid',
@@ -75,6 +75,8 @@ export function bwrapArgs(box: Sandbox, argv: string[]): string[] {
     '--hostname', 'ramboot-build',
     '--die-with-parent',
     '--new-session',
+    // bwrap writes the sandbox's first process there: see stopSandbox.
+    '--info-fd', '3',
     ...(box.root ? ['--bind', box.root, '/'] : []),
     ...(box.binds ?? []).flatMap((b) => [b.readOnly ? '--ro-bind' : '--bind', b.source, b.target]),
     ...(box.symlinks ?? []).flatMap((s) => ['--symlink', s.target, s.path]),
@@ -91,10 +93,43 @@ export function bwrapArgs(box: Sandbox, argv: string[]): string[] {
   ];
 }
 
-/** Runs argv in the sandbox as a step of the build: stopped by the work's signal (bwrap takes its sandbox down with it). */
+/** Runs argv in the sandbox as a step of the build, stopped by the work's signal. */
 export async function runSandboxed(work: Work, box: Sandbox, argv: string[], opts: { step: string; input?: string }): Promise<RunResult> {
   if (box.root) requireMountPoints(box.root, [...(box.binds ?? []).map((b) => b.target), ...(box.tmpfs ?? []), '/proc', '/dev'], opts.step);
-  return runStep(work, 'bwrap', bwrapArgs(box, argv), { ...opts, extendEnv: false, env: { PATH: SANDBOX_PATH } });
+  return runStep(work, 'bwrap', bwrapArgs(box, argv), { ...opts, extendEnv: false, env: { PATH: SANDBOX_PATH }, stopWith: stopSandbox });
+}
+
+/**
+ * A stop is SIGKILL to the sandbox's first process, PID 1 of its namespace: the kernel
+ * then ends every process in it. Signalling bwrap instead leaves a window in its
+ * start-up where the sandbox outlives it (its first process waits, forever, for a word
+ * from the bwrap that died), holding the build's mounts and output open. bwrap itself is
+ * never signalled, so it always gets to name that process; a stop that comes earlier
+ * waits for the name.
+ */
+function stopSandbox(child: { fd3: NodeJS.ReadableStream }): () => void {
+  let info = '';
+  let pid: number | undefined;
+  let stopped = false;
+  const kill = () => {
+    try {
+      process.kill(pid!, 'SIGKILL');
+    } catch {
+      // The sandbox has ended already.
+    }
+  };
+  child.fd3.on('data', (chunk: Buffer) => {
+    info += chunk.toString();
+    const m = /"child-pid":\s*(\d+)/.exec(info);
+    if (m && pid === undefined) {
+      pid = Number(m[1]);
+      if (stopped) kill();
+    }
+  });
+  return () => {
+    stopped = true;
+    if (pid !== undefined) kill();
+  };
 }
 
 /**

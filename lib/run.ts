@@ -16,7 +16,15 @@ export interface RunOptions {
   umask?: number;
   /** False: the program gets `env` only, none of this process's environment. */
   extendEnv?: boolean;
+  /**
+   * How an abort stops the program, instead of SIGTERM to its process group: called once
+   * the program runs, with its file descriptor 3 (a pipe it may write to); returns the stop.
+   */
+  stopWith?: (child: { pid: number; fd3: NodeJS.ReadableStream }) => () => void;
 }
+
+/** A program that ignores SIGTERM this long gets SIGKILL: a stop must end. */
+const KILL_AFTER_MS = 10_000;
 
 export interface RunResult {
   stdout: string;
@@ -37,18 +45,24 @@ export async function run(file: string, args: string[], opts: RunOptions): Promi
     // Its own process group, so that an abort reaches what it started too (setup.sh's
     // children would otherwise hold the output pipes open, and the run, for as long as they live).
     detached: !!opts.signal,
+    ...(opts.stopWith ? { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] as const } : {}),
   };
   if (opts.signal?.aborted) throw interrupted(opts);
   const child = opts.umask === undefined
     ? execa(file, args, options)
     : execa('/bin/sh', ['-c', `umask ${opts.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`, file, ...args], options);
-  const stop = () => {
+  const group = (signal: NodeJS.Signals) => {
     try {
-      process.kill(-child.pid!, 'SIGTERM');
+      process.kill(-child.pid!, signal);
     } catch {
       // The group is gone already.
     }
   };
+  let killer: NodeJS.Timeout | undefined;
+  const stop = opts.stopWith?.({ pid: child.pid!, fd3: child.stdio[3] as NodeJS.ReadableStream }) ?? (() => {
+    group('SIGTERM');
+    killer = setTimeout(() => group('SIGKILL'), KILL_AFTER_MS);
+  });
   opts.signal?.addEventListener('abort', stop, { once: true });
   if (opts.onLine) {
     let rest = '';
@@ -59,7 +73,10 @@ export async function run(file: string, args: string[], opts: RunOptions): Promi
     });
     child.all?.on('end', () => rest && opts.onLine!(rest));
   }
-  const r = await child.finally(() => opts.signal?.removeEventListener('abort', stop));
+  const r = await child.finally(() => {
+    opts.signal?.removeEventListener('abort', stop);
+    clearTimeout(killer);
+  });
   if (opts.signal?.aborted) throw interrupted(opts);
   if (r.exitCode !== 0 || r.failed) {
     throw new CommandError(opts.step, [file, ...args].join(' '), r.exitCode, String(r.all ?? r.stderr ?? ''));
