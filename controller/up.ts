@@ -278,6 +278,6 @@ function views(
   metrics.attach(ctrl);
   const notifier = new Notifier({ gitdir: o.repo.gitdir, emit: o.emit, onDelivery: (t, a) => metrics.notified(t, a) });
   notifier.attach(ctrl);
-  const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase) });
+  const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId });
   return { routes: [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()], notifier };
 }

@@ -52,6 +52,8 @@ export interface ProbeOptions {
   reach: () => Promise<Reach | string>;
   /** Whether a deploy owns the machine now. */
   busy: () => boolean;
+  /** The build the controller last promoted: facts read before it are stale. */
+  promoted: () => string | undefined;
   everyMs?: number;
 }
 
@@ -61,19 +63,27 @@ export function isDeploying(phase: string | undefined): boolean {
 
 export class MachineProbe {
   private facts?: MachineFacts;
+  /** The promoted build when the facts were asked for. */
+  private factsFor?: string;
   private inFlight?: Promise<void>;
   private lastStart = 0;
 
   constructor(private readonly o: ProbeOptions) {}
 
-  /** The facts last read; starts a probe in the background when they are due. Never waits for it. */
+  /**
+   * The facts last read, unless a promotion came after them (they would name the build
+   * before it, beside a history that says the new one runs); starts a probe in the
+   * background when they are due or stale. Never waits for it.
+   */
   get(): MachineFacts | undefined {
-    const due = Date.now() - this.lastStart >= (this.o.everyMs ?? PROBE_EVERY_MS);
+    const promoted = this.o.promoted();
+    const stale = this.facts !== undefined && this.factsFor !== promoted;
+    const due = stale || Date.now() - this.lastStart >= (this.o.everyMs ?? PROBE_EVERY_MS);
     if (due && !this.inFlight && !this.o.busy()) {
       this.lastStart = Date.now();
-      this.inFlight = this.probe().finally(() => (this.inFlight = undefined));
+      this.inFlight = this.probe(promoted).finally(() => (this.inFlight = undefined));
     }
-    return this.facts;
+    return stale ? undefined : this.facts;
   }
 
   /** Whether a probe runs now (the page says "asking the machine…"). */
@@ -86,14 +96,15 @@ export class MachineProbe {
     await this.inFlight;
   }
 
-  private async probe(): Promise<void> {
+  private async probe(promoted: string | undefined): Promise<void> {
     const at = new Date().toISOString();
     try {
       const reach = await this.o.reach();
       this.facts = typeof reach === 'string' ? { at, ok: false, error: reach } : { at, ok: true, ...(await probeMachine(reach.target, reach.medium)) };
     } catch (err) {
-      this.facts = { at, ok: false, error: describe(err), running: this.facts?.running };
+      this.facts = { at, ok: false, error: describe(err), running: this.factsFor === promoted ? this.facts?.running : undefined };
     }
+    this.factsFor = promoted;
   }
 }
 

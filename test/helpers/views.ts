@@ -78,7 +78,7 @@ export async function startViews(o: ViewsOptions = {}): Promise<ViewsUnderTest> 
   metrics.attach(ctrl);
   const notifier = new Notifier({ gitdir: join(repo, '.git'), retry: o.retry, onDelivery: (t, a) => metrics.notified(t, a) });
   notifier.attach(ctrl);
-  const machine = new MachineProbe({ reach: () => machineReach(state, reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), everyMs: 0 });
+  const machine = new MachineProbe({ reach: () => machineReach(state, reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId, everyMs: 0 });
   const token = 'api-token-plaintext-7Qm2xV9kL4';
   const port = await freePort();
   const app = await startServer(ctrl, { host: '127.0.0.1', port, token, webhookSecret: o.webhookSecret, routes: [pageRoutes({ host: 'nas', live, machine, notifications: () => notifier.state() }), metrics.routes()] });
