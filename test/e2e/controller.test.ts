@@ -6,7 +6,9 @@ import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { monitorCommand } from '../../vm/qemu.js';
 import { startController, type RunningController } from '../helpers/controller.js';
+import { webhookReceiver, type StandIn } from '../helpers/forges.js';
 import { startGitHttp, type GitHttp } from '../helpers/git-http.js';
+import { parsePrometheus, sampleValue } from '../helpers/prometheus.js';
 import { freePort, initRepo, ramboot, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
@@ -18,6 +20,17 @@ import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 const BLOB = 'root/var/lib/controller-test.blob';
 const MINUTES = 60_000;
+
+/** Waits until `get` returns something, every 2 s. */
+async function until<T>(what: string, timeoutMs: number, get: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
 
 describe('the controller on the virtual NAS (Debian example)', () => {
   let work: string;
@@ -35,6 +48,8 @@ describe('the controller on the virtual NAS (Debian example)', () => {
   let allowedKey: string;
   let strangerKey: string;
   let original: Record<string, unknown>;
+  /** A local stand-in for whatever receives the deploys' webhook notifications. */
+  let hook: StandIn;
   const log = (m: string) => console.log(`[controller e2e] ${m}`);
 
   const git = (args: string[], extraEnv: Record<string, string> = {}) =>
@@ -46,6 +61,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     c.trial = { confirm_timeout: '4m', reboot_deadline: '6m' };
     c.health = { deadline: '2m', checks: [{ name: 'status page', http: `http://127.0.0.1:${httpPort}/release`, body: 'ramboot.slot=new' }, ...(o.checks ?? [])] };
     c.watch = { poll: '*/3 * * * * *', ...(o.signers ? { signers: o.signers } : {}) };
+    c.notify = { webhook: { url: `${hook.url}/deploys` } };
     if (o.distro) c.distro = { ...c.distro, name: o.distro };
     writeFileSync(join(repo, 'ramboot.yaml'), stringify(c));
   };
@@ -107,6 +123,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     });
 
   beforeAll(async () => {
+    hook = await webhookReceiver();
     ({ repo, env } = await initRepo('debian'));
     work = tempDir('controller');
     state = join(work, 'state');
@@ -139,6 +156,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     await ctrl?.kill('SIGTERM');
     await http?.stop();
     await sshd?.stop();
+    await hook?.close();
     // A controller killed by a test leaves the virtual NAS running, as a real machine would.
     const vm = join(state, 'vm', 'vm.json');
     if (existsSync(vm)) {
@@ -168,6 +186,38 @@ describe('the controller on the virtual NAS (Debian example)', () => {
     expect(r.plan).toMatchObject({ against: before, changes: 1 });
     expect(r.plan!.json.files).toEqual([expect.objectContaining({ path: 'etc/controller-test', change: 'added' })]);
     expect(r.plan!.text).toContain('etc/controller-test');
+
+    // What people look at, after this real reconcile: the notifications, /metrics, the page and the entry.
+    const notices = await until('the verdict notification', MINUTES, () => {
+      const n = hook.received.map((x) => x.json).filter((x) => x.commit === c);
+      return n.some((x) => x.event === 'deploy.verdict') ? n : undefined;
+    });
+    expect(notices.map((n) => n.event)).toEqual(['deploy.started', 'deploy.verdict']);
+    expect(notices[1]).toMatchObject({ reconcile: r.id, outcome: 'promoted', state: 'success', subject: 'a healthy change, pushed over HTTP' });
+
+    const families = await parsePrometheus(await (await fetch(`${ctrl.api}/metrics`)).text());
+    const promoted = (await ctrl.history()).filter((h) => h.outcome === 'promoted').length;
+    expect(sampleValue(families, 'ramboot_reconciles_total', { outcome: 'promoted' })).toBe(promoted);
+    expect(sampleValue(families, 'ramboot_deploys_total', { verdict: 'promoted' })).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(families, 'ramboot_running_build_info', { build: r.buildId!, commit: c })).toBe(1);
+    expect(sampleValue(families, 'ramboot_last_success_timestamp_seconds')).toBeGreaterThanOrEqual(Math.floor(Date.parse(r.endedAt!) / 1000));
+    expect(sampleValue(families, 'ramboot_phase_duration_seconds_count', { phase: 'upload' })).toBeGreaterThanOrEqual(1);
+
+    // The page's MACHINE panel asks the machine itself (over SSH) and agrees with the history.
+    const machinePanel = async () => /<section id="machine"[\s\S]*?<\/section>/.exec(await (await fetch(`${ctrl.api}/`)).text())?.[0] ?? '';
+    await machinePanel();
+    const panel = await until("the machine's own answer on the page", 3 * MINUTES, async () => {
+      const p = await machinePanel();
+      return p.includes('asked over SSH') && !p.includes('asking the machine') ? p : undefined;
+    });
+    expect(panel).toContain(r.buildId!);
+    expect(panel).not.toContain(before!);
+    expect(panel).toContain('BIOS, syslinux');
+
+    const entry = await fetch(`${ctrl.api}/history/${r.id}`);
+    expect(entry.status).toBe(200);
+    const text = await entry.text();
+    for (const want of [c, r.buildId!, 'a healthy change, pushed over HTTP', 'promoted', 'rebooting']) expect(text).toContain(want);
   }, 12 * MINUTES);
 
   it('3: a commit with a service that crashes in its trial (real openrc) is rolled back by the built-in check and quarantined, not retried', async () => {
