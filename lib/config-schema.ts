@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { validate as validateCron } from 'node-cron';
 import { parseDuration } from './duration.js';
-import { isRecipient } from '../secrets/keys.js';
+import { isRecipient } from './recipient.js';
 
 // The schema of ramboot.yaml. Defaults here are what a user gets when a key is left out.
 
