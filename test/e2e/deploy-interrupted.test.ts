@@ -167,14 +167,14 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
   const defaultBuild = async () => ({ buildId: (await nas.slots()).lts!.buildId });
   const withoutParts = (listing: string) => listing.split('\n').filter((l) => !l.includes('.part')).join('\n');
 
-  // The controller killed during the upload and during the health checks is the
-  // controller end-to-end test's (test/e2e/controller.test.ts, 7).
+  // These kill the `ramboot deploy` process; `ramboot up` killed during the upload and
+  // during the health checks is the controller end-to-end test's (test/e2e/controller.test.ts, 7).
   const kills = [
     { at: 'after the label is written and the once-entry armed', killAt: /waiting for nas to come back from the reboot/, step: 'reboot', files: () => ({ [BLOB]: 'small again\n' }) },
     { at: 'during the promotion', killAt: /promoting build/, step: 'promote', files: () => ({ 'root/etc/deploy-test': 'killed during promotion\n' }) },
   ];
   for (const k of kills) {
-    it(`5: the controller killed ${k.at}, then run again: promoted, and the default entry boots the complete image`, async () => {
+    it(`5: \`ramboot deploy\` SIGKILLed ${k.at}, then run again: promoted, and the default entry boots the complete image`, async () => {
       // What the machine's default is now: a test that failed before leaves it another than `current`.
       const previous = await defaultBuild();
       const b = await nas.change(k.files(), `a change deployed by a controller killed ${k.at}`);
