@@ -8,6 +8,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Controller } from '../dist/controller/controller.js';
+import { REASON } from '../dist/deploy/verdict.js';
 import { Metrics } from '../dist/controller/metrics.js';
 import { Notifier } from '../dist/controller/notify/notifier.js';
 import { Live } from '../dist/controller/page/live.js';
@@ -69,10 +70,10 @@ async function timed(path, n) {
 
 const PHASES = [['queued', 0.2], ['build', 40], ['preflight', 2], ['upload', 18], ['reboot', 100], ['health', 12], ['promote', 3]];
 const OUTCOMES = [
-  ['promoted', 'Healthy', 'build promoted: every health check passed'],
-  ['trial-not-healthy', 'CheckFailed', 'health check "photos" failed: HTTP 502 from http://127.0.0.1/photos; rolled back to the running build'],
-  ['build-failed', 'BuildFailed', 'build failed: ramboot.yaml, line 2, key distro.name: must be one of "alpine", "debian"'],
-  ['superseded', 'Superseded', 'superseded by a newer commit before it started'],
+  ['promoted', REASON.HEALTHY, 'build promoted: every health check passed'],
+  ['trial-not-healthy', REASON.CHECK_FAILED, 'health check "photos" failed: HTTP 502 from http://127.0.0.1/photos; rolled back to the running build'],
+  ['build-failed', REASON.BUILD_FAILED, 'build failed: ramboot.yaml, line 2, key distro.name: must be one of "alpine", "debian"'],
+  ['superseded', REASON.SUPERSEDED, 'superseded by a newer commit before it started'],
 ];
 
 function record(i) {

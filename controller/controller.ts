@@ -12,7 +12,7 @@ import { localCopies, scrub } from '../deploy/integrity.js';
 import { readSlots } from '../deploy/medium.js';
 import { connect } from '../deploy/ssh.js';
 import type { Manifest } from '../image/manifest.js';
-import { REASON, VERDICT } from '../deploy/verdict.js';
+import { REASON, VERDICT, type Reason } from '../deploy/verdict.js';
 import { InterruptedError, RambootError, describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
@@ -78,11 +78,6 @@ export interface ControllerStatus {
   /** Why what the machine runs can be changed by others than the repository's writers, if it can. */
   insecure?: string;
 }
-
-/** Why a commit was not built. */
-export const REASON_UNTRUSTED = 'UntrustedCommit';
-export const REASON_POLICY = 'SignaturePolicy';
-export const REASON_NOT_DESCENDANT = 'NotDescendant';
 
 const RETRY_FIRST_MS = 30_000;
 const RETRY_MAX_MS = 10 * 60_000;
@@ -264,7 +259,7 @@ export class Controller {
   async recover(): Promise<void> {
     for (const r of this.history.list()) {
       if (r.state !== 'running') continue;
-      this.finish(r, OUTCOME.INTERRUPTED, 'Interrupted', 'the controller stopped before the verdict; the deploy journal resumes the deploy');
+      this.finish(r, OUTCOME.INTERRUPTED, REASON.INTERRUPTED, 'the controller stopped before the verdict; the deploy journal resumes the deploy');
     }
     const journal = await Journal.open(this.o.state.dir);
     const open = journal.open();
@@ -286,7 +281,7 @@ export class Controller {
     const current = this.current;
     this.abort.abort(signal);
     if (!current) return;
-    this.finish(current.record, OUTCOME.INTERRUPTED, 'Interrupted', `the controller stopped (${signal}); the next start resumes`);
+    this.finish(current.record, OUTCOME.INTERRUPTED, REASON.INTERRUPTED, `the controller stopped (${signal}); the next start resumes`);
     if (current.phase === 'build') await this.queue.drained();
   }
 
@@ -332,11 +327,11 @@ export class Controller {
       try {
         const check = await verifyCommit(await this.o.repo.rawCommit(record.commit), committerEmail ?? '', signers);
         if (!check.ok) {
-          this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON_UNTRUSTED, `untrusted commit: ${check.reason}; nothing was built`);
+          this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON.UNTRUSTED_COMMIT, `untrusted commit: ${check.reason}; nothing was built`);
           return false;
         }
       } catch (err) {
-        this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON_POLICY, `untrusted commit: ${describe(err)}; nothing was built`);
+        this.quarantineAndFinish(record, OUTCOME.UNTRUSTED, REASON.SIGNATURE_POLICY, `untrusted commit: ${describe(err)}; nothing was built`);
         return false;
       }
     }
@@ -348,7 +343,7 @@ export class Controller {
       this.quarantineAndFinish(
         record,
         OUTCOME.UNTRUSTED,
-        REASON_NOT_DESCENDANT,
+        REASON.NOT_DESCENDANT,
         `not a descendant of the running build (${short(running)}): the branch was rewritten or moved back; nothing was built (\`ramboot release ${short(record.commit)}\` deploys it anyway)`,
       );
       return false;
@@ -414,7 +409,7 @@ export class Controller {
   private async deploy(record: ReconcileRecord, built: BuildResult, req: Request): Promise<void> {
     const held = req.refresh ? this.quarantine.holds(record.commit, built.buildId) : undefined;
     if (held?.buildId) {
-      this.finish(record, OUTCOME.PROMOTED, 'RefreshQuarantined', `build ${built.buildId} was rolled back before; the running build stays`);
+      this.finish(record, OUTCOME.PROMOTED, REASON.REFRESH_QUARANTINED, `build ${built.buildId} was rolled back before; the running build stays`);
       return;
     }
     const manifest = built.manifest;
@@ -459,7 +454,7 @@ export class Controller {
       if (this.stopping) return;
       // The deploy could not reach a verdict now (it stays open in the journal), or was refused.
       if (err instanceof RambootError && err.kind === 'person') {
-        this.finish(record, OUTCOME.UPLOAD_FAILED, 'Refused', describe(err));
+        this.finish(record, OUTCOME.UPLOAD_FAILED, REASON.REFUSED, describe(err));
       } else {
         this.retryLater(record, req, describe(err));
       }
@@ -511,7 +506,7 @@ export class Controller {
     this.publish({ kind: 'phase', source: 'controller', reconcile: record.id, commit: record.commit, phase: name }, record);
   }
 
-  private finish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string): void {
+  private finish(record: ReconcileRecord, outcome: OutcomeName, reason: Reason, message: string): void {
     // One verdict per record: a deploy that ends after a stop marked it interrupted changes nothing.
     if (record.state === 'done') return;
     const now = new Date().toISOString();
@@ -524,7 +519,7 @@ export class Controller {
     this.publish({ kind: 'reconciled', source: 'controller', reconcile: record.id, commit: record.commit, outcome, message }, record);
   }
 
-  private quarantineAndFinish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string, buildId?: string): void {
+  private quarantineAndFinish(record: ReconcileRecord, outcome: OutcomeName, reason: Reason, message: string, buildId?: string): void {
     this.quarantine.add({ commit: record.commit, buildId, outcome, message, at: new Date().toISOString(), reconcile: record.id });
     this.finish(record, outcome, reason, `${message} (quarantined: not deployed again unless released)`);
   }
@@ -532,7 +527,7 @@ export class Controller {
   private retryLater(record: ReconcileRecord, req: Request, reason: string): void {
     const attempt = (this.retry?.commit === req.commit ? this.retry.attempt : 0) + 1;
     const delay = Math.min(RETRY_FIRST_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
-    this.finish(record, OUTCOME.RETRY, 'RetryLater', `${reason}; trying again in ${Math.round(delay / 1000)} s`);
+    this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; trying again in ${Math.round(delay / 1000)} s`);
     if (this.stopping) return;
     this.cancelRetry();
     const timer = setTimeout(() => {
@@ -558,7 +553,7 @@ export class Controller {
       phases: [{ name: 'queued', start: replaced.at, end: now }],
       state: 'done',
       outcome: OUTCOME.SUPERSEDED,
-      reason: 'Superseded',
+      reason: REASON.SUPERSEDED,
       message: `superseded by ${short(by.commit)} before it started`,
       endedAt: now,
     };

@@ -1,3 +1,4 @@
+import type { Reason } from '../deploy/verdict.js';
 import type { Plan } from '../plan/compare.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -52,8 +53,8 @@ export interface ReconcileRecord {
   phases: Phase[];
   state: 'running' | 'done';
   outcome?: OutcomeName;
-  /** The machine-readable reason (deploy's REASON, or the controller's). */
-  reason?: string;
+  /** The machine-readable reason: one of REASON (deploy/verdict.ts), deploy's or the controller's. */
+  reason?: Reason;
   message?: string;
   /** A failed health check's name and output, a build's last lines. */
   output?: string;

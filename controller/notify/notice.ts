@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { REASON } from '../../deploy/verdict.js';
+import { REASON, type Reason } from '../../deploy/verdict.js';
 import { OUTCOME, type OutcomeName, type ReconcileRecord } from '../history.js';
 
 // What a notification says, whatever carries it: one Notice per deploy start and per
@@ -24,7 +24,7 @@ export interface Notice {
   author?: string;
   trigger: string;
   outcome?: OutcomeName;
-  reason?: string;
+  reason?: Reason;
   message: string;
   state: CommitState;
   /** One line of at most DESCRIPTION_MAX characters. */
@@ -106,6 +106,6 @@ export function verdictNotice(record: ReconcileRecord, outcome: OutcomeName, mes
     message,
     state: stateOf(outcome),
     description: clip(line),
-    quiet: record.reason === REASON.ALREADY_RUNNING || record.reason === 'RefreshQuarantined',
+    quiet: record.reason === REASON.ALREADY_RUNNING || record.reason === REASON.REFRESH_QUARANTINED,
   };
 }

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OutcomeName, ReconcileRecord } from '../../controller/history.js';
+import { REASON, type Reason } from '../../deploy/verdict.js';
 import { parsePrometheus, sampleValue, type Family } from '../helpers/prometheus.js';
 import { INVALID_YAML, VALID_YAML, phasesOf, startViews, type ViewsUnderTest } from '../helpers/views.js';
 
@@ -20,7 +21,7 @@ const scrape = async (): Promise<Family[]> => {
 };
 const value = sampleValue;
 
-function replay(commit: string, outcome: OutcomeName, reason: string, verdict?: string): ReconcileRecord {
+function replay(commit: string, outcome: OutcomeName, reason: Reason, verdict?: string): ReconcileRecord {
   const record = v.save({ commit, state: 'running', ...phasesOf(0, [['queued', 0.1], ['build', 3], ['upload', 2], ['reboot', 60], ['health', 5]]), outcome: undefined });
   if (verdict) v.emit({ kind: 'verdict', outcome: { verdict: verdict as never, reason: reason as never, message: `${outcome} after the trial` } }, record);
   Object.assign(record, { state: 'done', outcome, reason, message: `${outcome} after the trial` });
@@ -97,8 +98,8 @@ describe('/metrics', () => {
     expect(d(after, 'ramboot_deploys_total', { verdict: 'promoted' })).toBe(0);
 
     // A promotion and a rollback, as a deploy reports them; a commit superseded in the queue.
-    replay(a, 'promoted', 'Healthy', 'promoted');
-    replay(a, 'trial-not-healthy', 'CheckFailed', 'trial-not-healthy');
+    replay(a, 'promoted', REASON.HEALTHY, 'promoted');
+    replay(a, 'trial-not-healthy', REASON.CHECK_FAILED, 'trial-not-healthy');
     v.emit({ kind: 'superseded', source: 'controller', commit: a, by: a });
     after = await scrape();
     expect(d(after, 'ramboot_reconciles_total', { outcome: 'promoted' })).toBe(1);

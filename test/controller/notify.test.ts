@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { OutcomeName, ReconcileRecord } from '../../controller/history.js';
+import { REASON, type Reason } from '../../deploy/verdict.js';
 import { githubStandIn, giteaStandIn, gitlabStandIn, ntfyStandIn, webhookReceiver, type Received, type StandIn } from '../helpers/forges.js';
 import { INVALID_YAML, VALID_YAML, phasesOf, startViews, type ViewsUnderTest } from '../helpers/views.js';
 
@@ -34,7 +35,7 @@ function start(commit: string, extra: Partial<ReconcileRecord> = {}): ReconcileR
 }
 
 /** Its verdict: the record saved done, then the `reconciled` event. */
-function finish(record: ReconcileRecord, outcome: OutcomeName, reason: string, message: string): void {
+function finish(record: ReconcileRecord, outcome: OutcomeName, reason: Reason, message: string): void {
   record.phases.at(-1)!.end = new Date().toISOString();
   Object.assign(record, { state: 'done', outcome, reason, message, endedAt: new Date().toISOString() });
   v.ctrl.history.save(record);
@@ -42,7 +43,7 @@ function finish(record: ReconcileRecord, outcome: OutcomeName, reason: string, m
 }
 
 /** A reconcile that ran the whole way; resolves once its notifications are delivered or given up. */
-async function replay(commit: string, outcome: OutcomeName, reason: string, message: string, extra: Partial<ReconcileRecord> = {}): Promise<ReconcileRecord> {
+async function replay(commit: string, outcome: OutcomeName, reason: Reason, message: string, extra: Partial<ReconcileRecord> = {}): Promise<ReconcileRecord> {
   const record = start(commit, extra);
   finish(record, outcome, reason, message);
   await v.notifier.idle();
@@ -81,7 +82,7 @@ beforeEach(() => {
 describe('a promotion', () => {
   it('sets pending, then success on each forge (context ramboot/nas, a link to the history entry), and tells ntfy and the webhook', async () => {
     const before = mark();
-    const r = await replay(a, 'promoted', 'Healthy', `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`);
+    const r = await replay(a, 'promoted', REASON.HEALTHY, `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`);
     const link = `https://nas.example.invalid:8180/history/${r.id}`;
     const [ghs, gts, gls, ns, hs] = since(before);
     for (const s of [ghs!, gts!]) {
@@ -104,21 +105,21 @@ describe('a promotion', () => {
       ['deploy.started', 'deploy.started', undefined],
       ['deploy.verdict', 'deploy.verdict', 'promoted'],
     ]);
-    expect(hs![1]!.json).toMatchObject({ machine: 'nas', context: 'ramboot/nas', reconcile: r.id, commit: a, state: 'success', reason: 'Healthy', url: link, trigger: 'webhook (github)' });
+    expect(hs![1]!.json).toMatchObject({ machine: 'nas', context: 'ramboot/nas', reconcile: r.id, commit: a, state: 'success', reason: REASON.HEALTHY, url: link, trigger: 'webhook (github)' });
     for (const x of hs!) expect(x.headers['x-ramboot-signature']).toBe(`sha256=${createHmac('sha256', WEBHOOK_SECRET).update(x.body).digest('hex')}`);
     expect(new Set(hs!.map((x) => x.headers['x-ramboot-delivery'])).size).toBe(2);
   });
 
   it('an identical status is not posted again; ntfy and the webhook hear every event', async () => {
     const before = mark();
-    await replay(a, 'promoted', 'Healthy', `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`);
+    await replay(a, 'promoted', REASON.HEALTHY, `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`);
     const [ghs, gts, , ns, hs] = since(before);
     // pending differs from the success posted last, so it is posted; the success that follows is the same as before it.
     expect(ghs!.map((x) => x.json.state)).toEqual(['pending', 'success']);
     expect(gts!.map((x) => x.json.state)).toEqual(['pending', 'success']);
     const again = mark();
     // The same verdict once more, straight after: not posted, counted as identical.
-    const r = v.save({ commit: a, trigger: { kind: 'refresh' }, state: 'done', outcome: 'promoted', reason: 'Healthy', message: `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`, phases: [{ name: 'build', start: new Date().toISOString(), end: new Date().toISOString() }] });
+    const r = v.save({ commit: a, trigger: { kind: 'refresh' }, state: 'done', outcome: 'promoted', reason: REASON.HEALTHY, message: `build ${a.slice(0, 8)}-0badcafe promoted: every health check passed`, phases: [{ name: 'build', start: new Date().toISOString(), end: new Date().toISOString() }] });
     v.emit({ kind: 'reconciled', source: 'controller', reconcile: r.id, commit: a, outcome: 'promoted', message: r.message! }, r);
     await v.notifier.idle();
     const [gh2, gt2, gl2, n2, h2] = since(again);
@@ -134,7 +135,7 @@ describe('a rollback', () => {
     const b = await v.commit('nginx: proxy to the new backend', VALID_YAML(notifySection()));
     const message = 'health check "photos" failed after 3 attempts: HTTP 502 from http://127.0.0.1/photos (Bad Gateway: upstream closed the connection); rolled back to the running build (quarantined: not deployed again unless released)';
     const before = mark();
-    const r = await replay(b, 'trial-not-healthy', 'CheckFailed', message, { subject: 'nginx: proxy to the new backend' });
+    const r = await replay(b, 'trial-not-healthy', REASON.CHECK_FAILED, message, { subject: 'nginx: proxy to the new backend' });
     const [ghs, gts, gls, ns, hs] = since(before);
     const failure = ghs!.at(-1)!.json;
     expect(failure.state).toBe('failure');
@@ -144,7 +145,7 @@ describe('a rollback', () => {
     expect(gls!.at(-1)!.json).toMatchObject({ state: 'failed', description: failure.description, target_url: `https://nas.example.invalid:8180/history/${r.id}` });
     expect(ns!.at(-1)!.json).toMatchObject({ title: `nas: rolled back: trial not healthy (${b.slice(0, 12)})`, priority: 4, tags: ['rewind'] });
     expect(ns!.at(-1)!.json.message).toContain(message);
-    expect(hs!.at(-1)!.json).toMatchObject({ outcome: 'trial-not-healthy', reason: 'CheckFailed', state: 'failure', message });
+    expect(hs!.at(-1)!.json).toMatchObject({ outcome: 'trial-not-healthy', reason: REASON.CHECK_FAILED, state: 'failure', message });
   });
 });
 
@@ -155,7 +156,7 @@ describe('deliveries that fail', () => {
     ntfy.failNext(1, 503);
     const r = start(a, { refresh: true, trigger: { kind: 'refresh' } });
     await v.notifier.idle();
-    finish(r, 'promoted', 'AlreadyRunning', 'the machine already runs this build');
+    finish(r, 'promoted', REASON.ALREADY_RUNNING, 'the machine already runs this build');
     await v.notifier.idle();
     const [ghs, , , ns] = since(before);
     // pending was answered 500 twice and went through on the third try; then the verdict.
@@ -170,7 +171,7 @@ describe('deliveries that fail', () => {
   it('a "started" still being retried when its verdict is queued is dropped: the verdict says more', async () => {
     const before = mark();
     gh.failNext(1, 502);
-    await replay(a, 'promoted', 'Healthy', 'promoted after a forge hiccup');
+    await replay(a, 'promoted', REASON.HEALTHY, 'promoted after a forge hiccup');
     const [ghs] = since(before);
     expect(ghs!.map((x) => x.json.state)).toEqual(['pending', 'success']);
     expect(v.notifier.state().targets.find((t) => t.kind === 'github')!.counts.dropped).toBe(1);
@@ -209,7 +210,7 @@ describe('deliveries that fail', () => {
   it('a refused token is not retried: the answer and what to check are kept', async () => {
     writeFileSync(join(dir, 'github-token'), 'a-revoked-token\n');
     const before = gh.received.length;
-    const r = await replay(a, 'promoted', 'Healthy', 'promoted again, with a revoked token');
+    const r = await replay(a, 'promoted', REASON.HEALTHY, 'promoted again, with a revoked token');
     const github = v.notifier.state().targets.find((x) => x.kind === 'github')!;
     expect(gh.received.length - before).toBe(2);
     expect(github.lastFailure).toMatchObject({ reconcile: r.id, attempts: 1, status: 401, error: expect.stringMatching(/answered HTTP 401: \{"message":"Bad credentials"\} \(is the token in file .*github-token valid, and allowed to set commit statuses\?\)/) });
@@ -220,7 +221,7 @@ describe('deliveries that fail', () => {
     githubToken = 'ghp-rotated-plaintext-2Lp';
     writeFileSync(join(dir, 'github-token'), `${githubToken}\n`);
     const before = gh.received.length;
-    await replay(a, 'promoted', 'Healthy', 'promoted with the rotated token');
+    await replay(a, 'promoted', REASON.HEALTHY, 'promoted with the rotated token');
     expect(gh.received.slice(before).map((x) => x.headers.authorization)).toEqual(['Bearer ghp-rotated-plaintext-2Lp', 'Bearer ghp-rotated-plaintext-2Lp']);
     expect(v.notifier.state().targets.find((x) => x.kind === 'github')!.last).toMatchObject({ result: 'delivered' });
   });

@@ -6,6 +6,7 @@ import type { ReconcileRecord } from '../../controller/history.js';
 import { parseProbe } from '../../controller/page/machine.js';
 import { pageRoutes } from '../../controller/page/routes.js';
 import { startServer } from '../../controller/server.js';
+import { REASON } from '../../deploy/verdict.js';
 import { parseConfig } from '../../lib/config.js';
 import { UsageError } from '../../lib/errors.js';
 import { ARTIFACTS, launchBrowser, type Browser } from '../helpers/browser.js';
@@ -71,7 +72,7 @@ beforeAll(async () => {
     trigger: { kind: 'webhook', detail: 'github' },
     ...phasesOf(3 * 86_400, [['queued', 0.2], ['build', 41], ['preflight', 2], ['upload', 18], ['reboot', 104], ['health', 12], ['promote', 3]]),
     outcome: 'promoted',
-    reason: 'Healthy',
+    reason: REASON.HEALTHY,
     message: `build ${buildId} promoted: every health check passed`,
     buildId,
     bytesSent: 2_100_000,
@@ -84,7 +85,7 @@ beforeAll(async () => {
     trigger: { kind: 'push', detail: 'git push' },
     ...phasesOf(7200, [['queued', 0.1], ['build', 38], ['preflight', 2], ['upload', 15], ['reboot', 98], ['health', 60], ['rollback', 90]]),
     outcome: 'trial-not-healthy',
-    reason: 'CheckFailed',
+    reason: REASON.CHECK_FAILED,
     message: 'health check "photos" failed: HTTP 502 from http://127.0.0.1/photos; rolled back to the running build (quarantined: not deployed again unless released)',
     output: 'check photos: HTTP 502 Bad Gateway',
     buildId: `${b.slice(0, 8)}-77aa0c31`,
@@ -102,7 +103,7 @@ beforeAll(async () => {
     ...phasesOf(3000, [['queued', 30]]),
     startedAt: undefined,
     outcome: 'superseded',
-    reason: 'Superseded',
+    reason: REASON.SUPERSEDED,
     message: `superseded by ${d.slice(0, 12)} before it started`,
   });
   r.buildFailed = v.save({
@@ -112,7 +113,7 @@ beforeAll(async () => {
     trigger: { kind: 'ref' },
     ...phasesOf(2900, [['queued', 0.1], ['build', 0.4]]),
     outcome: 'build-failed',
-    reason: 'BuildFailed',
+    reason: REASON.BUILD_FAILED,
     message: 'build failed: ramboot.yaml, line 2, key distro.name: must be one of "alpine", "debian" (quarantined: not deployed again unless released)',
   });
   v.ctrl.quarantine.add({ commit: d, outcome: 'build-failed', message: r.buildFailed.message!, at: r.buildFailed.endedAt!, reconcile: r.buildFailed.id });
@@ -229,7 +230,7 @@ describe('the status page in a browser', () => {
     await expect.poll(() => now.innerText()).toMatch(/Health check photos: attempt 1 of 3, not yet/);
     expect(await page.locator('#glance').innerText()).toMatch(/deploying [0-9a-f]{12}: health/);
     phase('promote');
-    Object.assign(record, { state: 'done', outcome: 'promoted', reason: 'Healthy', message: 'promoted: every health check passed', endedAt: new Date().toISOString() });
+    Object.assign(record, { state: 'done', outcome: 'promoted', reason: REASON.HEALTHY, message: 'promoted: every health check passed', endedAt: new Date().toISOString() });
     record.phases.at(-1)!.end = record.endedAt;
     v.ctrl.history.save(record);
     v.emit({ kind: 'reconciled', source: 'controller', reconcile: record.id, commit: f, outcome: 'promoted', message: record.message! }, record);

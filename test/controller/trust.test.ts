@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REASON } from '../../deploy/verdict.js';
 import { parseConfig } from '../../lib/config.js';
 import { STATE_ROOT, machineKey, originOf } from '../../controller/state.js';
 import { trustAfterPromotion } from '../../controller/trust.js';
@@ -50,7 +51,7 @@ const defaultState = (repo: string) => join(STATE_ROOT, machineKey(originOf(repo
 /** A journal that says the machine runs this commit (what a promoted deploy leaves). */
 function promoted(stateDir: string, commit: string): void {
   mkdirSync(stateDir, { recursive: true });
-  const line = { step: 'verdict', ts: new Date().toISOString(), deploy: 'earlier', outcome: { verdict: 'promoted', reason: 'Promoted', message: 'promoted' }, buildId: 'b-earlier', commit };
+  const line = { step: 'verdict', ts: new Date().toISOString(), deploy: 'earlier', outcome: { verdict: 'promoted', reason: REASON.HEALTHY, message: 'promoted' }, buildId: 'b-earlier', commit };
   writeFileSync(join(stateDir, 'deploy.jsonl'), `${JSON.stringify(line)}\n`);
 }
 
@@ -166,7 +167,7 @@ describe('no downgrade: a new head must descend from the running build', () => {
     const c = await up(repo, ['--signers', signers]);
     try {
       const r = await c.waitFor(older, 60_000);
-      expect(r.reason).toBe('NotDescendant');
+      expect(r.reason).toBe(REASON.NOT_DESCENDANT);
       expect(r.message).toMatch(new RegExp(`not a descendant of the running build \\(${running.slice(0, 12)}\\).*nothing was built`));
       expect(r.phases.map((p) => p.name)).not.toContain('build');
       expect(existsSync(join(state, 'images')) ? readdirSync(join(state, 'images')) : []).toEqual([]);

@@ -16,6 +16,7 @@ import { startServer } from '../../controller/server.js';
 import type { MachineState } from '../../controller/state.js';
 import { Journal } from '../../deploy/journal.js';
 import type { LocalSettings } from '../../deploy/target.js';
+import { REASON } from '../../deploy/verdict.js';
 import { freePort } from './ramboot.js';
 
 // A real controller following a real git repository, with its views wired as `ramboot
@@ -119,7 +120,7 @@ export async function startViews(o: ViewsOptions = {}): Promise<ViewsUnderTest> 
     },
     async promote(commit, buildId, hostKey) {
       const journal = await Journal.open(stateDir);
-      await journal.record(`deploy-${buildId}`, { step: 'verdict', buildId, commit, hostKey, outcome: { verdict: 'promoted', reason: 'Healthy', message: `build ${buildId} is healthy and the default` } });
+      await journal.record(`deploy-${buildId}`, { step: 'verdict', buildId, commit, hostKey, outcome: { verdict: 'promoted', reason: REASON.HEALTHY, message: `build ${buildId} is healthy and the default` } });
     },
     emit(event, record) {
       (ctrl as unknown as { publish(e: AnyEvent, r?: ReconcileRecord): void }).publish(event, record);
