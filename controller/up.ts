@@ -25,7 +25,7 @@ import { loadPersisted, savePersisted } from './persisted.js';
 import { verifyCommit } from './signing.js';
 import { startingPoint } from './trust.js';
 import { startServer, type ServerOptions } from './server.js';
-import { cacheRoot, machineState, originOf, type MachineState } from './state.js';
+import { cacheRoot, machineState, migrateLegacyState, originOf, type MachineState } from './state.js';
 import { startVirtualNas, type VirtualNas } from './virtual-nas.js';
 
 // `ramboot up`: the controller for one machine, the README's first command. It follows
@@ -140,6 +140,13 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<Open
   const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
   const state = machineState({ state: o.state, origin, workTree });
   makePrivateDir(state.dir);
+  // As every verb that opens a repository (machine.ts): an earlier ramboot's REPO/.ramboot
+  // is moved out before anything reads the journal or boots the virtual NAS's disk.
+  if (workTree && !o.state && !process.env.RAMBOOT_STATE) {
+    const host = await gitSource(workTree).then(configOf).then((c) => c.host.name, () => '');
+    const notice = await migrateLegacyState(workTree, host, state);
+    if (notice) emit({ kind: 'warn', source: 'controller', message: notice.replace(/^ramboot: /, '') });
+  }
   const persisted = loadPersisted(state.dir);
   const signers = o.signers === 'none' ? undefined : o.signers ? resolve(o.signers) : persisted.signers;
   if (o.signers === 'none' && persisted.signers) emit({ kind: 'warn', source: 'controller', message: `signing turned off (--signers none): commits are no longer checked against ${persisted.signers}` });
