@@ -35,7 +35,8 @@ async function commit(message: string): Promise<string> {
   await git(['commit', '-q', '-m', message]);
   return (await git(['rev-parse', 'HEAD'])).stdout.trim();
 }
-const push = (ref = 'refs/heads/main') => Buffer.from(JSON.stringify({ ref }));
+/** A push delivery; `after` is the commit the forge says the branch moved to. */
+const push = (ref = 'refs/heads/main', after?: string) => Buffer.from(JSON.stringify({ ref, after }));
 const sign = (body: Buffer, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 const post = (path: string, body: Buffer, headers: Record<string, string>) => fetch(`${base}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/json', ...headers } });
 
@@ -57,7 +58,7 @@ function withHost(method: 'GET' | 'POST', path: string, host: string, headers: R
   });
 }
 
-async function until<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
+async function until<T>(what: string, fn: () => T | undefined, ms = 30_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = fn();
@@ -109,23 +110,34 @@ describe('webhooks', () => {
     expect(ctrl.status().lastWebhook).toEqual(lastGood);
   });
 
+  // The payload's `after` names another commit than the head: an older one that was never
+  // reconciled (a replayed or forged delivery), or one the repository does not have.
+  const OLDER = 'an older commit';
+  const MISSING = 'a commit that does not exist';
   it.each([
-    ['GitHub', (b: Buffer) => ({ 'x-github-event': 'push', 'x-hub-signature-256': sign(b) })],
-    ['GitLab', () => ({ 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': SECRET })],
-  ])('a good %s delivery is answered 202 and starts a reconcile of the commit the repository names, within 2 s', async (_form, headers) => {
-    const c = await commit(`announced by a good webhook ${Math.random()}`);
+    ['GitHub', OLDER],
+    ['GitHub', MISSING],
+    ['GitLab', OLDER],
+    ['GitLab', MISSING],
+  ])('a good %s delivery naming %s is answered 202 and reconciles the head the repository names, nothing else', async (form, named) => {
+    const older = await commit(`pushed before the head ${Math.random()}`);
+    const head = await commit(`announced by a good webhook ${Math.random()}`);
+    const after = named === OLDER ? older : 'badc0ffee'.repeat(5).slice(0, 40);
     const before = events.length;
-    const body = push();
-    const t = Date.now();
-    const res = await post('/hooks/git', body, headers(body) as Record<string, string>);
+    const body = push('refs/heads/main', after);
+    const headers: Record<string, string> = form === 'GitHub' ? { 'x-github-event': 'push', 'x-hub-signature-256': sign(body) } : { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': SECRET };
+    const res = await post('/hooks/git', body, headers);
     expect(res.status).toBe(202);
     expect(await res.json()).toMatchObject({ result: 'accepted' });
-    const started = await until('the reconcile to start', () => events.slice(before).find((e) => e.event.kind === 'phase' && e.commit === c), 2000);
-    expect(Date.now() - t).toBeLessThan(2000);
-    expect(started.commit).toBe(c);
+    const ended = await until('the reconcile to end', () => events.slice(before).find((e) => e.event.kind === 'reconciled'));
+    const sequence = events.slice(before).filter((e) => ['noticed', 'phase', 'reconciled'].includes(e.event.kind));
+    // Noticed as the webhook's, then reconciled to its verdict: all of it about the head.
+    expect(sequence[0]!.event).toMatchObject({ kind: 'noticed', commit: head, trigger: { kind: 'webhook', detail: form.toLowerCase() } });
+    expect(new Set(sequence.map((e) => e.commit ?? ('commit' in e.event ? e.event.commit : undefined)))).toEqual(new Set([head]));
+    expect(ended.event).toMatchObject({ commit: head, outcome: 'build-failed' });
     await ctrl.drained();
-    // The payload named no commit: what was reconciled is the branch as the repository says.
-    expect(ctrl.history.list(1)[0]).toMatchObject({ commit: c, trigger: { kind: 'webhook' }, outcome: 'build-failed' });
+    expect(ctrl.history.list(1)[0]).toMatchObject({ commit: head, trigger: { kind: 'webhook' }, outcome: 'build-failed' });
+    expect(ctrl.history.list().some((r) => r.commit === after)).toBe(false);
   });
 
   it('a push to another branch is answered 202 with the reason and changes nothing', async () => {

@@ -6,7 +6,9 @@ import { judgeWebhook } from '../../controller/webhook.js';
 // generic signed form, judged as the controller's HTTP server judges them.
 
 const SECRET = 'a shared webhook secret';
-const push = (ref = 'refs/heads/main') => Buffer.from(JSON.stringify({ ref, after: 'f'.repeat(40), commits: [] }));
+/** The commit a push delivery says the branch moved to: never what the controller acts on. */
+const AFTER = 'f'.repeat(40);
+const push = (ref = 'refs/heads/main') => Buffer.from(JSON.stringify({ ref, after: AFTER, commits: [] }));
 const sign = (body: Buffer, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
 describe('webhook signatures', () => {
@@ -17,6 +19,12 @@ describe('webhook signatures', () => {
   ])('%s: an HMAC-SHA256 of the raw body in X-Hub-Signature-256 is accepted', (form, headers) => {
     const body = push();
     expect(judgeWebhook({ ...headers, 'x-hub-signature-256': sign(body) }, body, SECRET, 'main')).toMatchObject({ kind: 'accepted', status: 202, form });
+  });
+
+  it('an accepted push carries no commit: the payload\'s `after` is not passed on, the controller polls instead', () => {
+    const body = push();
+    expect(judgeWebhook({ 'x-github-event': 'push', 'x-hub-signature-256': sign(body) }, body, SECRET, 'main')).toEqual({ kind: 'accepted', status: 202, form: 'github', reason: 'polling the repository now' });
+    expect(JSON.stringify(judgeWebhook({ 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': SECRET }, body, SECRET, 'main'))).not.toContain(AFTER);
   });
 
   it('refuses a signature made with another secret, or over another body', () => {
