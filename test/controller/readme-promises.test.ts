@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { execa } from 'execa';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Fastify from 'fastify';
@@ -13,14 +14,15 @@ import { pageRoutes } from '../../controller/page/routes.js';
 import { STATE_ROOT, machineKey, originOf } from '../../controller/state.js';
 import { GENERIC_SIGNATURE } from '../../controller/webhook.js';
 import { readManifest } from '../../image/manifest.js';
-import { localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
+import { git, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { startController } from '../helpers/controller.js';
 import { SHARED_STATE, freePort, ramboot, tempDir } from '../helpers/ramboot.js';
 
 // Promises the README makes that no other test checked (issue 21), each through what a
 // user touches: the real CLI for flags and environment variables, the README's own text
 // for its numbers. Where a promise is already tested elsewhere, that file is named:
-// `--signers FILE` kept across restarts (controller.json): test/controller/trust.test.ts.
+// `--signers FILE` kept across restarts (read back through /api/status):
+// test/controller/trust.test.ts; here, what controller.json holds and `--signers none`.
 
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
@@ -67,7 +69,8 @@ describe('$RAMBOOT_STATE', () => {
       if (saved !== undefined) process.env.RAMBOOT_CACHE = saved;
     }
     try {
-      const head = (await ctrl.status()).desired!.commit;
+      // From git, not the status: the API answers before the first poll sets `desired`.
+      const head = git(repo, 'rev-parse', 'HEAD').trim();
       const r = await ctrl.waitFor(head, 120_000);
       expect(r.outcome).toBe('build-failed');
       expect(readdirSync(dir).sort()).toEqual(expect.arrayContaining(['api-token', 'api.json', 'cache', 'controller.json', 'history']));
@@ -125,6 +128,9 @@ describe('REPO/.ramboot of an earlier ramboot', () => {
     const cache = join(work, 'cache');
     const ctrl = await startController(['--repo', repo], { state: '', listen: await freePort(), env: cleanEnv({ RAMBOOT_CACHE: cache }), logFile: join(work, 'up.log') });
     try {
+      // The log is written through a pipe: wait for a later line of the same stream (stderr),
+      // the first build's verdict, to be sure the notice had its chance to arrive.
+      await ctrl.waitStatus('the first build\'s verdict in the log', 120_000, () => /controller: \w+: build-failed/.test(readFileSync(ctrl.log, 'utf8')));
       const notices = readFileSync(ctrl.log, 'utf8').split('\n').filter((l) => l.includes('.ramboot'));
       expect(notices).toEqual([`controller: warning: moved ${join(repo, '.ramboot')} to ${state} (state) and ${cache} (caches): state no longer lives in the repository`]);
       expectMoved(repo, state, cache);
@@ -203,6 +209,45 @@ describe('ramboot up --webhook-secret FILE', () => {
       await ctrl.kill('SIGTERM');
     }
   }, 5 * 60_000);
+});
+
+describe('ramboot up --signers FILE | none', () => {
+  it('--signers FILE is recorded in controller.json and kept by a restart without it; only --signers none turns signing off, and it stays off', async () => {
+    const work = tempDir('signers');
+    const key = join(work, 'alice');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice', '-f', key]);
+    const signers = join(work, 'allowed_signers');
+    writeFileSync(signers, `alice@example.org ${readFileSync(`${key}.pub`, 'utf8').trim()}\n`);
+    const repo = quickRepo();
+    // The head signed by alice: the policy lets it through, so `ramboot up` starts.
+    await execa('git', ['-c', 'user.name=Alice', '-c', 'user.email=alice@example.org', '-c', 'gpg.format=ssh', '-c', `user.signingkey=${key}`, 'commit', '-q', '-S', '--allow-empty', '-m', 'signed'], { cwd: repo });
+    const state = join(work, 'state');
+    const persisted = () => JSON.parse(readFileSync(join(state, 'controller.json'), 'utf8')) as { signers?: string };
+    const up = async (args: string[]) =>
+      startController(['--repo', repo, ...args], { state, listen: await freePort(), env: cleanEnv({ RAMBOOT_CACHE: join(work, 'cache') }), logFile: join(work, 'up.log') });
+
+    let c = await up(['--signers', signers]);
+    expect((await c.status()).signing).toEqual({ required: true, signers });
+    await c.kill('SIGTERM');
+    expect(persisted().signers).toBe(signers);
+
+    c = await up([]);
+    expect((await c.status()).signing).toEqual({ required: true, signers });
+    await c.kill('SIGTERM');
+
+    c = await up(['--signers', 'none']);
+    expect((await c.status()).signing).toEqual({ required: false });
+    await c.kill('SIGTERM');
+    expect(readFileSync(join(work, 'up.log'), 'utf8')).toMatch(/signing turned off \(--signers none\)/);
+    expect(persisted().signers).toBeUndefined();
+
+    c = await up([]);
+    try {
+      expect((await c.status()).signing).toEqual({ required: false });
+    } finally {
+      await c.kill('SIGTERM');
+    }
+  }, 8 * 60_000);
 });
 
 describe('notifications', () => {

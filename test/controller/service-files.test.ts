@@ -34,10 +34,11 @@ describe('controller/service/ramboot.service', () => {
     expect({ exitCode: r.exitCode, stderr: r.stderr, stdout: r.stdout }).toEqual({ exitCode: 0, stderr: '', stdout: '' });
   });
 
-  it('ExecStart runs the README\'s command, `node …/dist/controller/cli.js up --repo`, the CLI the build makes, and accepts its clean-stop exit code', () => {
+  it('ExecStart runs the README\'s command, `node …/dist/controller/cli.js up --repo`, the CLI the build makes, with the instance\'s RAMBOOT_ARGS (another machine\'s --listen), and accepts its clean-stop exit code', () => {
     const text = readFileSync(UNIT, 'utf8');
     const exec = /^ExecStart=(.*)$/m.exec(text)![1]!;
-    const m = /^\/usr\/bin\/node \S*\/(dist\/controller\/cli\.js) up --repo \$\{RAMBOOT_REPO\}$/.exec(exec);
+    // $RAMBOOT_ARGS unbraced: systemd splits it into words (none when unset), as the OpenRC script's.
+    const m = /^\/usr\/bin\/node \S*\/(dist\/controller\/cli\.js) up --repo \$\{RAMBOOT_REPO\} \$RAMBOOT_ARGS$/.exec(exec);
     expect(m, exec).not.toBeNull();
     const readme = readFileSync(join(here, 'README.md'), 'utf8');
     expect(README_COMMAND.exec(readme)?.[1]).toBe(m![1]);
