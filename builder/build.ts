@@ -74,25 +74,26 @@ const BACKENDS: Record<Config['distro']['name'], DistroBackend> = { alpine, debi
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const started = Date.now();
   const work: Work = { emit: opts.emit ?? (() => {}), signal: opts.signal };
-  const stage = (message: string) => work.emit({ kind: 'stage', source: 'build', message });
+  // Seven stages, numbered; one with nothing to do says so, so that the count holds.
+  const stage = (n: number, message: string) => work.emit({ kind: 'stage', source: 'build', message, step: { n, of: 7 } });
   requireRoot();
   const { cacheDir, imagesDir } = opts;
   const tmpDir = ensure(join(cacheDir, 'tmp'));
   ensure(imagesDir);
   await sweepLeftovers([tmpDir, join(cacheDir, 'stages'), join(cacheDir, 'base'), imagesDir], work);
 
-  stage('reading the repository');
+  stage(1, 'reading the repository');
   const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
   const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
   const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
   let secrets: ImageSecret[] = [];
   if (!opts.withoutSecrets) {
-    stage('decrypting secrets');
+    stage(2, 'decrypting secrets');
     secrets = await decryptSecrets(source, config, opts.repoDir, opts.identity, work);
-  }
+  } else stage(2, 'no secrets (built without them)');
 
   const backend = BACKENDS[config.distro.name];
-  stage(`installing packages (${backend.name}: ${packages.length} listed)`);
+  stage(3, `installing packages (${backend.name}: ${packages.length} listed)`);
   const stageReq = {
     config,
     packages,
@@ -111,23 +112,23 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   try {
     const dirs = overlayDirs(workDir);
     const { services, medium } = await withOverlay(packaged.root, dirs, work, async (root) => {
-      stage('applying root/');
+      stage(4, 'applying root/');
       await applySkeleton(source, config, root);
-      stage('building bins/');
+      stage(5, 'building bins/');
       await buildBins(source, root, workDir, cacheDir, work);
       for (const s of secrets) ensureDirs(root, s.path.split('/').slice(0, -1).join('/'));
       const setup = await source.readFile('setup.sh');
       if (setup) {
-        stage('running setup.sh');
+        stage(6, 'running setup.sh');
         await runSetup(root, setup.toString(), { buildId, network: config.build.network }, work);
-      }
+      } else stage(6, 'no setup.sh');
       // After setup.sh, so that every image has them whatever setup.sh did.
       for (const f of agentFiles(config)) addAgentFile(root, f);
       writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       return { services: listServices(root), medium: mediumFromFstab(root, config.boot.medium) };
     });
 
-    stage('packing segments');
+    stage(7, 'packing segments');
     const d = await deletions(dirs.upper);
     const kernel = requireKernel(config.boot.kernel, dirs.upper, packaged.root, d);
     const ucode = config.boot.ucode ? findBootFile(config.boot.ucode, dirs.upper, packaged.root, d) : undefined;

@@ -2,11 +2,12 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, requireRoot } from '../builder/build.js';
 import { ArgumentError, EXIT, UsageError } from '../lib/errors.js';
+import { RAMBOOT_VERSION } from '../lib/package.js';
 import { callController, findController, type Api } from './client.js';
 import { History, type ReconcileRecord } from './history.js';
 import { installHooks, postReceive, preReceive } from './hooks.js';
 import { formatDisk } from '../vm/format.js';
-import { verb, type Verb } from './args.js';
+import { verb, type Rows, type Verb } from './args.js';
 import { dispatch, type CliIO } from './dispatch.js';
 import { initRepo } from './init.js';
 import { interruptible } from './interrupt.js';
@@ -137,7 +138,7 @@ export function commands(io: Io): Verb[] {
     name: 'up',
     summary: 'the controller: bring the machine to the newest commit of the branch and keep it there (the virtual NAS when no host.address)',
     details:
-      'Follows a local repository (--repo: a working tree, or the bare repository people push to) or an HTTP(S) remote (--url,\n' +
+      'Follows a local repository (--repo: a working tree, or the bare repository people push to) or an HTTP(S) remote (--url, ' +
       'polled on watch.poll). Serves the JSON API on --listen (loopback by default; anywhere else every request needs the token).',
     options: {
       repo,
@@ -248,7 +249,7 @@ export function commands(io: Io): Verb[] {
   verb({
     name: 'deploy',
     summary: 'trial-boot an image (default: build HEAD) in the boot-once slot; promote it if healthy, roll back otherwise',
-    details: 'The exit code is the verdict: 0 promoted, 10 build failed, 11 upload failed, 12 trial not healthy, 13 trial unreachable, 20 incomplete (run again to resume).',
+    details: 'The exit code is the verdict: 0 promoted, 10 build failed, 11 upload failed, 12 trial not healthy, 13 trial unreachable, 14 boot medium damaged beyond repair (no label changed), 20 incomplete (run again to resume).',
     options: {
       image: { type: 'string', value: 'DIR', help: 'the image directory to deploy (default: build the commit)' },
       repo,
@@ -321,12 +322,23 @@ function sshKey(o: { 'ssh-key'?: string }): { sshKey?: string } {
   return o['ssh-key'] ? { sshKey: resolve(o['ssh-key']) } : {};
 }
 
-const EXIT_CODES = `exit codes: 0 ok (promoted, no change), 1 failed (the message says what and where), 2 plan found changes,
-  10 build failed, 11 upload failed, 12 trial not healthy, 13 trial unreachable, 20 deploy incomplete,
-  64 wrong command line, 75 unreachable: retry later, 130/143 interrupted
-`;
+/** `ramboot --help`'s exit codes: README's table, shorter (test/controller/cli.test.ts holds them together). */
+const EXIT_CODES: Rows = [
+  ['0', 'done (deploy: promoted; plan: no change)'],
+  ['1', 'failed, or something needs a person: the message says what and where'],
+  ['2', 'plan: the change alters the machine'],
+  ['10', 'deploy: build failed'],
+  ['11', 'deploy: upload failed (nothing changed on the machine)'],
+  ['12', 'deploy: trial not healthy (rolled back)'],
+  ['13', 'deploy: trial unreachable (rolled back)'],
+  ['14', 'deploy, scrub: the boot medium is damaged beyond repair'],
+  ['20', 'deploy incomplete: run ramboot deploy again to resume it'],
+  ['64', 'the command line is wrong (an unknown verb or option, a bad value)'],
+  ['75', 'unreachable (a remote, a mirror): nothing changed, try again later'],
+  ['130, 143', 'interrupted (SIGINT, SIGTERM); what the work made is cleaned up'],
+];
 
 /** Runs `ramboot ARGV…` with these streams; returns the exit code. */
 export function runCli(argv: string[], io: Io): Promise<number> {
-  return dispatch(commands(io), argv, io, EXIT_CODES);
+  return dispatch(commands(io), argv, io, { version: RAMBOOT_VERSION, exitCodes: EXIT_CODES });
 }

@@ -24,10 +24,14 @@ export function modeFor(stream: { isTTY?: boolean }, json: boolean): RenderMode 
   return json ? 'json' : stream.isTTY ? 'tty' : 'plain';
 }
 
-/** How often a progress update (bytes, waiting) is printed as its own line when not on a terminal. */
+/**
+ * How often a progress update (bytes sent, waiting) is printed as its own line when not
+ * on a terminal. Command output is not progress: every line of it is printed, so that
+ * the log of a failed build in CI is the whole log.
+ */
 const PLAIN_UPDATE_MS = 15_000;
 
-export function renderer(mode: RenderMode, stream: NodeJS.WritableStream): Renderer {
+export function renderer(mode: RenderMode, stream: NodeJS.WritableStream & { columns?: number }): Renderer {
   if (mode === 'json') {
     const log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, stream);
     return {
@@ -52,8 +56,11 @@ export function renderer(mode: RenderMode, stream: NodeJS.WritableStream): Rende
       const update = progressText(e);
       if (update === undefined) return;
       if (mode === 'tty') {
-        stream.write(`\r\x1b[2K${update}`);
+        // One terminal row, or the next update could not erase it.
+        stream.write(`\r\x1b[2K${update.slice(0, (stream.columns ?? 80) - 1)}`);
         live = true;
+      } else if (e.kind === 'output') {
+        line(update);
       } else if (Date.now() - lastUpdate >= PLAIN_UPDATE_MS) {
         line(update);
         lastUpdate = Date.now();
@@ -69,7 +76,7 @@ export function renderer(mode: RenderMode, stream: NodeJS.WritableStream): Rende
 export function describeEvent(e: RambootEvent): string | undefined {
   switch (e.kind) {
     case 'stage':
-      return `${e.source}: ${e.message}`;
+      return `${e.source}: ${e.step ? `[${e.step.n}/${e.step.of}] ` : ''}${e.message}`;
     case 'warn':
       return `${e.source}: warning: ${e.message}`;
     case 'output':
@@ -118,7 +125,7 @@ function progressText(e: RambootEvent): string | undefined {
     case 'wait':
       return `  waiting for ${e.what}: ${Math.round(e.elapsedMs / 1000)} s${e.observation.reachable ? '' : ` (${e.observation.error.split(':').pop()?.trim()})`}`;
     case 'output':
-      return `  ${e.line.slice(0, 160)}`;
+      return `  ${e.line}`;
     default:
       return undefined;
   }

@@ -11,6 +11,8 @@ export interface StageEvent {
   kind: 'stage';
   source: Source;
   message: string;
+  /** Its place among a fixed number of stages (the build's), shown as "[n/of]". */
+  step?: { n: number; of: number };
 }
 
 /** Something the user should know that does not stop the work. */

@@ -41,7 +41,7 @@ async function buildUntilSetup() {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d));
   const end = Date.now() + 5 * 60_000;
-  while (!stderr.includes('build: running setup.sh')) {
+  while (!/build: \[6\/7\] running setup.sh/.test(stderr)) {
     if (child.exitCode !== null) throw new Error(`the build ended before setup.sh: ${stderr}`);
     if (Date.now() > end) throw new Error(`setup.sh did not start: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
