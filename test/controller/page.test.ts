@@ -1,5 +1,6 @@
 import { execa } from 'execa';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReconcileRecord } from '../../controller/history.js';
@@ -7,9 +8,11 @@ import { parseProbe } from '../../controller/page/machine.js';
 import { pageRoutes } from '../../controller/page/routes.js';
 import { startServer } from '../../controller/server.js';
 import { REASON } from '../../deploy/verdict.js';
+import { readSegmentFiles } from '../../image/cpio-read.js';
 import { parseConfig } from '../../lib/config.js';
 import { UsageError } from '../../lib/errors.js';
 import { ARTIFACTS, launchBrowser, type Browser } from '../helpers/browser.js';
+import { alpineConfig, localMirror, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { ntfyStandIn, webhookReceiver, type StandIn } from '../helpers/forges.js';
 import { freePort } from '../helpers/ramboot.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -19,11 +22,21 @@ import { INVALID_YAML, VALID_YAML, phasesOf, startViews, type ViewsUnderTest } f
 // repository. Its history holds a promoted, a rolled-back, a superseded and a
 // build-failed reconcile, written as the controller writes them; the machine is a local
 // OpenSSH server standing in for the NAS, which the page's probe asks over SSH for its
-// uptime, memory and medium use. A reconcile then runs for real (an invalid
+// uptime, memory and medium use. First the controller reconciles a commit holding
+// secrets encrypted to its identity for real: the build decrypts them into the image and
+// the deploy stops at the host key (the image's is not the stand-in's), so its record and
+// log are there for a leak to show in. A reconcile then runs for real (an invalid
 // ramboot.yaml ends it at the build) and another is replayed through the controller's
 // events, and the page follows both without a reload.
 
 const REPO_SECRET = 'db-password-plaintext-Zr8wQ3nY6c';
+const SECRET_PATH = 'etc/app/db-password';
+/** The recipient of the controller's age identity. */
+let recipient: string;
+/** The private host key of the commit's image, a secret too. */
+let hostKey: string;
+/** The real reconcile of the commit holding the secrets. */
+let built: ReconcileRecord;
 let v: ViewsUnderTest;
 let sshd: TestSshd;
 let ntfy: StandIn;
@@ -39,10 +52,21 @@ async function get(path: string, init?: RequestInit): Promise<Response> {
   return res;
 }
 
-/** An age-encrypted secret file, as `ramboot secrets add` leaves one in the repository. */
+/**
+ * 40 characters of an OpenSSH ed25519 private key file that encode its private seed only
+ * (the file's header is the same for every key, the public key is shown on purpose).
+ */
+function privatePart(pem: string): string {
+  const body = pem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+  const bytes = Buffer.from(body, 'base64');
+  // The private section: string "ssh-ed25519", string public (32), string seed ‖ public (64).
+  const seedAt = bytes.lastIndexOf('ssh-ed25519') + 11 + 4 + 32 + 4;
+  const from = Math.ceil(seedAt / 3) * 4;
+  return body.slice(from, from + 40);
+}
+
+/** An age-encrypted secret file, as `ramboot secrets add` leaves one in the repository: to the controller's identity. */
 async function encrypted(plaintext: string): Promise<string> {
-  const key = (await execa('age-keygen', [])).stdout;
-  const recipient = /public key: (age1\w+)/.exec(key)![1]!;
   return (await execa('age', ['-a', '-r', recipient], { input: plaintext })).stdout;
 }
 
@@ -51,9 +75,25 @@ beforeAll(async () => {
   [ntfy, hook] = await Promise.all([ntfyStandIn(), webhookReceiver()]);
   // The webhook's receiver is down for good: its failure is to be seen on the page.
   hook.failNext(Number.MAX_SAFE_INTEGER, 500);
-  v = await startViews({ reach: () => ({ address: '127.0.0.1', port: sshd.port, identity: sshd.clientKey }), retry: { attempts: 2, firstMs: 50, maxMs: 50, timeoutMs: 2000 } });
-  const secretFile = { 'secrets/etc/app/db-password.age': await encrypted(REPO_SECRET) };
-  const a = await v.commit('nginx: serve the photo share', VALID_YAML(), secretFile);
+  const keys = mkdtempSync(join(tmpdir(), 'ramboot-page-keys-'));
+  const identity = join(keys, 'controller.key');
+  await execa('age-keygen', ['-o', identity]);
+  chmodSync(identity, 0o600);
+  recipient = (await execa('age-keygen', ['-y', identity])).stdout.trim();
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(keys, 'host')]);
+  hostKey = readFileSync(join(keys, 'host'), 'utf8');
+  v = await startViews({ identity, reach: () => ({ address: '127.0.0.1', port: sshd.port, identity: sshd.clientKey }), retry: { attempts: 2, firstMs: 50, maxMs: 50, timeoutMs: 2000 } });
+
+  // A commit that builds offline (the fixtures' Alpine and the local test mirror), with
+  // its secrets; the controller reconciles it before anything else is written.
+  writeFiles(v.repo, { ...minimalAlpineFiles(localMirror()), [`secrets/${SECRET_PATH}.age`]: await encrypted(REPO_SECRET), 'secrets/etc/ssh/ssh_host_ed25519_key.age': await encrypted(hostKey) });
+  const yaml = alpineConfig(localMirror()).replace('name: alpine-test', 'name: nas').replace('recipients: []', `recipients: [${recipient}]`);
+  const a = await v.commit('nginx: serve the photo share', yaml);
+  await v.ctrl.poll({ kind: 'start' });
+  await v.ctrl.drained();
+  built = v.ctrl.history.list(1)[0]!;
+  expect(built).toMatchObject({ commit: a, outcome: 'upload-failed', reason: REASON.HOST_KEY_MISMATCH });
+
   const b = await v.commit('nginx: proxy to the new backend', VALID_YAML('# b\n'));
   const c = await v.commit('samba: add the scanner share', VALID_YAML('# c\n'));
   const d = await v.commit('try gentoo', INVALID_YAML('d'));
@@ -221,7 +261,9 @@ describe('the status page in a browser', () => {
     await expect.poll(() => now.innerText()).toMatch(/Uploading overlay-1a2b\.cpio\.zst:\s+1\.0 MiB of 4\.0 MiB/);
     expect(await now.locator('li.done').allInnerTexts()).toEqual(expect.arrayContaining([expect.stringMatching(/queued/), expect.stringMatching(/build/)]));
     v.emit({ kind: 'upload', file: '/media/usb/boot/ramboot/overlay-1a2b.cpio.zst', sent: 3 * 1024 * 1024, total: 4 * 1024 * 1024 }, record);
-    await expect.poll(() => now.innerText()).toMatch(/3\.0 MiB of 4\.0 MiB/);
+    // Progress alone refreshes the page a second later (client.js, PROGRESS_MS): as long as
+    // expect.poll waits by default, so it is given room rather than raced.
+    await expect.poll(() => now.innerText(), { timeout: 30_000 }).toMatch(/3\.0 MiB of 4\.0 MiB/);
     phase('reboot');
     v.emit({ kind: 'wait', what: 'the trial boot', elapsedMs: 42_000, observation: { reachable: false, error: 'connect ECONNREFUSED' } }, record);
     await expect.poll(() => now.innerText()).toMatch(/Waiting for the trial boot: 42\.0 s/);
@@ -363,8 +405,15 @@ describe('secrets', () => {
     const paths = ['/', '/?before=' + r.buildFailed.id, '/api/status', '/api/history', '/api/machine', '/api/notifications', '/metrics', '/page/client.js'];
     for (const rec of v.ctrl.history.list()) paths.push(`/history/${rec.id}`, `/api/history/${rec.id}`, `/api/history/${rec.id}/log`);
     for (const p of paths) expect((await get(p)).status, p).toBe(200);
-    const sshKey = readFileSync(sshd.clientKey, 'utf8').split('\n').slice(1, -2).join('');
-    const secrets = { 'the API token': v.token, "the repository's secret": REPO_SECRET, "the controller's SSH key": sshKey.slice(0, 40) };
+    // The build decrypted the repository's secret into the image: it was there to leak.
+    const inImage = await readSegmentFiles(join(v.state.images, built.buildId!, 'secrets.cpio.zst'), [SECRET_PATH], 1024);
+    expect(inImage.get(SECRET_PATH)?.toString()).toBe(REPO_SECRET);
+    const secrets = {
+      'the API token': v.token,
+      "the repository's secret": REPO_SECRET,
+      "the image's host key": privatePart(hostKey),
+      "the controller's SSH key": privatePart(readFileSync(sshd.clientKey, 'utf8')),
+    };
     expect(seen.length).toBeGreaterThan(paths.length);
     for (const body of seen) for (const [what, value] of Object.entries(secrets)) expect(body.includes(value), `${what} in a response`).toBe(false);
   });

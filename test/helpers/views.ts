@@ -62,6 +62,8 @@ export interface ViewsOptions {
   keep?: number;
   /** The forges' webhook secret; without it /hooks/git says it is not configured. */
   webhookSecret?: string;
+  /** The controller's identity (`ramboot up --identity`): builds decrypt the commit's secrets with it. */
+  identity?: string;
 }
 
 export async function startViews(o: ViewsOptions = {}): Promise<ViewsUnderTest> {
@@ -73,7 +75,7 @@ export async function startViews(o: ViewsOptions = {}): Promise<ViewsUnderTest> 
   await execa('git', ['init', '-q', '-b', 'main', repo]);
   const reach = o.reach ?? (() => ({}));
   const metrics = new Metrics();
-  const ctrl = new Controller({ repo: metrics.countPolls(localRepo(repo, 'main')), state, reach, keep: o.keep ?? 200, emit: () => {} });
+  const ctrl = new Controller({ repo: metrics.countPolls(localRepo(repo, 'main')), state, identity: o.identity, reach, keep: o.keep ?? 200, emit: () => {} });
   const live = new Live();
   live.attach(ctrl);
   metrics.attach(ctrl);
