@@ -184,7 +184,7 @@ export function commands(io: Io): Verb[] {
     summary: 'ask the running controller to reconcile the branch now',
     options: { repo, state },
     run: async (o) => {
-      const r = await callController<{ commit?: string; queued?: string; error?: string }>(await controllerOf(o), 'POST', '/api/reconcile');
+      const r = await callController<{ commit?: string; queued?: string; error?: string }>(await controllerOf(o, io), 'POST', '/api/reconcile');
       io.stdout.write(r.error ? `the controller could not read the branch: ${r.error}\n` : `${r.commit?.slice(0, 12)}: ${r.queued}\n`);
       return r.error ? EXIT.FAILED : EXIT.OK;
     },
@@ -195,7 +195,7 @@ export function commands(io: Io): Verb[] {
     args: [{ name: 'COMMIT', help: 'the commit id (7 characters or more)' }],
     options: { repo, state },
     run: async (o, [commit]) => {
-      const r = await callController<{ released: { commit: string; outcome: string }[] }>(await controllerOf(o), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
+      const r = await callController<{ released: { commit: string; outcome: string }[] }>(await controllerOf(o, io), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
       if (r.released.length === 0) {
         io.stderr.write(`ramboot release: ${commit} is not quarantined\n`);
         return EXIT.FAILED;
@@ -210,6 +210,7 @@ export function commands(io: Io): Verb[] {
     options: { repo, state, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
     run: async (o) => {
       const m = await openMachine({ repo: o.repo, state: o.state });
+      if (m.notice) io.stderr.write(`${m.notice}\n`);
       const records = new History(m.state.dir, Number.MAX_SAFE_INTEGER).list(o.limit);
       io.stdout.write(o.json ? `${JSON.stringify(records, null, 2)}\n` : formatHistory(records));
       return EXIT.OK;
@@ -289,8 +290,9 @@ export function commands(io: Io): Verb[] {
 }
 
 /** The controller of the repository's machine; fails with a clear message when none runs. */
-async function controllerOf(o: { repo: string; state?: string }): Promise<Api> {
+async function controllerOf(o: { repo: string; state?: string }, io: CliIO): Promise<Api> {
   const m = await openMachine({ repo: o.repo, state: o.state });
+  if (m.notice) io.stderr.write(`${m.notice}\n`);
   const api = findController(m.state);
   if (!api) throw new UsageError(`no controller runs for ${m.repo} (state ${m.state.dir}); start one with \`ramboot up --repo ${m.repo}\``, { step: 'find controller' });
   return api;
@@ -331,7 +333,7 @@ const EXIT_CODES: Rows = [
   ['11', 'deploy: upload failed (nothing changed on the machine)'],
   ['12', 'deploy: trial not healthy (rolled back)'],
   ['13', 'deploy: trial unreachable (rolled back)'],
-  ['14', 'deploy, scrub: the boot medium is damaged beyond repair'],
+  ['14', 'deploy, scrub --repair: the boot medium is damaged beyond repair'],
   ['20', 'deploy incomplete: run ramboot deploy again to resume it'],
   ['64', 'the command line is wrong (an unknown verb or option, a bad value)'],
   ['75', 'unreachable (a remote, a mirror): nothing changed, try again later'],

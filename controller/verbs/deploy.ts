@@ -9,7 +9,7 @@ import { readSlots } from '../../deploy/medium.js';
 import { connect } from '../../deploy/ssh.js';
 import { formatStatus, status } from '../../deploy/status.js';
 import { targetFor } from '../../deploy/target.js';
-import { VERDICT_TEXT } from '../../deploy/verdict.js';
+import { VERDICT_EXIT_CODE, VERDICT_TEXT } from '../../deploy/verdict.js';
 import { readManifest, type Manifest } from '../../image/manifest.js';
 import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../lib/errors.js';
 import { callController, findController } from '../client.js';
@@ -186,7 +186,9 @@ export async function scrubCommand(o: MachineOptions & { repair?: boolean }): Pr
   const out = o.stdout ?? process.stdout;
   if (o.json) out.write(`${JSON.stringify(report, null, 2)}\n`);
   else out.write(formatScrub(target.name, medium, report, !!o.repair));
-  return report.damaged.length > 0 ? EXIT.FAILED : EXIT.OK;
+  if (report.damaged.length === 0) return EXIT.OK;
+  // Found, and --repair may heal it (1); or --repair could not (14, as a deploy that met it).
+  return o.repair ? VERDICT_EXIT_CODE['medium-damaged'] : EXIT.FAILED;
 }
 
 export function formatScrub(host: string, medium: string, r: ScrubReport, repairing: boolean): string {

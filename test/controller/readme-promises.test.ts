@@ -139,11 +139,7 @@ describe('REPO/.ramboot of an earlier ramboot', () => {
     }
   }, 5 * 60_000);
 
-  // Known broken: `ramboot history` (and reconcile, release) move REPO/.ramboot through
-  // openMachine but never print machine.notice (controller/commands.ts prints it only in
-  // `build`). it.fails passes while the notice is missing; once commands.ts prints it,
-  // this fails: make it `it`.
-  it.fails('ramboot history moves it out with the one-line notice (FAILS TODAY: commands.ts drops the notice)', async () => {
+  it('ramboot history moves it out with the one-line notice', async () => {
     const repo = quickRepo();
     const state = defaultState(repo);
     made.push(state);

@@ -124,6 +124,10 @@ describe('deploying to the virtual NAS (Debian example)', () => {
     // Only the candidate's new files were added (unlabelled, removed by the next deploy); nothing named changed.
     const unchanged = (l: string) => l.split('\n').filter((x) => !x.includes(c.segments.find((s) => s.name === 'overlay')!.sha256));
     expect(unchanged(await nas.listing())).toEqual(unchanged(listingBefore));
+    // No copy yet: scrub --repair cannot heal it, and says so with exit 14.
+    const stuck = await nas.cli(['scrub', '--repo', nas.repo, '--repair', ...nas.reach()]);
+    expect(stuck.code, stuck.stderr).toBe(14);
+    expect(stuck.stdout).toMatch(/1 damaged file\(s\) have no copy on this controller: rewrite the medium/);
     // A copy in the controller's images: scrub finds the damage by label and repairs it.
     mkdirSync(join(nas.stateDir, 'images'), { recursive: true });
     cpSync(current.imageDir, join(nas.stateDir, 'images', current.buildId), { recursive: true });
