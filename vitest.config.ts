@@ -11,6 +11,8 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 15 * 60_000,
+    // expect.poll waits for an outcome; its default second is a machine's speed, not a behaviour.
+    expect: { poll: { timeout: 30_000 } },
     reporters: ['default'],
   },
 });
