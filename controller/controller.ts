@@ -18,7 +18,7 @@ import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
 import type { ControllerEvent } from './events.js';
 import { History, OUTCOME, type OutcomeName, type PhaseName, type ReconcileRecord } from './history.js';
-import { configOf } from './machine.js';
+import { configOf } from './open-machine.js';
 import { Quarantine, type Quarantined } from './quarantine.js';
 import { Queue, type Request, type Submitted, type Trigger } from './queue.js';
 import type { RambootEvent } from './render.js';

@@ -9,7 +9,7 @@ import { checkSecrets } from '../secrets/check.js';
 import { loadIdentities } from '../secrets/identity.js';
 import { callController, findController } from './client.js';
 import type { Envelope } from './controller.js';
-import { configOf } from './machine.js';
+import { configOf } from './open-machine.js';
 import { describeEvent } from './render.js';
 import { gitdirOf } from './repo.js';
 import { verifyCommit } from './signing.js';

@@ -3,7 +3,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { UsageError } from '../lib/errors.js';
 import type { Controller, Envelope } from './controller.js';
-import { judgeWebhook } from './webhook.js';
+import { judgeWebhook } from './push-webhook.js';
 
 // The controller's HTTP server: the JSON API (status, history, logs, live events), the
 // actions (reconcile, release, pause), the forge webhook. It binds to loopback unless

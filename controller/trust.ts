@@ -3,7 +3,7 @@ import git from 'isomorphic-git';
 import { gitSource } from '../builder/source.js';
 import type { Config } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
-import { configOf } from './machine.js';
+import { configOf } from './open-machine.js';
 import type { Repo } from './repo.js';
 import { verifyCommit } from './signing.js';
 

@@ -16,9 +16,9 @@ import { Controller, runningBuild, type AnyEvent } from './controller.js';
 import { Metrics } from './metrics.js';
 import { Notifier } from './notify/notifier.js';
 import { Live } from './page/live.js';
-import { MachineProbe, isDeploying, machineReach } from './page/machine.js';
+import { MachineProbe, isDeploying, machineReach } from './page/probe.js';
 import { pageRoutes } from './page/routes.js';
-import { configOf } from './machine.js';
+import { configOf } from './open-machine.js';
 import type { Renderer } from './render.js';
 import { credentialsFor, isUrl, localRepo, remoteRepo, type Repo } from './repo.js';
 import { loadPersisted, savePersisted } from './persisted.js';
@@ -140,7 +140,7 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<Open
   const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
   const state = machineState({ state: o.state, origin, workTree });
   makePrivateDir(state.dir);
-  // As every verb that opens a repository (machine.ts): an earlier ramboot's REPO/.ramboot
+  // As every verb that opens a repository (open-machine.ts): an earlier ramboot's REPO/.ramboot
   // is moved out before anything reads the journal or boots the virtual NAS's disk.
   if (workTree && !o.state && !process.env.RAMBOOT_STATE) {
     const host = await gitSource(workTree).then(configOf).then((c) => c.host.name, () => '');

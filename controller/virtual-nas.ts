@@ -8,7 +8,7 @@ import { PRIVATE_FILE, makePrivateDir } from '../lib/private-file.js';
 import { readManifest } from '../image/manifest.js';
 import { formatDisk } from '../vm/format.js';
 import { monitorCommand, sshBanner, type VmEvent } from '../vm/qemu.js';
-import { recordVm, runningVm, type VmRecord } from './machine.js';
+import { recordVm, runningVm, type VmRecord } from './open-machine.js';
 import type { MachineState } from './state.js';
 
 // The machine of `ramboot up` when ramboot.yaml names no host.address: the virtual NAS.

@@ -4,7 +4,7 @@ import { describe } from '../../lib/errors.js';
 import type { Emit, WarnEvent } from '../../lib/events.js';
 import type { Controller, Envelope } from '../controller.js';
 import { OUTCOME } from '../history.js';
-import { configOf } from '../machine.js';
+import { configOf } from '../open-machine.js';
 import { Dispatcher, type Attempted, type DeliveryState, type RetryPolicy } from './dispatch.js';
 import { giteaTarget } from './gitea.js';
 import { githubTarget } from './github.js';

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { NotifyConfig } from '../../lib/config-schema.js';
 import { RAMBOOT_VERSION } from '../../lib/package.js';
-import { GENERIC_SIGNATURE } from '../webhook.js';
+import { GENERIC_SIGNATURE } from '../push-webhook.js';
 import type { Notice } from './notice.js';
 import { jsonHeaders, originOf, secretRef, type Target } from './target.js';
 

@@ -6,7 +6,7 @@ import type { History, ReconcileRecord } from '../history.js';
 import type { NotifyState } from '../notify/notifier.js';
 import { renderEntry } from './entry.js';
 import type { Live } from './live.js';
-import type { MachineProbe } from './machine.js';
+import type { MachineProbe } from './probe.js';
 import { renderPage } from './view.js';
 
 // The status page's routes, registered through startServer's `routes` option, so the

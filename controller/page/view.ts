@@ -7,7 +7,7 @@ import { redactUrl } from '../../lib/net.js';
 import { absolute, between, bytes, duration, outcomeBadge, outcomeLabel, plainBadge, shortCommit, time, toneOf, triggerText, type Tone } from './format.js';
 import { html, raw, type Html } from './html.js';
 import type { Progress, Seen } from './live.js';
-import type { MachineFacts } from './machine.js';
+import type { MachineFacts } from './probe.js';
 
 // The status page: one server-rendered document that reads in full without JavaScript.
 // Sections marked data-live are the ones the client script re-fetches when the event

@@ -14,7 +14,7 @@ import { readManifest, type Manifest } from '../../image/manifest.js';
 import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../lib/errors.js';
 import { callController, findController } from '../client.js';
 import type { ControllerStatus } from '../controller.js';
-import { openMachine, reachFor, type Machine, type Overrides } from '../machine.js';
+import { openMachine, reachFor, type Machine, type Overrides } from '../open-machine.js';
 import { modeFor, renderer, size, type RambootEvent } from '../render.js';
 import { machineState, type MachineState } from '../state.js';
 

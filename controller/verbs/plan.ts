@@ -14,7 +14,7 @@ import { builtBefore, keepRecent, planStore } from '../../plan/store.js';
 import { verb, type Verb } from '../args.js';
 import type { Io } from '../commands.js';
 import { interruptible } from '../interrupt.js';
-import { openMachine } from '../machine.js';
+import { openMachine } from '../open-machine.js';
 import { modeFor, renderer } from '../render.js';
 
 // `ramboot plan` and `ramboot check`: review in pull requests. plan builds both commits

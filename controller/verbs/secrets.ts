@@ -4,7 +4,7 @@ import { CONFIG_FILE } from '../../lib/config.js';
 import type { Config } from '../../lib/config-schema.js';
 import { ArgumentError, RambootError, UsageError } from '../../lib/errors.js';
 import { verb, type Verb } from '../args.js';
-import { dispatch } from '../dispatch.js';
+import { dispatch } from '../cli-dispatch.js';
 import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../secrets/age.js';
 import { checkSecrets, leftoverProblems } from '../../secrets/check.js';
 import { editInRam } from '../../secrets/edit.js';

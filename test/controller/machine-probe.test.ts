@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MachineProbe } from '../../controller/page/machine.js';
+import { MachineProbe } from '../../controller/page/probe.js';
 
 // The page's MACHINE panel: facts are asked for at most once a minute, but never shown
 // once a promotion came after them (they would name the build before it while the

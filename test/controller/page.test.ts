@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReconcileRecord } from '../../controller/history.js';
-import { parseProbe } from '../../controller/page/machine.js';
+import { parseProbe } from '../../controller/page/probe.js';
 import { pageRoutes } from '../../controller/page/routes.js';
 import { startServer } from '../../controller/server.js';
 import { REASON } from '../../deploy/verdict.js';

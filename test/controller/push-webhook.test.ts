@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { judgeWebhook } from '../../controller/webhook.js';
+import { judgeWebhook } from '../../controller/push-webhook.js';
 
 // Forge webhooks in the forms GitHub, Gitea, Forgejo and GitLab send them, and the
 // generic signed form, judged as the controller's HTTP server judges them.
