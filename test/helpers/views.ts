@@ -9,7 +9,7 @@ import { Metrics } from '../../controller/metrics.js';
 import type { RetryPolicy } from '../../controller/notify/dispatch.js';
 import { Notifier } from '../../controller/notify/notifier.js';
 import { Live } from '../../controller/page/live.js';
-import { MachineProbe, isDeploying, machineReach } from '../../controller/page/machine.js';
+import { MachineProbe, isDeploying, machineReach } from '../../controller/page/probe.js';
 import { pageRoutes } from '../../controller/page/routes.js';
 import { localRepo } from '../../controller/repo.js';
 import { startServer } from '../../controller/server.js';
