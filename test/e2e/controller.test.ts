@@ -50,6 +50,8 @@ describe('the controller on the virtual NAS (Debian example)', () => {
   let original: Record<string, unknown>;
   /** A local stand-in for whatever receives the deploys' webhook notifications. */
   let hook: StandIn;
+  /** Test 8's commit with an invalid ramboot.yaml: quarantined, for `ramboot release`. */
+  let invalid: string | undefined;
   const log = (m: string) => console.log(`[controller e2e] ${m}`);
 
   const git = (args: string[], extraEnv: Record<string, string> = {}) =>
@@ -275,7 +277,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
   it('8: bad input: an invalid ramboot.yaml (build failed, quarantined, file, line and key), an unreachable remote (retried, shown), a missing branch', async () => {
     const running = await runs();
     settings({ distro: 'gentoo' });
-    const invalid = await commit({}, 'an invalid ramboot.yaml');
+    invalid = await commit({}, 'an invalid ramboot.yaml');
     await pushHttp();
     const r = await ctrl.waitFor(invalid, 5 * MINUTES);
     expect(r.outcome).toBe('build-failed');
@@ -319,6 +321,37 @@ describe('the controller on the virtual NAS (Debian example)', () => {
       expect(lines.at(-1)).toMatch(new RegExp(`^remote: ramboot: controller: ${c.slice(0, 12)}: promoted: build \\S+ is the default`));
       expect((await ctrl.record(c))?.trigger.kind).toMatch(/push|ref/);
     }, 12 * MINUTES);
+
+    it('the verbs through the real CLI, with no --address: history --json, status --json reaching the virtual NAS, reconcile, release COMMIT', async () => {
+      const cli = (args: string[]) => ramboot([...args, '--repo', repo, '--state', state], env);
+      const history = await cli(['history', '--json', '--limit', '5']);
+      expect(history.exitCode, history.stderr).toBe(0);
+      const records = JSON.parse(history.stdout) as { id: string; commit: string; outcome?: string }[];
+      expect(records.map((r) => r.id)).toEqual((await ctrl.history()).slice(0, 5).map((r) => r.id));
+
+      const s = await ctrl.status();
+      const status = await cli(['status', '--json']);
+      expect(status.exitCode, status.stderr).toBe(0);
+      const report = JSON.parse(status.stdout);
+      expect(report).toMatchObject({ reachable: true, running: { build: s.running!.buildId }, slots: { lts: { buildId: s.running!.buildId } }, controller: { running: { buildId: s.running!.buildId } } });
+
+      const head = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+      const reconcile = await cli(['reconcile']);
+      expect(reconcile.exitCode, reconcile.stderr).toBe(0);
+      expect(reconcile.stdout).toContain(head.slice(0, 12));
+      await ctrl.waitFor(head, 10 * MINUTES, (r) => r.state === 'done' && r.trigger.kind === 'manual');
+
+      // Test 8's invalid commit, out of quarantine: built again at once, failed again, quarantined again.
+      expect((await ctrl.status()).quarantine.map((q) => q.commit)).toContain(invalid);
+      const release = await cli(['release', invalid!.slice(0, 10)]);
+      expect(release.exitCode, release.stderr).toBe(0);
+      expect(release.stdout).toContain(`released ${invalid!.slice(0, 12)} (was build-failed)`);
+      const again = await ctrl.waitFor(invalid!, 5 * MINUTES, (r) => r.state === 'done' && r.trigger.kind === 'release');
+      expect(again.outcome).toBe('build-failed');
+      const notQuarantined = await cli(['release', head.slice(0, 10)]);
+      expect(notQuarantined.exitCode).toBe(1);
+      expect(notQuarantined.stderr).toContain('is not quarantined');
+    }, 20 * MINUTES);
 
     it('6: with signing required, unsigned and unknown-key commits are refused with "untrusted commit" and nothing built; an allowed signature deploys', async () => {
       settings({ signers });
