@@ -13,6 +13,7 @@ import { readSlots } from '../deploy/medium.js';
 import { connect } from '../deploy/ssh.js';
 import type { Manifest } from '../image/manifest.js';
 import { REASON, VERDICT, type Reason } from '../deploy/verdict.js';
+import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { InterruptedError, RambootError, describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
@@ -79,8 +80,8 @@ export interface ControllerStatus {
   insecure?: string;
 }
 
-const RETRY_FIRST_MS = 30_000;
-const RETRY_MAX_MS = 10 * 60_000;
+/** A commit that met an unreachable mirror or machine: tried again after 30 s, 1, 2, 4, 8 min, then every 10 min. */
+const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
 
 /** Deploy steps as the reconcile's phases. */
 const STEP_PHASE: Record<Step, PhaseName> = {
@@ -526,7 +527,7 @@ export class Controller {
 
   private retryLater(record: ReconcileRecord, req: Request, reason: string): void {
     const attempt = (this.retry?.commit === req.commit ? this.retry.attempt : 0) + 1;
-    const delay = Math.min(RETRY_FIRST_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
+    const delay = backoffMs(attempt, RETRY_BACKOFF);
     this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; trying again in ${Math.round(delay / 1000)} s`);
     if (this.stopping) return;
     this.cancelRetry();

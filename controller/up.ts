@@ -7,6 +7,7 @@ import cron from 'node-cron';
 import { build } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
 import { fingerprint } from '../secrets/ssh-public.js';
+import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
 import { redactUrl } from '../lib/net.js';
 import { makePrivateDir, readPrivateFile, writePrivateFile } from '../lib/private-file.js';
@@ -61,6 +62,8 @@ const LOCAL_POLL_MS = 2_000;
 const BOOT_DEADLINE_MS = 10 * 60_000;
 /** On SIGTERM, how long the last notices (the interrupted verdict) may take to go out. */
 const STOP_NOTIFY_GRACE_MS = 10_000;
+/** An unreachable branch at start: asked again after 5 s, 10 s, 15 s, … then every minute. */
+const HEAD_BACKOFF: Backoff = { firstMs: 5_000, maxMs: 60_000, stepMs: 5_000 };
 
 export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
@@ -173,7 +176,7 @@ async function headOf(repo: Repo, emit: (e: AnyEvent) => void): Promise<string> 
     } catch (err) {
       if (!(err instanceof RambootError) || err.kind !== 'retry') throw err;
       emit({ kind: 'warn', source: 'controller', message: `${describe(err)} (attempt ${attempt})` });
-      await new Promise((r) => setTimeout(r, Math.min(60_000, 5_000 * attempt)));
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, HEAD_BACKOFF)));
     }
   }
 }

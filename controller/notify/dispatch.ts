@@ -1,3 +1,4 @@
+import { backoffMs } from '../../lib/backoff.js';
 import { describe } from '../../lib/errors.js';
 import { describeFetchError } from '../../lib/net.js';
 import type { Notice, NoticeEvent } from './notice.js';
@@ -20,6 +21,8 @@ export interface RetryPolicy {
   timeoutMs: number;
 }
 
+/** Each wait three times the one before. */
+const RETRY_FACTOR = 3;
 /** 2 s, 6 s, 18 s, 54 s, 162 s: a forge that restarts or a phone server that blips is waited for, ~4 min in all. */
 const DEFAULT_RETRY: RetryPolicy = { attempts: 6, firstMs: 2_000, maxMs: 5 * 60_000, timeoutMs: 10_000 };
 
@@ -138,7 +141,7 @@ export class Dispatcher {
         return done(r.unchanged ? 'unchanged' : 'delivered', attempt, { status: r.status });
       }
       if (!r.retry || attempt >= this.policy.attempts) return done('failed', attempt, { status: r.status, error: r.error });
-      const delay = Math.min(this.policy.firstMs * 3 ** (attempt - 1), this.policy.maxMs);
+      const delay = backoffMs(attempt, { firstMs: this.policy.firstMs, maxMs: this.policy.maxMs, factor: RETRY_FACTOR });
       lane.state.retrying = { event: n.event, commit: n.commit, attempt, next: new Date(Date.now() + delay).toISOString(), error: r.error };
       await sleep(delay);
       if (n.event === 'started' && lane.queue.some((q) => q.reconcile === n.reconcile && q.event === 'verdict')) {
