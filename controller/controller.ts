@@ -1,17 +1,17 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { build, type BuildResult } from '../builder/build.js';
 import { gitSource } from '../builder/source.js';
 import { planImages } from '../plan/compare.js';
 import { renderText } from '../plan/render.js';
 import { deploy, type DeployEvent } from '../deploy/deploy.js';
-import { Journal, acquireLock } from '../deploy/journal.js';
+import { Journal, acquireLock, lastPromoted } from '../deploy/journal.js';
 import type { Step } from '../deploy/journal.js';
 import { targetFor, type LocalSettings } from '../deploy/target.js';
 import { localCopies, scrub } from '../deploy/integrity.js';
 import { readSlots } from '../deploy/medium.js';
 import { connect } from '../deploy/ssh.js';
-import type { Manifest } from '../image/manifest.js';
+import { MANIFEST, readManifestSync } from '../image/manifest.js';
 import { REASON, VERDICT, type Reason } from '../deploy/verdict.js';
 import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { InterruptedError, RambootError, describe } from '../lib/errors.js';
@@ -224,11 +224,11 @@ export class Controller {
     const running = this.running();
     if (this.current || this.stopping || !running?.buildId) return;
     const at = new Date().toISOString();
-    const manifestFile = join(this.o.state.images, running.buildId, 'manifest.json');
+    const imageDir = join(this.o.state.images, running.buildId);
     const journal = await Journal.open(this.o.state.dir);
     const hostKey = journal.lastPromotedHostKey();
-    if (!existsSync(manifestFile) || !hostKey) return;
-    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
+    if (!existsSync(join(imageDir, MANIFEST)) || !hostKey) return;
+    const manifest = readManifestSync(imageDir);
     const target = { ...targetFor(manifest.settings, this.o.reach()), hostKey };
     let release: (() => void) | undefined;
     try {
@@ -394,7 +394,7 @@ export class Controller {
     const against = this.running()?.buildId;
     if (!against || against === built.buildId) return;
     const baseDir = join(this.o.state.images, against);
-    if (!existsSync(join(baseDir, 'manifest.json'))) return;
+    if (!existsSync(join(baseDir, MANIFEST))) return;
     this.phase(record, 'plan');
     try {
       const p = await planImages(baseDir, built.imageDir, { repoDir: this.o.repo.gitdir });
@@ -582,19 +582,10 @@ export class Controller {
   }
 }
 
+/** What the machine runs, as the journal's last promotion says. */
 export function runningBuild(stateDir: string): ControllerStatus['running'] {
-  const journalFile = join(stateDir, 'deploy.jsonl');
-  if (!existsSync(journalFile)) return undefined;
-  const lines = readFileSync(journalFile, 'utf8').trim().split('\n').reverse();
-  for (const l of lines) {
-    try {
-      const r = JSON.parse(l) as { step: string; ts: string; buildId?: string; commit?: string; outcome?: { verdict: string } };
-      if (r.step === 'verdict' && r.outcome?.verdict === VERDICT.PROMOTED) return { buildId: r.buildId, commit: r.commit, since: r.ts };
-    } catch {
-      continue;
-    }
-  }
-  return undefined;
+  const v = lastPromoted(stateDir);
+  return v && { buildId: v.buildId, commit: v.commit, since: v.ts };
 }
 
 export function short(commit: string): string {

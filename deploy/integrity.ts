@@ -1,7 +1,7 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RambootError, UsageError } from '../lib/errors.js';
-import type { Manifest } from '../image/manifest.js';
+import { readManifestSync, type Manifest } from '../image/manifest.js';
 import { PART_SUFFIX, SYNC_TIMEOUT_MS } from './medium.js';
 import { SLOTS, referencedFiles, type SlotName, type SlotTable } from './slots.js';
 import { shq, type Session } from './ssh.js';
@@ -83,12 +83,12 @@ export function localCopies(imagesDirs: string[], extra: { sha256: string; local
   for (const dir of imagesDirs) {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir)) {
-      const manifestFile = join(dir, name, 'manifest.json');
-      if (name.startsWith('.') || !existsSync(manifestFile)) continue;
+      if (name.startsWith('.')) continue;
       let m: Manifest;
       try {
-        m = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
+        m = readManifestSync(join(dir, name));
       } catch {
+        // Not an image this ramboot reads: no copies from it.
         continue;
       }
       for (const f of [m.kernel, ...(m.ucode ? [m.ucode] : []), ...(m.segments ?? [])]) {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HealthCheck } from '../lib/config-schema.js';
@@ -66,6 +66,10 @@ export type Entry =
 
 export type Step = Entry['step'];
 export type JournalRecord = Entry & { ts: string; deploy: string };
+export type VerdictRecord = Extract<JournalRecord, { step: 'verdict' }>;
+
+/** The journal's name in a machine's state directory. */
+export const JOURNAL_FILE = 'deploy.jsonl';
 
 /** Steps after which the machine may be running, or about to run, the candidate. */
 const BEFORE_REBOOT: Step[] = ['start', 'upload', 'label', 'arm'];
@@ -87,7 +91,7 @@ export class Journal {
   /** The journal in a machine's state directory: `<dir>/deploy.jsonl`. A last line cut by a crash is removed. */
   static async open(dir: string): Promise<Journal> {
     await mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
-    const file = join(dir, 'deploy.jsonl');
+    const file = join(dir, JOURNAL_FILE);
     let text = '';
     try {
       text = await readFile(file, 'utf8');
@@ -131,6 +135,27 @@ export class Journal {
   lastPromotedHostKey(): string | undefined {
     return findLast(this.deploys(), (d) => d.verdict?.outcome.verdict === VERDICT.PROMOTED && !!d.verdict.hostKey)?.verdict?.hostKey;
   }
+}
+
+/**
+ * The verdict of the last promotion, the build the machine runs, read synchronously and
+ * without opening the journal (nothing created, no cut line removed) so that a status or
+ * a start may ask at any time. A line that is not a record is passed over: this is for
+ * showing, and resuming a deploy is Journal.open's.
+ */
+export function lastPromoted(dir: string): VerdictRecord | undefined {
+  const file = join(dir, JOURNAL_FILE);
+  if (!existsSync(file)) return undefined;
+  const lines = readFileSync(file, 'utf8').trim().split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    try {
+      const r = JSON.parse(lines[i]!) as JournalRecord;
+      if (r.step === 'verdict' && r.outcome?.verdict === VERDICT.PROMOTED) return r;
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../lib/config-schema.js';
@@ -64,14 +65,34 @@ export interface Manifest {
 
 export const MANIFEST = 'manifest.json';
 
+/** The manifest of an image directory; a UsageError saying what is wrong when it cannot be read. */
 export async function readManifest(imageDir: string): Promise<Manifest> {
-  const file = join(imageDir, MANIFEST);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readFile(join(imageDir, MANIFEST), 'utf8');
   } catch (err) {
-    throw new UsageError(`failed to read image ${imageDir}: no ${MANIFEST} (is it an image directory made by \`ramboot build\`?)`, { step: 'read image', input: imageDir }, { cause: err });
+    throw notAnImage(imageDir, err);
   }
+  return parseManifest(text, imageDir);
+}
+
+/** readManifest, synchronously: for walks over many image directories. */
+export function readManifestSync(imageDir: string): Manifest {
+  let text: string;
+  try {
+    text = readFileSync(join(imageDir, MANIFEST), 'utf8');
+  } catch (err) {
+    throw notAnImage(imageDir, err);
+  }
+  return parseManifest(text, imageDir);
+}
+
+function notAnImage(imageDir: string, err: unknown): UsageError {
+  return new UsageError(`failed to read image ${imageDir}: no ${MANIFEST} (is it an image directory made by \`ramboot build\`?)`, { step: 'read image', input: imageDir }, { cause: err });
+}
+
+function parseManifest(text: string, imageDir: string): Manifest {
+  const file = join(imageDir, MANIFEST);
   let m: Manifest;
   try {
     m = JSON.parse(text) as Manifest;

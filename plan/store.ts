@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, uti
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Source } from '../builder/source.js';
-import { MANIFEST, MANIFEST_FORMAT, type Manifest } from '../image/manifest.js';
+import { readManifestSync, type Manifest } from '../image/manifest.js';
 import { packagePath, RAMBOOT_VERSION } from '../lib/package.js';
 
 // The images `ramboot plan` built (without secrets), kept so that the next plan of a
@@ -55,10 +55,10 @@ function inputsHash(tree: string, packages: Manifest['packages']): string {
   return createHash('sha256').update(JSON.stringify({ ramboot: RAMBOOT_VERSION, tree, packages })).digest('hex');
 }
 
+/** An image this ramboot reads, or undefined. */
 function manifestOf(dir: string): Manifest | undefined {
   try {
-    const m = JSON.parse(readFileSync(join(dir, MANIFEST), 'utf8')) as Manifest;
-    return m.formatVersion === MANIFEST_FORMAT ? m : undefined;
+    return readManifestSync(dir);
   } catch {
     return undefined;
   }
