@@ -132,7 +132,8 @@ export class History {
     }
   }
 
-  private ids(): string[] {
+  /** The records' ids, oldest first. */
+  ids(): string[] {
     return readdirSync(this.dir)
       .filter((n) => n.endsWith('.json'))
       .map((n) => n.slice(0, -5))

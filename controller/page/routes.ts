@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { packagePath } from '../../lib/package.js';
 import type { Controller } from '../controller.js';
@@ -79,11 +79,7 @@ export function pageRoutes(o: PageOptions): (app: FastifyInstance, ctrl: Control
  * listed (ids sort by time) and only the page's records are read.
  */
 function historyPage(history: History, before: string | undefined, size: number): { records: ReconcileRecord[]; older?: string } {
-  const ids = readdirSync(history.dir)
-    .filter((n) => n.endsWith('.json'))
-    .map((n) => n.slice(0, -5))
-    .sort()
-    .reverse();
+  const ids = history.ids().reverse();
   const start = before ? ids.findIndex((id) => id < before) : 0;
   if (start < 0) return { records: [] };
   const slice = ids.slice(start, start + size);
