@@ -12,5 +12,7 @@ process.on('beforeExit', () => {
 });
 runCli(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env }).then((code) => {
   done = true;
+  // Interrupted: what had to be cleaned up is; a deploy's connections are cut now, as a crash would cut them.
+  if (code === EXIT.INTERRUPTED || code === EXIT.TERMINATED) process.exit(code);
   process.exitCode = code;
 });

@@ -92,8 +92,8 @@ export class CommandError extends RambootError {
 /** The work was stopped by SIGINT or SIGTERM; what it had made was cleaned up. */
 export class InterruptedError extends RambootError {
   readonly signal: NodeJS.Signals;
-  constructor(signal: NodeJS.Signals, step: string) {
-    super(`interrupted by ${signal} during ${step}; everything it had mounted or written is removed`, { step });
+  constructor(signal: NodeJS.Signals, step: string, after = 'everything it had mounted or written is removed') {
+    super(`interrupted by ${signal} during ${step}; ${after}`, { step });
     this.signal = signal;
   }
 }
@@ -111,11 +111,12 @@ export const EXIT = {
   USAGE: 64,
   RETRY: 75,
   INTERRUPTED: 130,
+  TERMINATED: 143,
 } as const;
 
 /** The exit code for an error that ended a command. */
 export function exitCodeOf(err: unknown): number {
-  if (err instanceof InterruptedError) return err.signal === 'SIGINT' ? EXIT.INTERRUPTED : 143;
+  if (err instanceof InterruptedError) return err.signal === 'SIGINT' ? EXIT.INTERRUPTED : EXIT.TERMINATED;
   if (err instanceof ArgumentError) return EXIT.USAGE;
   if (err instanceof RambootError && err.kind === 'retry') return EXIT.RETRY;
   return EXIT.FAILED;

@@ -88,10 +88,10 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
     const known = [o.hostKey, journal.lastPromotedHostKey()].filter((k): k is string => !!k);
     let result: DeployResult;
     try {
-      result = await deploy({ target, journal, imageDir, manifest, previousHostKeys: known, force: o.force, images: [state.images], onEvent: emit });
+      result = await untilStopped(deploy({ target, journal, imageDir, manifest, previousHostKeys: known, force: o.force, images: [state.images], onEvent: emit }), o.signal);
     } catch (err) {
       r.end();
-      if (err instanceof RambootError && journal.open()) {
+      if (err instanceof RambootError && !(err instanceof InterruptedError) && journal.open()) {
         errStream.write(`ramboot deploy: ${err.message}\n`);
         return EXIT.INCOMPLETE;
       }
@@ -103,6 +103,23 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
   } finally {
     release();
   }
+}
+
+/**
+ * A deploy is cut by SIGINT or SIGTERM as a crash would cut it (the process then ends
+ * at once, cli.ts): every step is journalled, so the next `ramboot deploy` resumes it,
+ * and the medium's default boots the last good image meanwhile.
+ */
+function untilStopped<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      const stop = () => reject(new InterruptedError(signal.reason === 'SIGINT' ? 'SIGINT' : 'SIGTERM', 'the deploy', 'the medium boots the last good image; run ramboot deploy again to resume'));
+      if (signal.aborted) stop();
+      else signal.addEventListener('abort', stop, { once: true });
+    }),
+  ]);
 }
 
 function checkHost(wanted: string | undefined, host: string): void {

@@ -16,6 +16,7 @@ import { Journal } from '../../deploy/journal.js';
 import { CFG_PATH, MANAGED_HEADER, contentPath, parseSyslinuxCfg, renderSyslinuxCfg } from '../../deploy/slots.js';
 import { connect } from '../../deploy/ssh.js';
 import { REASON, VERDICT } from '../../deploy/verdict.js';
+import { CLI } from '../helpers/ramboot.js';
 import { mountExt2, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
 
 // The controller's half of the protocol against a local OpenSSH server standing in for
@@ -457,6 +458,30 @@ describe('the deploy verbs of the CLI against a local sshd standing in for the N
       'upload failed (nothing changed on the machine): failed to reboot nas: `openrc-shutdown -r now || reboot` exited with 99 ' +
         '(sent 488.3 KiB of a 585.9 KiB image, 83.3%)\n  | openrc-shutdown: refused by the test sshd\n  | reboot: refused by the test sshd\n',
     );
+  });
+
+  it('deploy: SIGTERM during the upload ends the process at once with 143; the journal holds the deploy, and the next run resumes it', async () => {
+    const base = randomBytes(100_000);
+    await installAsLts(await makeImage('prev', base));
+    // An overlay big enough that the upload is still going when the signal comes.
+    const img = await makeImage('cand', base, { overlayBytes: 30_000_000 });
+    const child = execa('node', [CLI, 'deploy', '--image', img.dir, '--state', stateDir, ...reach()], { reject: false, stdin: 'ignore' });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += String(d);
+      if (/uploading to nas/.test(err) && !child.killed) child.kill('SIGTERM');
+    });
+    const r = await child;
+    expect(r.exitCode, `${err}\n${r.stdout}`).toBe(143);
+    expect(err).toMatch(/interrupted by SIGTERM during the deploy; the medium boots the last good image; run ramboot deploy again to resume/);
+    const journal = await Journal.open(stateDir);
+    expect(journal.open()?.last.step).toBe('upload');
+    expect((await cfg()).lts?.buildId).toBe('prev');
+
+    const again = await cli(['deploy', '--image', img.dir, '--state', stateDir, ...reach()]);
+    // The stand-in refuses the reboot: the resumed deploy ends "upload failed", as every deploy here.
+    expect(again.code, again.err).toBe(11);
+    expect((await Journal.open(stateDir)).deploys()).toHaveLength(1);
   });
 
   it('deploy --json: every progress line on stderr is a JSON event', async () => {
