@@ -97,7 +97,7 @@ export function planVerbs(io: Io): Verb[] {
     verb({
       name: 'check',
       summary: 'for CI: ramboot.yaml valid, secrets encrypted to its recipients, no plaintext private key in root/ or the history, the boot medium mounted private',
-      details: 'Needs no identity and decrypts nothing. Lists every problem, one per line naming its file; exit 1 when there is any.',
+      details: 'Checks the commit (--rev, default HEAD), not the working tree: what would be built. Needs no identity and decrypts nothing. Lists every problem, one per line naming its file; exit 1 when there is any.',
       options: {
         repo,
         rev: { type: 'string', value: 'REV', help: 'the commit to check (default HEAD)' },

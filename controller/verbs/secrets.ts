@@ -53,7 +53,7 @@ interface Context {
 }
 
 const identity = { type: 'string', short: 'i', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
-const repoOption = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository' } as const;
+const repoOption = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository: its working tree (secrets/ and ramboot.yaml as they are, committed or not)' } as const;
 const PATH_ARG = { name: 'PATH', help: 'the file\'s path in the image, e.g. etc/ssh/ssh_host_ed25519_key' };
 
 /** The secrets verbs; `io(repo)` gives the streams and environment for a repository. */
