@@ -1,19 +1,37 @@
-// Ctrl-C and SIGTERM during work that must clean up (a build holds mounts): the first
-// signal aborts the work, which undoes what it made and ends with an InterruptedError;
-// a second one ends the process at once.
+import { EXIT } from '../lib/errors.js';
 
-export async function interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
+// SIGINT and SIGTERM, one way for every verb and for `ramboot up`: the first signal
+// starts an orderly stop (work that must clean up is aborted: a build undoes its mounts;
+// `ramboot up` lets its last notices out), a second one ends the process at once.
+
+/** The exit code of a process a signal ended, as the README's table says. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? EXIT.INTERRUPTED : 143;
+}
+
+/** Calls `stop` on the first SIGINT or SIGTERM; a second signal exits. Returns what stops listening. */
+export function onStopSignal(stop: (signal: NodeJS.Signals) => void): () => void {
+  let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (ac.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-    ac.abort(signal);
+    if (stopping) process.exit(signalExitCode(signal));
+    stopping = true;
+    stop(signal);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}
+
+/** Runs work that must clean up: the first signal aborts it, and it ends with an InterruptedError. */
+export async function interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const off = onStopSignal((signal) => ac.abort(signal));
   try {
     return await fn(ac.signal);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    off();
   }
 }

@@ -14,6 +14,7 @@ import { makePrivateDir, readPrivateFile, writePrivateFile } from '../lib/privat
 import type { Config } from '../lib/config-schema.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { Controller, runningBuild, type AnyEvent } from './controller.js';
+import { onStopSignal, signalExitCode } from './interrupt.js';
 import { Metrics } from './metrics.js';
 import { Notifier } from './notify/notifier.js';
 import { Live } from './page/live.js';
@@ -99,12 +100,9 @@ export async function up(o: UpOptions): Promise<number> {
       `  state: ${state.dir}\n`,
   );
 
-  const stopped = new Promise<number>(() => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      // A second signal ends the process at once.
-      if (stopping) process.exit(signal === 'SIGINT' ? 130 : 143);
-      stopping = true;
+  // Runs until a signal; the process ends in the stop.
+  return new Promise<number>(() => {
+    onStopSignal((signal) => {
       emit({ kind: 'stage', source: 'controller', message: `${signal}: stopping; a deploy in progress resumes at the next start` });
       stopTriggers();
       void (async () => {
@@ -115,13 +113,10 @@ export async function up(o: UpOptions): Promise<number> {
         await nas?.stop();
         // A deploy in flight is cut here, as a crash would cut it: its journal resumes it.
         // The exit code says what stopped it, as the README's table does (the service files accept 143).
-        process.exit(signal === 'SIGINT' ? 130 : 143);
+        process.exit(signalExitCode(signal));
       })();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    });
   });
-  return stopped;
 }
 
 interface Opened {
