@@ -108,6 +108,7 @@ export class History {
     return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as ReconcileRecord) : undefined;
   }
 
+  /** The reconcile's log as written (JSON lines), for logEvents or to be served raw. */
   logOf(id: string): string | undefined {
     if (!/^[0-9A-Za-z-]+$/.test(id)) return undefined;
     const file = join(this.dir, `${id}.log`);
@@ -139,4 +140,17 @@ export class History {
       .map((n) => n.slice(0, -5))
       .sort();
   }
+}
+
+/** The events of a log as logOf returns it, oldest first; a line that is not JSON (one a crash cut) is left out. */
+export function logEvents<E>(log: string): (E & { ts?: string })[] {
+  const events: (E & { ts?: string })[] = [];
+  for (const line of log.split('\n')) {
+    try {
+      events.push(JSON.parse(line) as E & { ts?: string });
+    } catch {
+      // An empty line, or one cut by a crash.
+    }
+  }
+  return events;
 }

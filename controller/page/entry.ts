@@ -1,4 +1,4 @@
-import type { ReconcileRecord } from '../history.js';
+import { logEvents, type ReconcileRecord } from '../history.js';
 import { describeEvent, type RambootEvent } from '../render.js';
 import { absolute, between, bytes, duration, outcomeBadge, time, triggerText } from './format.js';
 import { html, type Html } from './html.js';
@@ -72,14 +72,7 @@ interface LogLine {
 /** The events of a reconcile's log as lines: what the terminal shows, plus commands' output and each phase. */
 function logLines(log: string): LogLine[] {
   const out: LogLine[] = [];
-  for (const l of log.split('\n')) {
-    if (!l.trim()) continue;
-    let e: RambootEvent & { ts?: string };
-    try {
-      e = JSON.parse(l) as RambootEvent & { ts?: string };
-    } catch {
-      continue;
-    }
+  for (const e of logEvents<RambootEvent>(log)) {
     const ts = (e.ts ?? '').slice(11, 19);
     if (e.kind === 'output') out.push({ ts, text: e.line, cls: 'out' });
     else if (e.kind === 'phase') out.push({ ts, text: `▸ ${e.phase}`, cls: 'phase' });
