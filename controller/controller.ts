@@ -228,10 +228,11 @@ export class Controller {
     const journal = await Journal.open(this.o.state.dir);
     const hostKey = journal.lastPromotedHostKey();
     if (!existsSync(join(imageDir, MANIFEST)) || !hostKey) return;
-    const manifest = readManifestSync(imageDir);
-    const target = { ...targetFor(manifest.settings, this.o.reach()), hostKey };
     let release: (() => void) | undefined;
     try {
+      // Inside the try: a damaged manifest is a failed scrub on the page, not a crash of the controller.
+      const manifest = readManifestSync(imageDir);
+      const target = { ...targetFor(manifest.settings, this.o.reach()), hostKey };
       release = acquireLock(this.o.state.dir, target.name);
       const s = await connect(target);
       try {

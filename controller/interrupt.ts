@@ -6,7 +6,7 @@ import { EXIT } from '../lib/errors.js';
 
 /** The exit code of a process a signal ended, as the README's table says. */
 export function signalExitCode(signal: NodeJS.Signals): number {
-  return signal === 'SIGINT' ? EXIT.INTERRUPTED : 143;
+  return signal === 'SIGINT' ? EXIT.INTERRUPTED : EXIT.TERMINATED;
 }
 
 /** Calls `stop` on the first SIGINT or SIGTERM; a second signal exits. Returns what stops listening. */
