@@ -202,7 +202,7 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
     }, 25 * 60_000);
   }
 
-  it('power lost right after syslinux.cfg is renamed into place, before anything synced the rename: whatever boots is a complete image, and the next run finishes', async () => {
+  it('power lost right after syslinux.cfg is renamed into place, before anything synced the rename: whatever boots is a complete image, exit 20, the next run finishes the deploy as failed, and the one after deploys', async () => {
     const previous = await defaultBuild();
     const { bootId } = await nas.running();
     const b = await nas.change({ 'root/etc/deploy-test': 'power lost after the label\n' }, 'a change deployed while the power goes');
@@ -223,6 +223,13 @@ describe('interrupted and refused deploys on the virtual NAS (Debian example)', 
     // lts, or the trial had the once-entry been armed: a label's complete image either way.
     expect(booted.cmdlineBuild).toBe(slots[booted.slot as 'lts' | 'new']?.buildId);
     expect(booted.build).toBe(booted.cmdlineBuild);
+    // The next run finishes the open deploy: it disarms, and ends with the verdict the cut
+    // decided (nothing changed on the machine); the one after deploys the build.
+    const resumed = await nas.deployProcess(b.imageDir);
+    expect(resumed.code, `${resumed.stdout}\n${resumed.stderr}`).toBe(11);
+    expect(resumed.stdout).toMatch(/^upload failed \(nothing changed on the machine\): failed to run `cat > '\/media\/usb\/boot\/syslinux\/syslinux\.cfg\.tmp' .*` on nas: the connection was lost/);
+    expect((await nas.slots()).new).toBeUndefined();
+    expect((await nas.slots()).lts?.buildId).toBe(previous.buildId);
     const r = await nas.deployProcess(b.imageDir);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^promoted: build ${b.buildId} is the default; build ${previous.buildId} is kept as old`));
