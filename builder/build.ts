@@ -136,10 +136,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     mkdirSync(out, { recursive: true, mode: 0o700 });
     try {
       const base = await packBase(packaged, d, join(cacheDir, 'base'), join(out, 'base.cpio.zst'));
-      const overlay = await packOverlay(dirs.upper, source.time, join(out, 'overlay.cpio.zst'), new Set(base.linked));
+      const overlay = await packOverlay(dirs.upper, join(out, 'overlay.cpio.zst'), new Set(base.linked));
       // A secret that replaces a hardlinked name must not write through to the other names.
       const linked = new Set([...base.linked, ...overlay.linked]);
-      const secretSeg = await writeSegment(unlinkFirst(secretEntries(secrets, dirs.upper, packaged.root, SECRETS_MTIME), linked), join(out, 'secrets.cpio.zst'), { mode: 0o600 });
+      const secretSeg = await writeSegment(unlinkFirst(secretEntries(secrets, dirs.upper, packaged.root, SECRETS_MTIME), linked), join(out, 'secrets.cpio.zst'), { mode: 0o600, whole: true });
       copyFileSync(kernel.path, join(out, 'vmlinuz'));
       if (ucode) copyFileSync(ucode.path, join(out, 'ucode.img'));
       const manifest: Manifest = {

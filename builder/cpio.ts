@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { BuildError, describe } from '../lib/errors.js';
@@ -104,9 +105,11 @@ interface LinkGroup {
 
 /**
  * Writes `entries` as a newc archive to `out`, ends `out` and resolves once it has
- * flushed. Inodes are numbered 1, 2, 3… in order; a hardlink group stores its data
- * once, with its first entry (later entries have size 0), which both the kernel and
- * GNU cpio resolve through the shared inode number.
+ * flushed. An inode number is taken from its (first) path, not counted: a file added or
+ * removed leaves every other header as it was, so the compressed archive changes only
+ * near the change (what deploy/delta.ts sends). Numbers stay unique in the archive; a
+ * hardlink group stores its data once, with its first entry (later entries have size 0),
+ * which both the kernel and GNU cpio resolve through the shared inode number.
  */
 export async function writeCpio(
   entries: Iterable<CpioEntry> | AsyncIterable<CpioEntry>,
@@ -115,16 +118,16 @@ export async function writeCpio(
 ): Promise<CpioResult> {
   const sink = new Sink(out, opts.chunkSize ?? DEFAULT_CHUNK, opts.reuse);
   const groups = new Map<string, LinkGroup>();
-  let nextIno = 1;
+  const used = new Set<number>();
   let count = 0;
   try {
     for await (const entry of entries) {
       const name = checkEntry(entry);
-      if (nextIno > U32_MAX) throw limit(entry.path, 'the archive has more entries than 32-bit inode numbers allow');
-      const group = entry.linkId === undefined ? undefined : joinGroup(groups, entry, nextIno);
+      if (used.size >= MAX_INODES) throw limit(entry.path, 'the archive has more entries than 32-bit inode numbers allow');
+      const ino = () => inodeOf(entry.path, used);
+      const group = entry.linkId === undefined ? undefined : joinGroup(groups, entry, ino);
       const first = group === undefined || group.seen === 1;
-      const inode = group?.inode ?? ownInode(entry, nextIno);
-      if (inode.ino === nextIno) nextIno++;
+      const inode = group?.inode ?? ownInode(entry, ino());
       await writeEntry(sink, entry, name, inode, first);
       count++;
     }
@@ -193,12 +196,23 @@ function ownInode(e: CpioEntry, ino: number): Inode {
   };
 }
 
+/** Numbers in use, the trailer's 0 aside: a 32-bit space. */
+const MAX_INODES = U32_MAX;
+
+/** The inode number of `path`: from its sha256, the next free one if another path has it. */
+function inodeOf(path: string, used: Set<number>): number {
+  let ino = createHash('sha256').update(path).digest().readUInt32BE(0) || 1;
+  while (used.has(ino)) ino = ino === U32_MAX ? 1 : ino + 1;
+  used.add(ino);
+  return ino;
+}
+
 /** Registers an entry in its hardlink group; the first entry's inode fields stand for all. */
-function joinGroup(groups: Map<string, LinkGroup>, e: CpioEntry, nextIno: number): LinkGroup {
+function joinGroup(groups: Map<string, LinkGroup>, e: CpioEntry, ino: () => number): LinkGroup {
   const id = e.linkId as string;
   const group = groups.get(id);
   if (group === undefined) {
-    const created = { inode: ownInode(e, nextIno), type: e.type, seen: 1, firstPath: e.path };
+    const created = { inode: ownInode(e, ino()), type: e.type, seen: 1, firstPath: e.path };
     groups.set(id, created);
     return created;
   }

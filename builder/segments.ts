@@ -60,12 +60,15 @@ export async function packBase(stage: Stage, d: Deletions, cacheDir: string, out
 }
 
 /**
- * The overlay's files get the commit time: files the skeleton, setup.sh or an overlayfs
- * copy-up wrote carry the time of the build (or of the package stage) on disk, which
- * would make the same commit give other bytes on another day.
+ * The overlay's files get the base's fixed time, not their time on disk: files the
+ * skeleton, setup.sh or an overlayfs copy-up wrote carry the time of the build, which
+ * would make the same commit give other bytes on another day. Not the commit's time
+ * either: that would change every header in every commit, and a commit that changes one
+ * file would send the whole overlay again (deploy/delta.ts). The commit and its time
+ * are in /etc/ramboot-release.
  */
-export async function packOverlay(upper: string, sourceTime: number, outFile: string, baseLinked: ReadonlySet<string>): Promise<PackedTree> {
-  const entries = await walkTree(upper, { exclude: inBoot, mtime: () => sourceTime });
+export async function packOverlay(upper: string, outFile: string, baseLinked: ReadonlySet<string>): Promise<PackedTree> {
+  const entries = await walkTree(upper, { exclude: inBoot, mtime: () => BASE_MTIME });
   // Whiteouts mark deletions; those are applied by leaving the path out of the base.
   const kept = entries.filter((e) => !(e.type === 'char' && e.rdevMajor === 0 && e.rdevMinor === 0));
   const segment = await writeSegment(unlinkFirst(kept, baseLinked), outFile);

@@ -72,9 +72,11 @@ function hex(b: Buffer, field: number): number {
   return parseInt(b.toString('latin1', 6 + field * 8, 14 + field * 8), 16);
 }
 
-async function readHeader(c: Chunks, file: string): Promise<Header | undefined> {
+/** The next header; undefined at a TRAILER!!!, null where the stream ends after one (a segment is a run of archives). */
+async function readHeader(c: Chunks, file: string, afterTrailer: boolean): Promise<Header | undefined | null> {
   const at = c.offset;
   const h = await c.read(HEADER_SIZE);
+  if (!h && afterTrailer) return null;
   if (!h) throw damaged(file, `the archive ends at byte ${at} without ${TRAILER}`);
   if (h.toString('latin1', 0, 6) !== MAGIC) throw damaged(file, `no newc header at byte ${at}`);
   const nameSize = hex(h, 11);
@@ -105,10 +107,13 @@ export async function readSegmentFiles(file: string, wanted: Iterable<string>, m
   const waiting = new Map<number, string[]>();
   try {
     const c = new Chunks(zstd.stdout[Symbol.asyncIterator]());
+    let afterTrailer = false;
     for (;;) {
       if (found.size === want.size) break;
-      const h = await readHeader(c, file);
-      if (!h) break;
+      const h = await readHeader(c, file, afterTrailer);
+      if (h === null) break;
+      afterTrailer = h === undefined;
+      if (!h) continue;
       const regular = (h.mode & S_IFMT) === S_IFREG;
       const keep = regular && h.size <= maxBytes && (want.has(h.name) || (h.nlink > 1 && h.size <= LINK_CACHE_MAX));
       const body = keep ? await c.read(h.size) : undefined;

@@ -12,6 +12,7 @@ import { writeCpio, type CpioEntry } from '../../builder/cpio.js';
 import { packTree, writeSegment } from '../../builder/segment.js';
 import { compareUtf8, walkTree } from '../../builder/tree.js';
 import { BuildError, CommandError } from '../../lib/errors.js';
+import { segmentArchives, unpackSegment } from '../helpers/segment.js';
 
 const sh = (cmd: string, cwd?: string): string => execFileSync('sh', ['-c', cmd], { cwd, encoding: 'utf8' });
 
@@ -218,16 +219,25 @@ describe('writeCpio', () => {
     expect(snapshot(dest)).toEqual(snapshot(src));
   });
 
-  it('numbers inodes in order and stores a hardlink group’s data once, with its first entry', async () => {
+  it('gives each inode a unique number from its path and stores a hardlink group’s data once, with its first entry', async () => {
     const hs = headers(await archive(walkTree(src)));
     const entries = hs.slice(0, -1);
     const group = entries.filter((h) => ['a/b/three', 'h/one', 'h/two'].includes(h.name));
     expect(group.map((h) => h.size)).toEqual([22, 0, 0]);
     expect(new Set(group.map((h) => h.ino)).size).toBe(1);
     expect(group.every((h) => h.nlink === 3)).toBe(true);
-    const inos = [...new Set(entries.map((h) => h.ino))];
-    expect(inos).toEqual(inos.map((_, i) => i + 1));
+    const inodes = entries.filter((h) => !['h/one', 'h/two'].includes(h.name)).map((h) => h.ino);
+    expect(new Set(inodes).size).toBe(inodes.length);
+    expect(inodes).not.toContain(0);
     expect(hs.at(-1)).toMatchObject({ name: 'TRAILER!!!', ino: 0, size: 0 });
+  });
+
+  it('an added entry leaves every other header as it was (a delta sends only what changed)', async () => {
+    const entries = walkTree(src);
+    const before = headers(await archive(entries));
+    const added = { path: 'a/added', type: 'file' as const, mode: 0o644, uid: 0, gid: 0, mtime: 0, data: Buffer.from('new\n') };
+    const after = headers(await archive([...entries, added].sort((x, y) => compareUtf8(x.path, y.path))));
+    expect(after.filter((h) => h.name !== 'a/added')).toEqual(before);
   });
 
   it('gives identical bytes for two packs of the same tree', async () => {
@@ -307,8 +317,22 @@ describe('writeSegment', () => {
     const r = await packTree(src, seg);
     expect(r.bytes).toBe(statSync(seg).size);
     expect(r.sha256).toBe(createHash('sha256').update(readFileSync(seg)).digest('hex'));
-    const dest = extract(`zstd -dc ${seg}`);
+    const dest = mkdtempSync(join(work, 'out-'));
+    unpackSegment(seg, dest);
     expect(snapshot(dest)).toEqual(snapshot(src));
+  });
+
+  it('cuts a segment into archives that each end in a TRAILER!!!, the hardlinked entries together in the last', async () => {
+    const big = mkdtempSync(join(work, 'big-'));
+    for (let i = 0; i < 64; i++) writeFileSync(join(big, `f${i}`), randomBytes(16 * 1024));
+    writeFileSync(join(big, 'l1'), 'linked\n');
+    linkSync(join(big, 'l1'), join(big, 'l2'));
+    const seg = join(work, 'pieces.cpio.zst');
+    await packTree(big, seg);
+    const archives = segmentArchives(seg);
+    expect(archives.length).toBeGreaterThan(2);
+    for (const a of archives) expect(headers(a).at(-1)!.name).toBe('TRAILER!!!');
+    expect(headers(archives.at(-1)!).slice(0, -1).map((h) => h.name)).toEqual(['l1', 'l2']);
   });
 
   it('gives byte-identical segments for repeated packs', async () => {
@@ -338,7 +362,7 @@ describe('writeSegment', () => {
       const err = await packTree(src, out).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CommandError);
       expect((err as CommandError).exitCode).toBe(3);
-      expect((err as Error).message).toMatch(/failed to compress .*failed\.cpio\.zst: `zstd -T0 -3 -q --no-progress -c` exited with 3\nzstd: out of cheese/);
+      expect((err as Error).message).toMatch(/failed to compress .*failed\.cpio\.zst: `zstd -6 -q --no-progress -c PIECE\.\.\.` exited with 3\nzstd: out of cheese/);
       expect(() => statSync(out)).toThrow(/ENOENT/);
     } finally {
       process.env.PATH = path;
