@@ -4,8 +4,8 @@ import { RambootError, UsageError } from '../lib/errors.js';
 import { readFileSync } from 'node:fs';
 import { LOADER_CONF, SD_BOOT_PATH, SD_BOOT_SOURCE, renderLoaderConf } from './entries.js';
 import { readEntrySlots } from './esp.js';
-import { PART_SUFFIX, PreflightError, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, bootedFirmware, firmwareMismatch, inspectMedium, writeCfg, type Firmware, type MediumState } from './medium.js';
-import { CFG_PATH, FILES_DIR, contentPath, parseLabels, type CfgLabel, type ContentKind, type SlotName, type SlotTable } from './slots.js';
+import { PreflightError, SPACE_MARGIN_BYTES, SYNC_TIMEOUT_MS, bootedFirmware, firmwareMismatch, inspectMedium, writeCfg, type Firmware, type MediumState } from './medium.js';
+import { CFG_PATH, FILES_DIR, PART_SUFFIX, contentPath, parseLabels, type CfgLabel, type ContentKind, type SlotName, type SlotTable } from './slots.js';
 import { connect, shq, type Session, type Target } from './ssh.js';
 
 // `ramboot bootloader install`: makes a medium ramboot-managed. A medium laid out like

@@ -4,7 +4,7 @@ import { RambootError, UsageError } from '../lib/errors.js';
 import type { WarnEvent } from '../lib/events.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
-import { candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type Firmware } from './medium.js';
+import { basesFor, candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type Firmware } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
 import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
@@ -351,7 +351,12 @@ async function upload(ctx: Ctx): Promise<Entry> {
   const state = await inspectMedium(s, ctx.plan.medium, firmwareOf(ctx));
   const plan = planUpload(state, ctx.plan.files);
   checkSpace(state, plan, ctx.plan.host);
-  const sent = await uploadFiles(s, ctx.plan.medium, plan, (p) => ctx.emit({ kind: 'upload', ...p }));
+  const sent = await uploadFiles(s, ctx.plan.medium, plan, {
+    onProgress: (p) => ctx.emit({ kind: 'upload', ...p }),
+    bases: basesFor(state.cfg.slots, ctx.plan.candidate, ctx.copies()),
+    onWarn: (message) => ctx.emit({ kind: 'warn', source: 'deploy', message }),
+    onStep: (message) => ctx.emit({ kind: 'step', step: 'upload', deploy: ctx.id, message }),
+  });
   const slots = withCandidate(state.cfg.slots, ctx.plan.candidate);
   await checkSecretsPrivate(ctx, s);
   ctx.emit({ kind: 'step', step: 'upload', deploy: ctx.id, message: 'verifying every file the labels will name' });

@@ -2,7 +2,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RambootError, UsageError } from '../lib/errors.js';
 import { readManifestSync, type Manifest } from '../image/manifest.js';
-import { PART_SUFFIX, SYNC_TIMEOUT_MS } from './medium.js';
+import { SYNC_TIMEOUT_MS } from './medium.js';
+import { PART_SUFFIX } from './slots.js';
 import { SLOTS, referencedFiles, type SlotName, type SlotTable } from './slots.js';
 import { shq, type Session } from './ssh.js';
 

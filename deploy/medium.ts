@@ -1,9 +1,13 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Manifest } from '../image/manifest.js';
 import { RambootError, UsageError } from '../lib/errors.js';
-import { CFG_PATH, FILES_DIR, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
+import { CFG_PATH, FILES_DIR, LITERAL_SUFFIX, PART_SUFFIX, SLOTS, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
 import { ENTRIES_DIR, SD_BOOT_PATH, entryFile } from './entries.js';
 import { readEntrySlots, writeEntries } from './esp.js';
+import { assemblyScript, makeDelta, type Delta } from './delta.js';
 import { shq, type Session } from './ssh.js';
 
 // The boot medium as seen over SSH (docs/ARCHITECTURE.md, "Deploy"): checks before
@@ -29,8 +33,6 @@ export class PreflightError extends UsageError {
 export const SPACE_MARGIN_BYTES = 4 * 1024 * 1024;
 /** Flushing tens of MiB to a slow USB stick takes a while. */
 export const SYNC_TIMEOUT_MS = 10 * 60_000;
-/** The suffix of an upload in progress; such a file is never named by a label. */
-export const PART_SUFFIX = '.part';
 
 export interface MountEntry {
   source: string;
@@ -167,15 +169,18 @@ export interface CandidateFile {
   bytes: number;
   /** The file in the image directory on the controller. */
   local: string;
+  /** The segment it is (base, overlay, secrets); absent for the kernel and microcode. */
+  segment?: string;
 }
 
 /** An image's boot files as they are named on the medium, in INITRD order (microcode first). */
 export function candidateFiles(imageDir: string, m: Manifest): { kernel: CandidateFile; initrds: CandidateFile[] } {
-  const file = (f: { file: string; sha256: string; bytes: number }, kind: 'vmlinuz' | 'ucode' | 'cpio.zst'): CandidateFile => ({
+  const file = (f: { file: string; sha256: string; bytes: number; name?: string }, kind: 'vmlinuz' | 'ucode' | 'cpio.zst'): CandidateFile => ({
     path: contentPath(f.sha256, kind),
     sha256: f.sha256,
     bytes: f.bytes,
     local: join(imageDir, f.file),
+    ...(f.name ? { segment: f.name } : {}),
   });
   return {
     kernel: file(m.kernel, 'vmlinuz'),
@@ -190,6 +195,8 @@ export interface UploadPlan {
   resume: Map<string, number>;
   /** On the medium but named by no label (left by an interrupted deploy): hashed before use. */
   unverified: CandidateFile[];
+  /** Bytes of a delta's literal already on the medium (a cut upload of it), by the file it makes. */
+  literals: Map<string, number>;
   /** Named by no label and not needed: deleted before uploading, to make room. */
   stale: string[];
   /** Bytes still to send. */
@@ -208,9 +215,15 @@ export function planUpload(state: MediumState, candidate: CandidateFile[]): Uplo
     const part = state.files.get(`${f.path}${PART_SUFFIX}`);
     if (part !== undefined && part > 0 && part <= f.bytes) resume.set(f.path, part);
   }
-  const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p) && !resume.has(p.slice(0, -PART_SUFFIX.length)));
+  const literals = new Map<string, number>();
+  for (const f of missing) {
+    const literal = state.files.get(`${f.path}${LITERAL_SUFFIX}`);
+    if (literal !== undefined && literal > 0) literals.set(f.path, literal);
+  }
+  const kept = (p: string) => resume.has(p.slice(0, -PART_SUFFIX.length)) || literals.has(p.slice(0, -LITERAL_SUFFIX.length));
+  const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p) && !kept(p));
   const bytes = missing.reduce((n, f) => n + f.bytes - (resume.get(f.path) ?? 0), 0);
-  return { missing, resume, unverified, stale, bytes };
+  return { missing, resume, literals, unverified, stale, bytes };
 }
 
 /** Fails when the upload would not fit, before anything is written. */
@@ -235,14 +248,85 @@ export interface UploadProgress {
   file: string;
   sent: number;
   total: number;
+  /** Set when the file is made on the machine from a delta against a file the medium has. */
+  basis?: string;
+}
+
+/** A verified file on the medium (named by a label) and the controller's copy of it. */
+export interface Basis {
+  path: string;
+  local: string;
+}
+
+export interface UploadOptions {
+  onProgress?: (p: UploadProgress) => void;
+  /** Files on the medium a missing file may be made from (deploy/delta.ts); none: every file is sent whole. */
+  bases?: (f: CandidateFile) => Basis[];
+  /** A delta that did not give the file (a damaged basis): it is then sent whole. */
+  onWarn?: (message: string) => void;
+  /** What the upload does besides sending (making a file from a delta). */
+  onStep?: (message: string) => void;
+}
+
+/**
+ * The bases of a candidate's boot file: the file at the same place in each label's list
+ * (the same segment of an earlier build), when the controller has its copy; the running
+ * label first. A file of the candidate itself is no basis.
+ */
+export function basesFor(slots: SlotTable, candidate: { initrds: string[] }, copies: Map<string, string>): (f: CandidateFile) => Basis[] {
+  return (f) => {
+    const at = candidate.initrds.indexOf(f.path);
+    if (at < 0) return [];
+    const seen = new Set<string>();
+    const out: Basis[] = [];
+    for (const slot of SLOTS) {
+      const entry = slots[slot];
+      if (!entry || entry.initrds.length !== candidate.initrds.length) continue;
+      const path = entry.initrds[at]!;
+      const sha256 = /([0-9a-f]{64})\.cpio\.zst$/.exec(path)?.[1];
+      const local = sha256 && copies.get(sha256);
+      if (!local || path === f.path || seen.has(path)) continue;
+      seen.add(path);
+      out.push({ path, local });
+    }
+    return out;
+  };
+}
+
+interface Chosen {
+  basis: Basis;
+  delta: Delta;
+  script: string;
+  bytes: number;
+}
+
+const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
+
+/** The cheapest delta for `f` against its bases, if it costs less than `whole` bytes; secrets are always sent whole. */
+function chooseDelta(f: CandidateFile, bases: Basis[], medium: string, whole: number): Chosen | undefined {
+  if (!f.segment || f.segment === 'secrets' || bases.length === 0) return undefined;
+  const target = readFileSync(f.local);
+  const final = `${medium}/${f.path}`;
+  let best: Chosen | undefined;
+  for (const basis of bases) {
+    const delta = makeDelta(readFileSync(basis.local), target);
+    const script = assemblyScript(delta.ops, { basis: `${medium}/${basis.path}`, literal: `${final}${LITERAL_SUFFIX}`, out: `${final}${PART_SUFFIX}` });
+    const bytes = delta.literal.length + Buffer.byteLength(script);
+    if (!best || bytes < best.bytes) best = { basis, delta, script, bytes };
+  }
+  // Worth it only when it saves much: a file of new bytes (a blob in root/) goes whole,
+  // as a plain upload that a cut resumes byte for byte.
+  return best && best.bytes < whole / 2 ? best : undefined;
 }
 
 /**
  * Deletes stale files, checks the unverified ones, and uploads the missing ones to
  * `<name>.part`, resuming a part a cut upload left; a file gets its content name only
- * after its sha256 matched on the machine. Returns the bytes sent.
+ * after its sha256 matched on the machine. A segment that is cheaper as a delta against
+ * one the medium has is made on the machine from it instead (delta.ts). Returns the
+ * bytes sent.
  */
-export async function uploadFiles(session: Session, medium: string, plan: UploadPlan, onProgress?: (p: UploadProgress) => void): Promise<number> {
+export async function uploadFiles(session: Session, medium: string, plan: UploadPlan, opts: UploadOptions = {}): Promise<number> {
   const dir = `${medium}/${FILES_DIR}`;
   await session.check('prepare the medium', `mkdir -p ${shq(dir)}${plan.stale.map((p) => ` && rm -f ${shq(`${medium}/${p}`)}`).join('')}`);
   const send = plan.missing.map((f) => ({ f, offset: plan.resume.get(f.path) ?? 0 }));
@@ -252,22 +336,34 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
       send.push({ f, offset: 0 });
     }
   }
-  let total = send.reduce((n, { f, offset }) => n + f.bytes - offset, 0);
-  let sent = 0;
+  const jobs = send.map((j) => ({ ...j, delta: chooseDelta(j.f, opts.bases?.(j.f) ?? [], medium, j.f.bytes - j.offset) }));
+  const progress = { sent: 0, total: jobs.reduce((n, j) => n + (j.delta ? j.delta.bytes - Math.min(plan.literals.get(j.f.path) ?? 0, j.delta.bytes) : j.f.bytes - j.offset), 0) };
   const put = async (f: CandidateFile, part: string, offset: number) => {
-    const before = sent;
-    sent += await session.upload(f.local, part, (n) => onProgress?.({ file: f.path, sent: before + n, total }), offset);
+    const before = progress.sent;
+    progress.sent += await session.upload(f.local, part, (n) => opts.onProgress?.({ file: f.path, sent: before + n, total: progress.total }), offset);
     return session.sha256(part);
   };
-  for (const { f, offset } of send) {
+  for (const { f, offset, delta } of jobs) {
     const final = `${medium}/${f.path}`;
     const part = `${final}${PART_SUFFIX}`;
-    let got = await put(f, part, offset);
-    if (got !== f.sha256 && offset > 0) {
-      // The part was not the start of this file after all (a writer from the cut connection
-      // still appending, a medium that lost its tail): send the whole file once more.
-      total += f.bytes;
-      got = await put(f, part, 0);
+    let got: string;
+    if (delta) {
+      got = await sendDelta(session, medium, f, delta, plan.literals.get(f.path) ?? 0, progress, opts);
+      if (got !== f.sha256) {
+        // The basis on the medium is not what its name says (a failing stick): the file is sent whole instead.
+        opts.onWarn?.(`${f.path} made from ${delta.basis.path} on ${session.target.name} gave ${got}, expected sha256 ${f.sha256}: sending it whole`);
+        await session.check('remove a corrupt file', `rm -f ${shq(part)}`);
+        progress.total += f.bytes;
+        got = await put(f, part, 0);
+      }
+    } else {
+      got = await put(f, part, offset);
+      if (got !== f.sha256 && offset > 0) {
+        // The part was not the start of this file after all (a writer from the cut connection
+        // still appending, a medium that lost its tail): send the whole file once more.
+        progress.total += f.bytes;
+        got = await put(f, part, 0);
+      }
     }
     if (got !== f.sha256) {
       await session.check('remove a corrupt upload', `rm -f ${shq(part)}`);
@@ -280,7 +376,46 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
     await session.rename(part, final);
   }
   await session.check('flush the medium', 'sync', { timeoutMs: SYNC_TIMEOUT_MS });
-  return sent;
+  return progress.sent;
+}
+
+/**
+ * Sends a delta's literal (resuming one a cut upload left, when it is the start of this
+ * one), has the machine write the part from it and the basis, and returns the part's
+ * sha256, or why there is none.
+ */
+async function sendDelta(
+  session: Session,
+  medium: string,
+  f: CandidateFile,
+  c: Chosen,
+  had: number,
+  progress: { sent: number; total: number },
+  opts: UploadOptions,
+): Promise<string> {
+  const literal = `${medium}/${f.path}${LITERAL_SUFFIX}`;
+  const tmp = mkdtempSync(join(tmpdir(), 'ramboot-delta-'));
+  try {
+    writeFileSync(join(tmp, 'literal'), c.delta.literal);
+    const send = async (offset: number) => {
+      const before = progress.sent;
+      const onProgress = (n: number) => opts.onProgress?.({ file: f.path, sent: before + n, total: progress.total, basis: c.basis.path });
+      progress.sent += await session.upload(join(tmp, 'literal'), literal, onProgress, offset);
+      return session.sha256(literal);
+    };
+    const expected = createHash('sha256').update(c.delta.literal).digest('hex');
+    if ((await send(had <= c.delta.literal.length ? had : 0)) !== expected && had > 0) {
+      progress.total += c.delta.literal.length;
+      await send(0);
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  opts.onStep?.(`making ${f.path} on ${session.target.name} from ${c.basis.path} and ${c.delta.literal.length} bytes sent (${f.bytes} whole)`);
+  const r = await session.exec('sh -s', { stdin: c.script, timeoutMs: SYNC_TIMEOUT_MS });
+  await session.check('remove a delta', `rm -f ${shq(literal)}`);
+  // A machine whose dd lacks skip_bytes fails here; the caller then sends the file whole.
+  return r.code === 0 ? session.sha256(`${medium}/${f.path}${PART_SUFFIX}`) : `nothing: the assembly exited with ${r.code ?? r.signal} (${lastLine(`${r.stdout}${r.stderr}`)})`;
 }
 
 /**

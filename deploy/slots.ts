@@ -19,6 +19,10 @@ export type SlotTable = Partial<Record<SlotName, SlotEntry>>;
 
 export const CFG_PATH = 'boot/syslinux/syslinux.cfg';
 export const FILES_DIR = 'boot/ramboot';
+/** The suffix of an upload in progress; such a file is never named by a label. */
+export const PART_SUFFIX = '.part';
+/** The suffix of a delta's literal bytes while a file is assembled from it (delta.ts); never named by a label. */
+export const LITERAL_SUFFIX = '.lit';
 /** The first line of every syslinux.cfg ramboot writes: how a managed medium is recognised. */
 export const MANAGED_HEADER = '# Managed by ramboot';
 

@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gitSource, type Source } from '../builder/source.js';
 import { parsePackages } from '../builder/packages.js';
 import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import { readSegmentFiles } from '../image/cpio-read.js';
+import { deltaBytes, makeDelta } from '../deploy/delta.js';
+import { LITERAL_SUFFIX, PART_SUFFIX, contentPath } from '../deploy/slots.js';
 import { readManifest, type Manifest, type SegmentName } from '../image/manifest.js';
 import { ACCOUNT_FILES, compareAccounts, type AccountChange, type AccountTexts } from './accounts.js';
 import { unifiedDiff } from './diff.js';
@@ -92,10 +95,19 @@ export async function planImages(baseImageDir: string, headImageDir: string, opt
     kernel: compareKernel(a.manifest, b.manifest),
     settings: compareSettings(a.manifest, b.manifest),
     ...(sa && sb ? { secrets: compareSecrets(sa, sb) } : {}),
-    size: sizeReport(a.manifest, b.manifest, sb?.files.size ?? 0),
+    size: sizeReport(a.manifest, b.manifest, sb?.files.size ?? 0, (name) => segmentDelta(a, b, name)),
     notes,
   };
   return { ...plan, changes: countChanges(plan) };
+}
+
+/** What a deploy sends for segment `name` of the head as a delta against the base's, as deploy/medium.ts computes it. */
+function segmentDelta(a: Side, b: Side, name: SegmentName): number | undefined {
+  const [x, y] = [a.manifest.segments.find((s) => s.name === name), b.manifest.segments.find((s) => s.name === name)];
+  if (!x || !y || name === 'secrets') return undefined;
+  const out = contentPath(y.sha256, 'cpio.zst');
+  const d = makeDelta(readFileSync(join(a.dir, x.file)), readFileSync(join(b.dir, y.file)));
+  return deltaBytes(d, { basis: contentPath(x.sha256, 'cpio.zst'), literal: `${out}${LITERAL_SUFFIX}`, out: `${out}${PART_SUFFIX}` });
 }
 
 async function side(dir: string, opts: PlanOptions, notes: string[]): Promise<Side> {

@@ -3,7 +3,8 @@ import type { Manifest, SegmentName } from '../image/manifest.js';
 // What an image costs: its bytes (kernel, microcode, segments), the RAM its unpacked
 // files take, and what a deploy of it would upload to a medium that holds the other
 // image. The medium keeps files by content (boot/ramboot/<sha256>.*), so a file whose
-// hash the medium already has is not sent again.
+// hash the medium already has is not sent again, and a changed segment is sent as a
+// delta against the one it replaces when that is smaller (deploy/delta.ts).
 
 export type MediumFile = 'kernel' | 'ucode' | SegmentName;
 
@@ -49,14 +50,17 @@ const carriesSecrets = (m: Manifest) => m.files.some((f) => f.segment === 'secre
  * them (`ramboot plan` never decrypts) has an empty secrets segment, while the one the
  * controller builds holds them with the commit's time, so it differs in every commit.
  */
-export function sizeReport(before: Manifest, after: Manifest, headSecrets: number): SizeReport {
+export function sizeReport(before: Manifest, after: Manifest, headSecrets: number, deltaOf?: (segment: SegmentName) => number | undefined): SizeReport {
   const onMedium = new Set(mediumFiles(before).map((f) => f.sha256));
   const upload = mediumFiles(after).map((f): UploadRow => {
     if (f.file === 'secrets' && !carriesSecrets(after) && headSecrets > 0) {
       return { file: f.file, sent: true, note: 'built by the controller with the decrypted secrets' };
     }
     const sent = !onMedium.has(f.sha256);
-    return { file: f.file, bytes: f.bytes, sent, ...(sent ? {} : { note: 'already on the medium' }) };
+    if (!sent) return { file: f.file, bytes: f.bytes, sent, note: 'already on the medium' };
+    const delta = f.file === 'kernel' || f.file === 'ucode' ? undefined : deltaOf?.(f.file);
+    if (delta !== undefined && delta < f.bytes) return { file: f.file, bytes: delta, sent, note: `a delta against the base's ${f.file} (${f.bytes} bytes whole)` };
+    return { file: f.file, bytes: f.bytes, sent };
   });
   const total = (m: Manifest) => mediumFiles(m).reduce((n, f) => n + f.bytes, 0);
   return {

@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, parseDfAvailable, parseLs, parseMounts, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type CandidateFile } from '../../deploy/medium.js';
+import { PreflightError, armOnce, basesFor, checkSpace, clearOnce, inspectMedium, parseDfAvailable, parseLs, parseMounts, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type CandidateFile } from '../../deploy/medium.js';
+import { packTree } from '../../builder/segment.js';
+import { makeDelta } from '../../deploy/delta.js';
 import { readRunning } from '../../deploy/running.js';
 import { CFG_PATH, contentPath, parseSyslinuxCfg, type SlotTable } from '../../deploy/slots.js';
-import { connect } from '../../deploy/ssh.js';
+import { connect, type Session } from '../../deploy/ssh.js';
 import { mountExt2, mountReadOnly, mountTmpfs, startSshd, type TestMount, type TestSshd } from '../helpers/sshd.js';
 
 describe('parsers', () => {
@@ -71,6 +73,35 @@ async function localFile(name: string, bytes: number, kind: 'vmlinuz' | 'cpio.zs
   await writeFile(local, data);
   const sha256 = createHash('sha256').update(data).digest('hex');
   return { path: contentPath(sha256, kind), sha256, bytes, local };
+}
+
+/** A syslinux.cfg whose lts label names `f`: the medium's verified file a delta is made from. */
+async function labelled(s: Session, m: string, f: CandidateFile): Promise<SlotTable> {
+  const slots: SlotTable = { lts: { buildId: 'a', kernel: 'boot/ramboot/k.vmlinuz', initrds: [f.path], append: '' } };
+  await mkdir(join(m, 'boot/syslinux'), { recursive: true });
+  await writeCfg(s, m, slots);
+  return slots;
+}
+
+/** Two base segments as the builder writes them, the second with a file added and one changed. */
+async function segmentPair(added = 10_000): Promise<[CandidateFile, CandidateFile]> {
+  const dirs = [join(work, `tree-${randomBytes(4).toString('hex')}`), join(work, `tree-${randomBytes(4).toString('hex')}`)];
+  // Hex of random bytes: compresses about 2:1, like the files of a base.
+  const content = Array.from({ length: 600 }, () => randomBytes(4096).toString('hex'));
+  for (const dir of dirs) {
+    for (let i = 0; i < 600; i++) {
+      await mkdir(join(dir, `lib/d${String(i).padStart(3, '0')}`), { recursive: true });
+      await writeFile(join(dir, `lib/d${String(i).padStart(3, '0')}/f`), content[i]!);
+    }
+  }
+  await writeFile(join(dirs[1]!, 'lib/d300/added'), randomBytes(added));
+  await writeFile(join(dirs[1]!, 'lib/d100/f'), 'changed');
+  const out: CandidateFile[] = [];
+  for (const dir of dirs) {
+    const r = await packTree(dir, `${dir}.cpio.zst`, { mtime: () => 0 });
+    out.push({ path: contentPath(r.sha256, 'cpio.zst'), sha256: r.sha256, bytes: r.bytes, local: r.file, segment: 'base' });
+  }
+  return [out[0]!, out[1]!];
 }
 
 async function preflightError(m: string, sshdFor = sshd): Promise<PreflightError> {
@@ -144,7 +175,7 @@ describe('upload', () => {
     const plan = planUpload(await inspectMedium(s, m), files);
     expect(plan.bytes).toBe(2_100_000);
     const seen: number[] = [];
-    expect(await uploadFiles(s, m, plan, (p) => seen.push(p.sent))).toBe(2_100_000);
+    expect(await uploadFiles(s, m, plan, { onProgress: (p) => seen.push(p.sent) })).toBe(2_100_000);
     expect(seen.at(-1)).toBe(2_100_000);
     for (const f of files) expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
     expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual(files.map((f) => f.path.split('/').pop()).sort());
@@ -158,7 +189,7 @@ describe('upload', () => {
     const f = await localFile('liar', 1000);
     const s = await connect(sshd.target());
     const wrong = { ...f, sha256: '0'.repeat(64), path: contentPath('0'.repeat(64), 'cpio.zst') };
-    await expect(uploadFiles(s, m, planUpload(await inspectMedium(s, m), [wrong]), undefined)).rejects.toThrow(/sha256 on the machine is [0-9a-f]{64}, expected 0{64}/);
+    await expect(uploadFiles(s, m, planUpload(await inspectMedium(s, m), [wrong]))).rejects.toThrow(/sha256 on the machine is [0-9a-f]{64}, expected 0{64}/);
     expect(await readdir(join(m, 'boot/ramboot'))).toEqual([]);
     s.close();
   });
@@ -169,8 +200,10 @@ describe('upload', () => {
     const big = await localFile('big', 8 * 1024 * 1024);
     const s = await connect(sshd.target());
     const plan = planUpload(await inspectMedium(s, m), [small, big]);
-    const cut = await uploadFiles(s, m, plan, (p) => {
-      if (p.file === big.path && p.sent > small.bytes + 2 * 1024 * 1024) s.destroy();
+    const cut = await uploadFiles(s, m, plan, {
+      onProgress: (p) => {
+        if (p.file === big.path && p.sent > small.bytes + 2 * 1024 * 1024) s.destroy();
+      },
     }).catch((e: unknown) => e);
     expect(String(cut)).toMatch(/connection was lost|connection is closed/);
     const names = await readdir(join(m, 'boot/ramboot'));
@@ -218,6 +251,80 @@ describe('upload', () => {
     expect(plan.stale).toEqual([`${f.path}.part`]);
     expect(await uploadFiles(s, m, plan)).toBe(1000);
     expect(await readdir(join(m, 'boot/ramboot'))).toEqual([f.path.split('/').pop()]);
+    s.close();
+  });
+
+  it('makes a changed segment on the machine from the one a label names, sending only what changed', async () => {
+    const m = await medium('ext2', 128);
+    const [old, changed] = await segmentPair();
+    const s = await connect(sshd.target());
+    await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
+    const slots = await labelled(s, m, old);
+    const warnings: string[] = [];
+    const bases = basesFor(slots, { initrds: [changed.path] }, new Map([[old.sha256, old.local]]));
+    const sent = await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [changed]), { bases, onWarn: (w) => warnings.push(w) });
+    expect(sent).toBeGreaterThan(0);
+    expect(sent).toBeLessThan(changed.bytes * 0.1);
+    expect(warnings).toEqual([]);
+    expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
+    expect((await readdir(join(m, 'boot/ramboot'))).sort()).toEqual([old, changed].map((f) => f.path.split('/').pop()).sort());
+    s.close();
+  });
+
+  it('refuses a file made from a damaged basis before any label names it, and sends it whole', async () => {
+    const m = await medium('ext2', 128);
+    const [old, changed] = await segmentPair();
+    const s = await connect(sshd.target());
+    await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
+    // A stick that lost bytes of the file a label names: its name still says the old hash.
+    const onMedium = join(m, old.path);
+    const bytes = await readFile(onMedium);
+    bytes.fill(0, 100_000, 140_000);
+    await writeFile(onMedium, bytes);
+    const slots = await labelled(s, m, old);
+    const warnings: string[] = [];
+    const bases = basesFor(slots, { initrds: [changed.path] }, new Map([[old.sha256, old.local]]));
+    const sent = await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [changed]), { bases, onWarn: (w) => warnings.push(w) });
+    expect(warnings).toEqual([expect.stringMatching(new RegExp(`${changed.path} made from ${old.path} on .* gave [0-9a-f]{64}, expected sha256 ${changed.sha256}: sending it whole`))]);
+    expect(sent).toBeGreaterThan(changed.bytes);
+    expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
+    expect((await readdir(join(m, 'boot/ramboot'))).filter((n) => /\.(part|lit)$/.test(n))).toEqual([]);
+    s.close();
+  });
+
+  it('a delta whose literal upload was cut resumes where the literal on the medium ends; one that is not its start is sent again', async () => {
+    const m = await medium('ext2', 128);
+    const [old, changed] = await segmentPair(1_000_000);
+    const literal = makeDelta(await readFile(old.local), await readFile(changed.local)).literal;
+    const s = await connect(sshd.target());
+    await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
+    const bases = basesFor(await labelled(s, m, old), { initrds: [changed.path] }, new Map([[old.sha256, old.local]]));
+    // What a cut upload leaves: the start of the literal.
+    await writeFile(join(m, `${changed.path}.lit`), literal.subarray(0, 300_000));
+    const plan = planUpload(await inspectMedium(s, m), [changed]);
+    expect(plan.literals.get(changed.path)).toBe(300_000);
+    expect(plan.stale).toEqual([]);
+    expect(await uploadFiles(s, m, plan, { bases })).toBe(literal.length - 300_000);
+    expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
+    expect((await readdir(join(m, 'boot/ramboot'))).filter((n) => /\.(part|lit)$/.test(n))).toEqual([]);
+
+    // A literal of another delta under the same name: the rest does not make it this one.
+    await rm(join(m, changed.path));
+    await writeFile(join(m, `${changed.path}.lit`), randomBytes(300_000));
+    expect(await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [changed]), { bases })).toBe(literal.length - 300_000 + literal.length);
+    expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
+    s.close();
+  });
+
+  it('never sends the secrets segment as a delta', async () => {
+    const [old, changed] = await segmentPair();
+    const m = await medium('ext2', 128);
+    const s = await connect(sshd.target());
+    await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
+    const slots = await labelled(s, m, old);
+    const secrets = { ...changed, segment: 'secrets' };
+    const bases = basesFor(slots, { initrds: [secrets.path] }, new Map([[old.sha256, old.local]]));
+    expect(await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [secrets]), { bases })).toBe(changed.bytes);
     s.close();
   });
 
