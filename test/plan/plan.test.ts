@@ -129,8 +129,10 @@ describe('ramboot plan: one commit per kind of change', () => {
         expect(p.packages).toEqual({ added: [{ name: 'hello-extra', version: '0.1-r0', listed: true }], removed: [], upgraded: [] });
         expect(p.files.map((f) => f.path)).toContain('usr/share/hello-extra/README');
         expect(p.files.every((f) => /^(usr\/share\/hello-extra|lib\/apk\/|etc\/apk\/world)/.test(f.path)), JSON.stringify(p.files.map((f) => f.path))).toBe(true);
-        // A new package set is a new base: the deploy re-sends it.
-        expect(p.size.upload.find((u) => u.file === 'base')).toMatchObject({ sent: true });
+        // A new package set is a new base: the deploy sends it as a delta against the old one.
+        const base = p.size.upload.find((u) => u.file === 'base')!;
+        expect(base).toMatchObject({ sent: true, note: expect.stringMatching(/^a delta against the base's base \(\d+ bytes whole\)$/) });
+        expect(base.bytes).toBeLessThan(Number(/\((\d+) bytes whole\)/.exec(base.note!)![1]) / 4);
         expect(p.size.image.after).toBeGreaterThan(p.size.image.before);
       },
     },
