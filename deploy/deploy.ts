@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
 import type { Manifest } from '../image/manifest.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import type { WarnEvent } from '../lib/events.js';
@@ -154,6 +155,12 @@ interface Ctx {
   plan: DeployPlan;
   /** sha256 → the controller's copy of that boot file. */
   copies: () => Map<string, string>;
+  /**
+   * The same, also from the images beside the candidate's: a file a delta is made from
+   * needs no trust (the machine checks the result by hash), so any build the controller
+   * can read will do. Repairs take only the controller's own images.
+   */
+  basisCopies: () => Map<string, string>;
   history: DeployHistory;
   target: Target;
   journal: Journal;
@@ -174,10 +181,12 @@ function context(opts: DeployOptions, history: DeployHistory): Ctx {
   const target: Target = { ...opts.target, hostKey: plan.hostKey, previousHostKeys: plan.previousHostKeys };
   let cached: Session | undefined;
   let copies: Map<string, string> | undefined;
+  let basisCopies: Map<string, string> | undefined;
   return {
     id: history.id,
     plan,
     copies: () => (copies ??= localCopies(opts.images ?? [], plan.files)),
+    basisCopies: () => (basisCopies ??= localCopies([...(opts.images ?? []), dirname(plan.imageDir)], plan.files)),
     history,
     target,
     journal: opts.journal,
@@ -353,7 +362,7 @@ async function upload(ctx: Ctx): Promise<Entry> {
   checkSpace(state, plan, ctx.plan.host);
   const sent = await uploadFiles(s, ctx.plan.medium, plan, {
     onProgress: (p) => ctx.emit({ kind: 'upload', ...p }),
-    bases: basesFor(state.cfg.slots, ctx.plan.candidate, ctx.copies()),
+    bases: basesFor(state.cfg.slots, ctx.plan.candidate, ctx.basisCopies()),
     onWarn: (message) => ctx.emit({ kind: 'warn', source: 'deploy', message }),
     onStep: (message) => ctx.emit({ kind: 'step', step: 'upload', deploy: ctx.id, message }),
   });
