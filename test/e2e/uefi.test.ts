@@ -91,6 +91,13 @@ describe('deploying to the virtual NAS under OVMF with systemd-boot (Debian exam
     const r = await nas.deploy(bad.imageDir);
     expect(r.code).toBe(12);
     expect(r.stdout).toMatch(/health check "always fails" failed after 1 attempt: exit 1: the pool is degraded/);
+    // On the ESP too, the overlay was made on the machine from lts's: a few of its pieces were sent.
+    const journal = readFileSync(join(nas.stateDir, 'deploy.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const sent = journal.filter((e) => e.step === 'label').at(-1).bytesSent as number;
+    const overlay = bad.segments.find((x) => x.name === 'overlay')!.bytes;
+    nas.log(`the unhealthy commit sent ${sent} bytes; its overlay has ${overlay}`);
+    expect(sent).toBeGreaterThan(0);
+    expect(sent).toBeLessThan(overlay);
     expect(await nas.running()).toMatchObject({ slot: 'lts', build: current.buildId });
     expect(await entries()).toEqual(['lts.conf', 'old.conf']);
     expect(await nas.reboot()).toMatchObject({ slot: 'lts', build: current.buildId });
