@@ -105,7 +105,8 @@ export function pieces(entries: CpioEntry[]): CpioEntry[][] {
 async function compressPieces(entries: Iterable<CpioEntry> | AsyncIterable<CpioEntry>, outFile: string, fd: number): Promise<{ sha256: string; bytes: number }> {
   const all: CpioEntry[] = [];
   for await (const e of entries) all.push(e);
-  const dir = await mkdtemp(`${outFile}.pieces-`);
+  // Beside the segment and named after it: a build that was killed leaves it where the next one sweeps (sweep.ts).
+  const dir = await mkdtemp(`${outFile}-pieces-`);
   try {
     const files: string[] = [];
     for (const [i, piece] of pieces(all).entries()) {
