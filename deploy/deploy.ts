@@ -15,15 +15,16 @@ import { MediumDamagedError, findDamage, localCopies, repair, verifyAndRepair } 
 import { exposure } from '../image/medium.js';
 import { REASON, VERDICT, VERDICT_EXIT_CODE, type Outcome, type Reason, type Verdict } from './verdict.js';
 
-// The deploy protocol (docs/ARCHITECTURE.md, "Deploy") as a chain of steps. Each step is recorded in the
-// journal before it is taken and returns the next one; the driver records that and
+// The deploy protocol (docs/ARCHITECTURE.md, "Deploy") as a table of steps, split at the
+// trial boundary: those before it, the trial, and the endings. Each step is recorded in
+// the journal before it is taken and returns the next one; the driver records that and
 // goes on until a verdict. A step is safe to repeat: a resumed deploy re-enters the
 // last recorded step, which looks at the machine before it acts.
 
 export type DeployEvent =
   | { kind: 'step'; step: Step; deploy: string; message: string }
   | { kind: 'running'; host: string; running: Running }
-  | { kind: 'upload'; file: string; sent: number; total: number }
+  | { kind: 'upload'; file: string; sent: number; total: number; basis?: string }
   | { kind: 'wait'; what: string; elapsedMs: number; observation: Observation }
   | { kind: 'check'; event: HealthEvent }
   | { kind: 'verdict'; outcome: Outcome; bytesSent?: number; imageBytes?: number }
@@ -206,8 +207,9 @@ async function drive(ctx: Ctx, first: JournalRecord): Promise<DeployResult> {
   let rec = first;
   try {
     while (rec.step !== 'verdict') {
-      ctx.emit({ kind: 'step', step: rec.step, deploy: ctx.id, message: describeStep(ctx, rec) });
-      const next = await runStep(ctx, rec);
+      const step = stepOf(ctx, rec);
+      ctx.emit({ kind: 'step', step: rec.step, deploy: ctx.id, message: step.says(ctx, rec) });
+      const next = await step.run(ctx, rec);
       rec = await ctx.journal.record(ctx.id, next);
       ctx.history.entries.push(rec);
       ctx.history.last = rec;
@@ -220,74 +222,73 @@ async function drive(ctx: Ctx, first: JournalRecord): Promise<DeployResult> {
   return { deploy: ctx.id, buildId: ctx.plan.buildId, outcome, exitCode: VERDICT_EXIT_CODE[outcome.verdict], bytesSent, imageBytes };
 }
 
-function runStep(ctx: Ctx, rec: JournalRecord): Promise<Entry> {
-  switch (rec.step) {
-    case 'start':
-      return beforeTrial(() => preflight(ctx));
-    case 'upload':
-      return beforeTrial(() => upload(ctx));
-    case 'label':
-      return beforeTrial(async () => {
+type RecordOf<S extends Step> = Extract<JournalRecord, { step: S }>;
+
+/** A step of the protocol: what it says while it runs, and what it does (its next entry). */
+interface StepSpec<S extends Step> {
+  says: (ctx: Ctx, rec: RecordOf<S>) => string;
+  run: (ctx: Ctx, rec: RecordOf<S>) => Promise<Entry>;
+}
+type Steps<K extends Step> = { [S in K]: StepSpec<S> };
+
+/** Before the trial boot: a failure ends the deploy with the default untouched (beforeTrial). */
+const BEFORE_TRIAL: Steps<'start' | 'upload' | 'label' | 'arm'> = {
+  /** Preflight, nothing written: the medium, free space, the boot loader, what runs now. */
+  start: { says: (ctx) => `checking ${ctx.plan.host} for build ${ctx.plan.buildId}`, run: (ctx) => beforeTrial(() => preflight(ctx)) },
+  /** The missing files under temporary names (or made from a delta), verified, renamed; every file the new labels name hashed. */
+  upload: { says: (ctx) => `uploading to ${ctx.plan.host}`, run: (ctx) => beforeTrial(() => upload(ctx)) },
+  /** The labels with `new` naming the candidate (on UEFI a counted entry, which arms it). */
+  label: {
+    says: () => 'writing the new label',
+    run: (ctx, rec) =>
+      beforeTrial(async () => {
         await writeCfg(await ctx.session(), ctx.plan.medium, rec.slots, firmwareOf(ctx));
         return { step: 'arm' };
-      });
-    case 'arm':
-      return beforeTrial(async () => {
+      }),
+  },
+  /** The next boot, and only that one, boots `new` (extlinux --once on BIOS). */
+  arm: {
+    says: () => 'arming the boot-once entry',
+    run: (ctx) =>
+      beforeTrial(async () => {
         const s = await ctx.session();
         await armOnce(s, ctx.plan.medium, 'new', firmwareOf(ctx));
         return { step: 'reboot', bootId: (await readRunning(s)).bootId };
-      }, REASON.ARM_FAILED);
-    case 'reboot':
-      return inTrial(() => reboot(ctx, rec.bootId));
-    case 'verify':
-      return inTrial(() => verify(ctx, rec.previousBootId));
-    case 'health':
-      return inTrial(() => health(ctx, rec.bootId));
-    case 'confirm':
-      return inTrial(() => confirm(ctx, rec.bootId));
-    case 'promote':
-      return promote(ctx, rec.slots);
-    case 'disarm':
-      return disarm(ctx, rec.outcome);
-    case 'rollback':
-      return rollback(ctx, rec.outcome);
-    case 'cleanup':
-      return cleanup(ctx, rec.outcome);
-    case 'verdict':
-      throw new RambootError(`failed to continue deploy ${ctx.id}: it is already over`, { step: 'deploy', host: ctx.plan.host });
-  }
-}
+      }, REASON.ARM_FAILED),
+  },
+};
 
-function describeStep(ctx: Ctx, rec: JournalRecord): string {
-  const host = ctx.plan.host;
-  switch (rec.step) {
-    case 'start':
-      return `checking ${host} for build ${ctx.plan.buildId}`;
-    case 'upload':
-      return `uploading to ${host}`;
-    case 'label':
-      return 'writing the new label';
-    case 'arm':
-      return 'arming the boot-once entry';
-    case 'reboot':
-      return `rebooting ${host} into the trial`;
-    case 'verify':
-      return 'verifying the trial boot';
-    case 'health':
-      return 'running health checks';
-    case 'confirm':
-      return 'confirming the trial';
-    case 'promote':
-      return `promoting build ${ctx.plan.buildId}`;
-    case 'disarm':
-      return `disarming the trial: ${rec.outcome.message}`;
-    case 'rollback':
-      return `rolling back: ${rec.outcome.message}`;
-    case 'cleanup':
-      return 'removing the candidate from the medium';
-    case 'verdict':
-      return rec.outcome.message;
-  }
+/** The trial: a machine lost here is the rollback's to bring back (inTrial). */
+const TRIAL: Steps<'reboot' | 'verify' | 'health' | 'confirm'> = {
+  /** Reboot the machine, which runs boot `bootId`, and wait for another boot. */
+  reboot: { says: (ctx) => `rebooting ${ctx.plan.host} into the trial`, run: (ctx, rec) => inTrial(() => reboot(ctx, rec.bootId)) },
+  /** The new boot runs the candidate from `new`. */
+  verify: { says: () => 'verifying the trial boot', run: (ctx, rec) => inTrial(() => verify(ctx, rec.previousBootId)) },
+  /** The image's health checks on the trial boot. */
+  health: { says: () => 'running health checks', run: (ctx, rec) => inTrial(() => health(ctx, rec.bootId)) },
+  /** Tell the trial agent the boot is good, before its confirm timeout reboots it. */
+  confirm: { says: () => 'confirming the trial', run: (ctx, rec) => inTrial(() => confirm(ctx, rec.bootId)) },
+};
+
+/** After the trial, or instead of it: each ends with the machine booting lts or the promoted candidate. */
+const ENDINGS: Steps<'promote' | 'disarm' | 'rollback' | 'cleanup'> = {
+  /** lts names the candidate, old the former default; files no label names are deleted. */
+  promote: { says: (ctx) => `promoting build ${ctx.plan.buildId}`, run: (ctx, rec) => promote(ctx, rec.slots) },
+  /** The trial never began: the once-entry (BIOS) and the `new` label are cleared. */
+  disarm: { says: (_, rec) => `disarming the trial: ${rec.outcome.message}`, run: (ctx, rec) => disarm(ctx, rec.outcome) },
+  /** The machine back on lts: reboot, wait for the agent, power cycle; verified. */
+  rollback: { says: (_, rec) => `rolling back: ${rec.outcome.message}`, run: (ctx, rec) => rollback(ctx, rec.outcome) },
+  /** The candidate leaves the labels, then its files the medium. */
+  cleanup: { says: () => 'removing the candidate from the medium', run: (ctx, rec) => cleanup(ctx, rec.outcome) },
+};
+
+const STEPS: Steps<Exclude<Step, 'verdict'>> = { ...BEFORE_TRIAL, ...TRIAL, ...ENDINGS };
+
+/** The table's entry for a record; a verdict ends the deploy and has none. */
+function stepOf(ctx: Ctx, rec: JournalRecord): StepSpec<Step> {
+  if (rec.step === 'verdict') throw new RambootError(`failed to continue deploy ${ctx.id}: it is already over`, { step: 'deploy', host: ctx.plan.host });
+  // Each entry takes the records of its own step; `rec` is one, so the lookup is sound.
+  return STEPS[rec.step] as unknown as StepSpec<Step>;
 }
 
 /**
