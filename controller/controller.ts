@@ -100,6 +100,14 @@ const STEP_PHASE: Record<Step, PhaseName> = {
   verdict: 'promote',
 };
 
+/** What a reconcile's steps hand on: the commit's record and request, and the build once made. */
+interface Reconciling {
+  record: ReconcileRecord;
+  req: Request;
+  committerEmail?: string;
+  built?: BuildResult;
+}
+
 export class Controller {
   readonly history: History;
   readonly quarantine: Quarantine;
@@ -306,17 +314,34 @@ export class Controller {
     };
     this.current = { record };
     this.history.save(record);
+    const r: Reconciling = { record, req, committerEmail: info?.committerEmail };
     try {
-      if (!(await this.verify(record, req, info?.committerEmail))) return;
-      const built = await this.build(record, req);
-      if (!built) return;
-      await this.plan(record, built);
-      await this.deploy(record, built, req);
+      for (const step of this.steps) if ((await step(r)) === 'done') return;
     } finally {
       this.current = undefined;
       this.history.prune();
     }
   }
+
+  /**
+   * A reconcile's steps, in order, as a Flux reconciler reads: each goes on to the next
+   * or ends the reconcile, its record then saying how (quarantined, retry later, a verdict).
+   */
+  private readonly steps: ((r: Reconciling) => Promise<'next' | 'done'>)[] = [
+    async (r) => ((await this.verify(r.record, r.req, r.committerEmail)) ? 'next' : 'done'),
+    async (r) => {
+      r.built = await this.build(r.record, r.req);
+      return r.built ? 'next' : 'done';
+    },
+    async (r) => {
+      await this.plan(r.record, r.built!);
+      return 'next';
+    },
+    async (r) => {
+      await this.deploy(r.record, r.built!, r.req);
+      return 'done';
+    },
+  ];
 
   /**
    * Signature policy, then ancestry. Sets: untrusted-commit and not-descendant
