@@ -29,9 +29,10 @@ export interface SegmentResult {
   bytes: number;
 }
 
-// Multithreaded zstd cuts its input into jobs by size alone, so its output is the same
-// for any thread count and however the input arrives (checked with zstd 1.5.4: -T1,
-// -T2, -T8 and small pipe writes give identical bytes); --single-thread would differ.
+// For a segment written whole (the secrets): multithreaded zstd cuts its input into jobs
+// by size alone, so its output is the same for any thread count and however the input
+// arrives (checked with zstd 1.5.4: -T1, -T2, -T8 and small pipe writes give identical
+// bytes); --single-thread would differ.
 const ZSTD_ARGS = ['-T0', `-${ZSTD_LEVEL}`, '-q', '--no-progress', '-c'];
 const ZSTD_COMMAND = `zstd ${ZSTD_ARGS.join(' ')}`;
 // Archive bytes handed to the pump thread and not yet in zstd's pipe.
@@ -110,16 +111,21 @@ async function compressPieces(entries: Iterable<CpioEntry> | AsyncIterable<CpioE
   try {
     const files: string[] = [];
     for (const [i, piece] of pieces(all).entries()) {
-      const file = join(dir, String(i).padStart(5, '0'));
-      await writeCpio(piece, createWriteStream(file)).catch((err: unknown) => {
+      const name = String(i).padStart(5, '0');
+      const stream = createWriteStream(join(dir, name));
+      await writeCpio(piece, stream).catch((err: unknown) => {
+        stream.destroy();
         if (err instanceof BuildError) throw err;
         throw new BuildError(`failed to write ${outFile}: ${describe(err)}`, { step: 'write segment', input: outFile }, { cause: err });
       });
-      files.push(file);
+      files.push(name);
     }
-    const args = [`-${ZSTD_LEVEL}`, '-q', '--no-progress', '-c', ...files];
+    // Names relative to the scratch directory keep the command line short however many
+    // pieces there are; -T1 because the CLI's default thread count is not the same in
+    // every zstd version, and the bytes must not depend on it.
+    const args = ['-T1', `-${ZSTD_LEVEL}`, '-q', '--no-progress', '-c', ...files];
     const r = await new Promise<{ code: number | null; stderr: string; error?: Error }>((resolve) => {
-      const child = spawn('zstd', args, { stdio: ['ignore', fd, 'pipe'] });
+      const child = spawn('zstd', args, { cwd: dir, stdio: ['ignore', fd, 'pipe'] });
       let stderr = '';
       child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
       child.once('error', (error) => resolve({ code: null, stderr, error }));
@@ -128,7 +134,7 @@ async function compressPieces(entries: Iterable<CpioEntry> | AsyncIterable<CpioE
     if (r.error) throw new BuildError(`failed to run zstd for ${outFile}: ${describe(r.error)}`, { step: 'write segment', input: outFile });
     if (r.code !== 0) {
       if (/No space left/i.test(r.stderr)) throw new BuildError(`failed to write ${outFile}: ENOSPC: ${r.stderr.trim()}`, { step: 'write segment', input: outFile });
-      throw new CommandError(`compress ${outFile}`, `zstd -${ZSTD_LEVEL} -q --no-progress -c PIECE...`, r.code ?? undefined, r.stderr);
+      throw new CommandError(`compress ${outFile}`, `zstd -T1 -${ZSTD_LEVEL} -q --no-progress -c PIECE...`, r.code ?? undefined, r.stderr);
     }
     const hash = createHash('sha256');
     let bytes = 0;

@@ -2,13 +2,13 @@ import { createHash } from 'node:crypto';
 import { shq } from './ssh.js';
 
 // A segment the medium lacks is often a new version of one it has: a package change
-// rewrites a few files of a 45 MB base. Segments are compressed with `zstd --rsyncable`
-// and cpio inodes follow the path (builder/segment.ts, builder/cpio.ts), so unchanged
-// input gives unchanged compressed bytes between resynchronisation points. The new file
-// is cut into content-defined chunks; a chunk the basis (the same segment of a label on
-// the medium) also holds is copied there on the machine, the rest is sent. The machine
-// runs nothing but `dd` and `sha256sum`, and the result is named only when its sha256 is
-// the segment's (deploy/medium.ts).
+// rewrites a few files of a 45 MB base. A segment is a run of small archives, each its
+// own zstd frame, cut where paths say, and cpio inodes follow the path (builder/segment.ts,
+// builder/cpio.ts), so the pieces a change does not touch keep their compressed bytes.
+// The new file is cut into content-defined chunks; a chunk the basis (the same segment of
+// a label on the medium) also holds is copied there on the machine, the rest is sent. The
+// machine runs nothing but `dd` and `sha256sum`, and the result is named only when its
+// sha256 is the segment's (deploy/medium.ts).
 
 /** A piece of the target: bytes of the basis, or of the literal file sent along. */
 export interface DeltaOp {
@@ -25,9 +25,11 @@ export interface Delta {
 
 // Chunks of 1–32 KiB, 4 KiB apart on average past the minimum (a gear hash, as FastCDC):
 // small enough that a change costs little beyond itself, large enough that the ops stay few.
+// The cut tests the hash's high bits, which depend on the last 32 bytes (the low ones on
+// the last few only, so runs of one byte would cut at every minimum or never).
 const MIN_CHUNK = 1024;
 const MAX_CHUNK = 32 * 1024;
-const MASK = (1 << 12) - 1;
+const CUT_SHIFT = 32 - 12;
 
 /** The gear table: fixed pseudo-random words, so both sides cut the same content alike. */
 const GEAR = (() => {
@@ -44,7 +46,7 @@ export function chunkEnds(buf: Buffer): number[] {
   for (let i = 0; i < buf.length; i++) {
     h = ((h << 1) + GEAR[buf[i]!]!) >>> 0;
     const len = i + 1 - start;
-    if ((len >= MIN_CHUNK && (h & MASK) === 0) || len >= MAX_CHUNK) {
+    if ((len >= MIN_CHUNK && h >>> CUT_SHIFT === 0) || len >= MAX_CHUNK) {
       ends.push(i + 1);
       start = i + 1;
       h = 0;
@@ -88,6 +90,11 @@ export function makeDelta(basis: Buffer, target: Buffer): Delta {
   return { ops, literal: Buffer.concat(literal) };
 }
 
+/** A delta is used only when it costs less than half the file: a file of new bytes (a blob in root/) goes whole, as a plain upload that a cut resumes byte for byte. */
+export function worthDelta(deltaBytes: number, wholeBytes: number): boolean {
+  return deltaBytes < wholeBytes / 2;
+}
+
 /** The bytes the delta costs to send: the literal and the script that applies it. */
 export function deltaBytes(d: Delta, paths: AssemblyPaths): number {
   return d.literal.length + Buffer.byteLength(assemblyScript(d.ops, paths));
@@ -106,5 +113,6 @@ export interface AssemblyPaths {
 export function assemblyScript(ops: DeltaOp[], p: AssemblyPaths): string {
   const src = { basis: shq(p.basis), literal: shq(p.literal) };
   const lines = ops.map((o) => `dd if=${src[o.from]} bs=65536 iflag=skip_bytes,count_bytes skip=${o.offset} count=${o.length} status=none`);
-  return ['set -e', '{', ...lines, `} > ${shq(p.out)}`, ''].join('\n');
+  // A new inode: a writer of an earlier, cut assembly may still write into the old one.
+  return ['set -e', `rm -f ${shq(p.out)}`, '{', ...lines, `} > ${shq(p.out)}`, ''].join('\n');
 }

@@ -7,7 +7,7 @@ import { RambootError, UsageError } from '../lib/errors.js';
 import { CFG_PATH, FILES_DIR, LITERAL_SUFFIX, PART_SUFFIX, SLOTS, contentPath, MANAGED_HEADER, parseSyslinuxCfg, referencedFiles, renderSyslinuxCfg, type SlotName, type SlotTable } from './slots.js';
 import { ENTRIES_DIR, SD_BOOT_PATH, entryFile } from './entries.js';
 import { readEntrySlots, writeEntries } from './esp.js';
-import { assemblyScript, makeDelta, type Delta } from './delta.js';
+import { assemblyScript, makeDelta, worthDelta, type Delta } from './delta.js';
 import { shq, type Session } from './ssh.js';
 
 // The boot medium as seen over SSH (docs/ARCHITECTURE.md, "Deploy"): checks before
@@ -270,8 +270,8 @@ export interface UploadOptions {
 
 /**
  * The bases of a candidate's boot file: the file at the same place in each label's list
- * (the same segment of an earlier build), when the controller has its copy; the running
- * label first. A file of the candidate itself is no basis.
+ * (the same segment of an earlier build), when the controller has its copy; lts, then
+ * old and new. A file of the candidate itself is no basis.
  */
 export function basesFor(slots: SlotTable, candidate: { initrds: string[] }, copies: Map<string, string>): (f: CandidateFile) => Basis[] {
   return (f) => {
@@ -314,9 +314,7 @@ function chooseDelta(f: CandidateFile, bases: Basis[], medium: string, whole: nu
     const bytes = delta.literal.length + Buffer.byteLength(script);
     if (!best || bytes < best.bytes) best = { basis, delta, script, bytes };
   }
-  // Worth it only when it saves much: a file of new bytes (a blob in root/) goes whole,
-  // as a plain upload that a cut resumes byte for byte.
-  return best && best.bytes < whole / 2 ? best : undefined;
+  return best && worthDelta(best.bytes, whole) ? best : undefined;
 }
 
 /**
@@ -337,7 +335,8 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
     }
   }
   const jobs = send.map((j) => ({ ...j, delta: chooseDelta(j.f, opts.bases?.(j.f) ?? [], medium, j.f.bytes - j.offset) }));
-  const progress = { sent: 0, total: jobs.reduce((n, j) => n + (j.delta ? j.delta.bytes - Math.min(plan.literals.get(j.f.path) ?? 0, j.delta.bytes) : j.f.bytes - j.offset), 0) };
+  const literalLeft = (d: Chosen, had: number) => d.delta.literal.length - (had <= d.delta.literal.length ? had : 0);
+  const progress = { sent: 0, total: jobs.reduce((n, j) => n + (j.delta ? literalLeft(j.delta, plan.literals.get(j.f.path) ?? 0) : j.f.bytes - j.offset), 0) };
   const put = async (f: CandidateFile, part: string, offset: number) => {
     const before = progress.sent;
     progress.sent += await session.upload(f.local, part, (n) => opts.onProgress?.({ file: f.path, sent: before + n, total: progress.total }), offset);
@@ -348,10 +347,12 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
     const part = `${final}${PART_SUFFIX}`;
     let got: string;
     if (delta) {
-      got = await sendDelta(session, medium, f, delta, plan.literals.get(f.path) ?? 0, progress, opts);
+      const made = await sendDelta(session, medium, f, delta, plan.literals.get(f.path) ?? 0, progress, opts);
+      got = made.sha256 ?? '';
       if (got !== f.sha256) {
-        // The basis on the medium is not what its name says (a failing stick): the file is sent whole instead.
-        opts.onWarn?.(`${f.path} made from ${delta.basis.path} on ${session.target.name} gave ${got}, expected sha256 ${f.sha256}: sending it whole`);
+        const why = made.why ?? `the result has sha256 ${got}, not ${f.sha256}: ${delta.basis.path} on the medium is not what its name says (a failing stick)`;
+        opts.onWarn?.(`failed to make ${f.path} on ${session.target.name} from ${delta.basis.path}: ${why}; sending it whole`);
+        // A new inode: a writer of the failed assembly must not write into the upload.
         await session.check('remove a corrupt file', `rm -f ${shq(part)}`);
         progress.total += f.bytes;
         got = await put(f, part, 0);
@@ -392,7 +393,7 @@ async function sendDelta(
   had: number,
   progress: { sent: number; total: number },
   opts: UploadOptions,
-): Promise<string> {
+): Promise<{ sha256?: string; why?: string }> {
   const literal = `${medium}/${f.path}${LITERAL_SUFFIX}`;
   const tmp = mkdtempSync(join(tmpdir(), 'ramboot-delta-'));
   try {
@@ -404,10 +405,13 @@ async function sendDelta(
       return session.sha256(literal);
     };
     const expected = createHash('sha256').update(c.delta.literal).digest('hex');
-    if ((await send(had <= c.delta.literal.length ? had : 0)) !== expected && had > 0) {
+    let sha = await send(had <= c.delta.literal.length ? had : 0);
+    if (sha !== expected && had > 0) {
+      // What a cut upload left was not the start of this literal: it goes again, whole.
       progress.total += c.delta.literal.length;
-      await send(0);
+      sha = await send(0);
     }
+    if (sha !== expected) return { why: `the delta's ${c.delta.literal.length} bytes arrived as sha256 ${sha}, not ${expected}` };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -415,7 +419,8 @@ async function sendDelta(
   const r = await session.exec('sh -s', { stdin: c.script, timeoutMs: SYNC_TIMEOUT_MS });
   await session.check('remove a delta', `rm -f ${shq(literal)}`);
   // A machine whose dd lacks skip_bytes fails here; the caller then sends the file whole.
-  return r.code === 0 ? session.sha256(`${medium}/${f.path}${PART_SUFFIX}`) : `nothing: the assembly exited with ${r.code ?? r.signal} (${lastLine(`${r.stdout}${r.stderr}`)})`;
+  if (r.code !== 0) return { why: `\`sh -s\` (dd) exited with ${r.code ?? r.signal}: ${lastLine(`${r.stdout}${r.stderr}`)}` };
+  return { sha256: await session.sha256(`${medium}/${f.path}${PART_SUFFIX}`) };
 }
 
 /**

@@ -1,13 +1,14 @@
 import { spawn } from 'node:child_process';
 import { RambootError } from '../lib/errors.js';
 
-// Reads files back out of an image segment (a zstd-compressed newc archive, as
-// builder/cpio.ts writes it), for `ramboot plan`: the contents of a few named files,
+// Reads files back out of an image segment (a run of zstd-compressed newc archives, as
+// builder/segment.ts writes it), for `ramboot plan`: the contents of a few named files,
 // without unpacking the archive anywhere. zstd decompresses into a pipe; the newc
 // stream is parsed as it arrives and stops as soon as every wanted file was seen.
 //
 // newc: a 110-byte header of "070701" and 13 fields of 8 hex digits, the NUL-terminated
-// name padded to 4 bytes, then the body padded to 4 bytes; TRAILER!!! ends it.
+// name padded to 4 bytes, then the body padded to 4 bytes; TRAILER!!! ends an archive,
+// and with it the hardlinks the kernel knows of, and the next one follows.
 
 const MAGIC = '070701';
 const HEADER_SIZE = 110;
@@ -105,15 +106,23 @@ export async function readSegmentFiles(file: string, wanted: Iterable<string>, m
   });
   const linked = new Map<number, Buffer>();
   const waiting = new Map<number, string[]>();
+  let ended = false;
   try {
     const c = new Chunks(zstd.stdout[Symbol.asyncIterator]());
     let afterTrailer = false;
     for (;;) {
       if (found.size === want.size) break;
       const h = await readHeader(c, file, afterTrailer);
-      if (h === null) break;
+      if (h === null) {
+        ended = true;
+        break;
+      }
       afterTrailer = h === undefined;
-      if (!h) continue;
+      if (!h) {
+        linked.clear();
+        waiting.clear();
+        continue;
+      }
       const regular = (h.mode & S_IFMT) === S_IFREG;
       const keep = regular && h.size <= maxBytes && (want.has(h.name) || (h.nlink > 1 && h.size <= LINK_CACHE_MAX));
       const body = keep ? await c.read(h.size) : undefined;
@@ -130,8 +139,11 @@ export async function readSegmentFiles(file: string, wanted: Iterable<string>, m
     if (exit.code !== 0 && exit.code !== null && stderr) throw damaged(file, `zstd: ${stderr.trim()}`);
     throw err;
   }
-  const exit = await stop(zstd, exited);
+  // Read to its end, the stream must also have ended well: a damaged later frame would
+  // otherwise read as a segment without the files after it.
+  const exit = ended ? await exited : await stop(zstd, exited);
   if (exit.error) throw zstdMissing(file, exit.error);
+  if (ended && exit.code !== 0) throw damaged(file, `zstd: ${stderr.trim() || `exited with ${exit.code}`}`);
   return found;
 }
 

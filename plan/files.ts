@@ -3,7 +3,7 @@ import { RELEASE_FILE } from '../image/release.js';
 import { isAccountFile } from './accounts.js';
 
 // The files of two images compared from their manifests (type, mode, owner, size and
-// content hash; never the mtime, which follows the commit time), and which of the
+// content hash; never the mtime, which is fixed), and which of the
 // changed files get a unified diff: small, world-readable text files that root/ or
 // setup.sh put in the overlay.
 

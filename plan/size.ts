@@ -1,3 +1,4 @@
+import { worthDelta } from '../deploy/delta.js';
 import type { Manifest, SegmentName } from '../image/manifest.js';
 
 // What an image costs: its bytes (kernel, microcode, segments), the RAM its unpacked
@@ -59,7 +60,7 @@ export function sizeReport(before: Manifest, after: Manifest, headSecrets: numbe
     const sent = !onMedium.has(f.sha256);
     if (!sent) return { file: f.file, bytes: f.bytes, sent, note: 'already on the medium' };
     const delta = f.file === 'kernel' || f.file === 'ucode' ? undefined : deltaOf?.(f.file);
-    if (delta !== undefined && delta < f.bytes) return { file: f.file, bytes: delta, sent, note: `a delta against the base's ${f.file} (${f.bytes} bytes whole)` };
+    if (delta !== undefined && worthDelta(delta, f.bytes)) return { file: f.file, bytes: delta, sent, note: `a delta against the base's ${f.file} (${f.bytes} bytes whole)` };
     return { file: f.file, bytes: f.bytes, sent };
   });
   const total = (m: Manifest) => mediumFiles(m).reduce((n, f) => n + f.bytes, 0);

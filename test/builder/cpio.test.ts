@@ -362,7 +362,7 @@ describe('writeSegment', () => {
       const err = await packTree(src, out).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CommandError);
       expect((err as CommandError).exitCode).toBe(3);
-      expect((err as Error).message).toMatch(/failed to compress .*failed\.cpio\.zst: `zstd -6 -q --no-progress -c PIECE\.\.\.` exited with 3\nzstd: out of cheese/);
+      expect((err as Error).message).toMatch(/failed to compress .*failed\.cpio\.zst: `zstd -T1 -6 -q --no-progress -c PIECE\.\.\.` exited with 3\nzstd: out of cheese/);
       expect(() => statSync(out)).toThrow(/ENOENT/);
     } finally {
       process.env.PATH = path;

@@ -9,8 +9,8 @@ import { walkTree } from '../../builder/tree.js';
 import { assemblyScript, chunkEnds, makeDelta } from '../../deploy/delta.js';
 import { MINIROOTFS } from '../helpers/apk.js';
 
-// Two segments as the builder writes them (cpio, zstd --rsyncable), the second with one
-// file added in the middle and one changed, as a package change does to the base.
+// Two segments as the builder writes them (pieces of cpio, each its own zstd frame), the
+// second with one file added in the middle and one changed, as a package change does to the base.
 
 let work: string;
 let before: Buffer;

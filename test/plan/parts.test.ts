@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -182,6 +183,24 @@ describe('reading files back out of a segment', () => {
   it('leaves out files larger than asked for', async () => {
     const got = await readSegmentFiles(segment, ['etc/deep/big', 'etc/passwd'], 100_000);
     expect([...got.keys()]).toEqual(['etc/passwd']);
+  });
+
+  it('says the segment is damaged when a later piece is, though the pieces before it read whole', async () => {
+    const dir = join(work, 'many');
+    for (let i = 0; i < 40; i++) {
+      mkdirSync(join(dir, `d${i}`), { recursive: true });
+      writeFileSync(join(dir, `d${i}/f`), randomBytes(32 * 1024));
+    }
+    const seg = join(work, 'many.cpio.zst');
+    await packTree(dir, seg);
+    // The last piece's frame no longer starts with zstd's magic: zstd stops there with an
+    // error, after every piece before it came out whole.
+    const bytes = readFileSync(seg);
+    bytes.writeUInt32LE(0, bytes.lastIndexOf(Buffer.from([0x28, 0xb5, 0x2f, 0xfd])));
+    const bad = join(work, 'many-bad.cpio.zst');
+    writeFileSync(bad, bytes);
+    expect((await readSegmentFiles(bad, ['d0/f'], 1 << 20)).get('d0/f')!.equals(readFileSync(join(dir, 'd0/f')))).toBe(true);
+    await expect(readSegmentFiles(bad, ['d0/f', 'not/there'], 1 << 20)).rejects.toThrow(new RegExp(`failed to read ${bad}: [\\s\\S]*build the image again`));
   });
 
   it('says the segment is damaged, naming it, when it is not a zstd archive', async () => {
