@@ -74,7 +74,7 @@ export async function writeSegment(
 
 // Pieces of 64 KiB to 512 KiB of archive, cut before an entry whose path hashes to 0
 // modulo 8: content-defined, so an added file moves no cut but its own piece's. Measured
-// on the Debian example's base with eight files added across it: a delta of 1.3% of it,
+// on the Debian example's base with eight files added across it: a delta of 1.2% of it,
 // and the pieces at zstd -6 are 2.8% larger than one archive at -3 (docs/decisions.md,
 // "Delta uploads"). Hardlinked entries go last, in one piece: the kernel forgets links
 // at each TRAILER!!!.
