@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runCli } from './commands.js';
+import { runCli } from './cli/commands.js';
 import { EXIT } from '../lib/errors.js';
 
 let done = false;

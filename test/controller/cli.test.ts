@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { verbHelp } from '../../controller/args.js';
-import { commands, type Io } from '../../controller/commands.js';
+import { verbHelp } from '../../controller/cli/args.js';
+import { commands, type Io } from '../../controller/cli/commands.js';
 import { describeEvent, renderer, type RambootEvent } from '../../controller/render.js';
 import { EXIT } from '../../lib/errors.js';
 import { VERDICT_EXIT_CODE } from '../../deploy/verdict.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { generateInitialSecrets, secretsCommand } from '../../controller/verbs/secrets.js';
+import { generateInitialSecrets, secretsCommand } from '../../controller/cli/verbs/secrets.js';
 import { CLI } from '../helpers/ramboot.js';
 import {
   ageDecrypt,

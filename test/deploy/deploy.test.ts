@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Manifest } from '../../image/manifest.js';
 import { parseConfig } from '../../lib/config.js';
 import { bootloaderInstall } from '../../deploy/bootloader.js';
-import { runCli } from '../../controller/commands.js';
+import { runCli } from '../../controller/cli/commands.js';
 import { deploy, type DeployEvent, type DeployOptions } from '../../deploy/deploy.js';
 import { candidateFiles, readSlots } from '../../deploy/medium.js';
 import { findDamage, localCopies, scrub } from '../../deploy/integrity.js';

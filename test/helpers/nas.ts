@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { parse, stringify } from 'yaml';
 import { readManifest } from '../../image/manifest.js';
-import { runCli } from '../../controller/commands.js';
+import { runCli } from '../../controller/cli/commands.js';
 import { targetFor } from '../../deploy/target.js';
 import { deploy, type DeployEvent, type DeployResult } from '../../deploy/deploy.js';
 import { Journal, type JournalRecord } from '../../deploy/journal.js';

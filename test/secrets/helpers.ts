@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { afterEach } from 'vitest';
-import type { SecretsIO } from '../../controller/verbs/secrets.js';
+import type { SecretsIO } from '../../controller/cli/verbs/secrets.js';
 
 // Keys come from the real tools (age-keygen, ssh-keygen) in per-test temporary
 // directories, so every test also checks interoperability with them.

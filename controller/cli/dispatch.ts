@@ -1,4 +1,4 @@
-import { ArgumentError, EXIT, RambootError, exitCodeOf } from '../lib/errors.js';
+import { ArgumentError, EXIT, RambootError, exitCodeOf } from '../../lib/errors.js';
 import { didYouMean, helpWidth, overview, parseVerb, verbHelp, type Rows, type Verb } from './args.js';
 
 // From argv to a verb and back to an exit code: the one place where a verb's errors

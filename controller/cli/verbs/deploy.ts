@@ -1,22 +1,22 @@
 import { resolve } from 'node:path';
-import { build } from '../../builder/build.js';
-import { bootloaderInstall } from '../../deploy/bootloader.js';
-import { deploy, recordBuildFailure, type DeployResult } from '../../deploy/deploy.js';
-import { Journal, acquireLock } from '../../deploy/journal.js';
-import type { Target } from '../../deploy/ssh.js';
-import { localCopies, scrub, type ScrubReport } from '../../deploy/integrity.js';
-import { readSlots } from '../../deploy/medium.js';
-import { connect } from '../../deploy/ssh.js';
-import { formatStatus, status } from '../../deploy/status.js';
-import { targetFor } from '../../deploy/target.js';
-import { VERDICT_EXIT_CODE, VERDICT_TEXT } from '../../deploy/verdict.js';
-import { readManifest, type Manifest } from '../../image/manifest.js';
-import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../lib/errors.js';
-import { callController, findController } from '../client.js';
-import type { ControllerStatus } from '../controller.js';
-import { openMachine, reachFor, type Machine, type Overrides } from '../open-machine.js';
-import { modeFor, renderer, size, type RambootEvent } from '../render.js';
-import { machineState, type MachineState } from '../state.js';
+import { build } from '../../../builder/build.js';
+import { bootloaderInstall } from '../../../deploy/bootloader.js';
+import { deploy, recordBuildFailure, type DeployResult } from '../../../deploy/deploy.js';
+import { Journal, acquireLock } from '../../../deploy/journal.js';
+import type { Target } from '../../../deploy/ssh.js';
+import { localCopies, scrub, type ScrubReport } from '../../../deploy/integrity.js';
+import { readSlots } from '../../../deploy/medium.js';
+import { connect } from '../../../deploy/ssh.js';
+import { formatStatus, status } from '../../../deploy/status.js';
+import { targetFor } from '../../../deploy/target.js';
+import { VERDICT_EXIT_CODE, VERDICT_TEXT } from '../../../deploy/verdict.js';
+import { readManifest, type Manifest } from '../../../image/manifest.js';
+import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../../lib/errors.js';
+import { callController, findController } from '../../client.js';
+import type { ControllerStatus } from '../../controller.js';
+import { openMachine, reachFor, type Machine, type Overrides } from '../../open-machine.js';
+import { modeFor, renderer, size, type RambootEvent } from '../../render.js';
+import { machineState, type MachineState } from '../../state.js';
 
 // `ramboot deploy`, `ramboot status`, `ramboot bootloader install`: the deploy library
 // driven from the command line. Progress goes to stderr through the renderer; the

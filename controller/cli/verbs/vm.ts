@@ -1,5 +1,5 @@
-import { startVm, type VmOptions } from '../../vm/qemu.js';
-import type { Renderer } from '../render.js';
+import { startVm, type VmOptions } from '../../../vm/qemu.js';
+import type { Renderer } from '../../render.js';
 
 const BOOT_DEADLINE_MS = 10 * 60_000;
 

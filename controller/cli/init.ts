@@ -6,10 +6,10 @@ import git from 'isomorphic-git';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { parseDocument } from 'yaml';
 import { generateInitialSecrets, INITIAL_ROOT_PASSWORD } from './verbs/secrets.js';
-import { readIdentityFile } from '../secrets/identity.js';
-import { generateSshEd25519 } from '../secrets/ssh-private.js';
-import { packagePath } from '../lib/package.js';
-import { UsageError } from '../lib/errors.js';
+import { readIdentityFile } from '../../secrets/identity.js';
+import { generateSshEd25519 } from '../../secrets/ssh-private.js';
+import { packagePath } from '../../lib/package.js';
+import { UsageError } from '../../lib/errors.js';
 
 // `ramboot init`: a new machine repository, ready to build. The controller's age
 // identity and SSH client key are made once per user (~/.config/ramboot) and reused.

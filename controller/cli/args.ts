@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ArgumentError } from '../lib/errors.js';
+import { ArgumentError } from '../../lib/errors.js';
 
 // The command line, declared once: each verb lists its arguments and options with their
 // help text, and this module parses (node:util parseArgs underneath), validates numbers

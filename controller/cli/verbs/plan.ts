@@ -1,21 +1,21 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { build, requireRoot } from '../../builder/build.js';
-import { gitSource, type Source } from '../../builder/source.js';
-import { readManifest } from '../../image/manifest.js';
-import { EXIT, RambootError } from '../../lib/errors.js';
-import { run } from '../../lib/run.js';
-import { checkRepository } from '../../plan/check.js';
-import { commentTarget, FORGES, postComment, TOKEN_VARIABLES } from '../../plan/comment.js';
-import { planImages } from '../../plan/compare.js';
-import { planMarker, renderMarkdown } from '../../plan/markdown.js';
-import { FORMATS, renderPlan } from '../../plan/render.js';
-import { builtBefore, keepRecent, planStore } from '../../plan/store.js';
+import { build, requireRoot } from '../../../builder/build.js';
+import { gitSource, type Source } from '../../../builder/source.js';
+import { readManifest } from '../../../image/manifest.js';
+import { EXIT, RambootError } from '../../../lib/errors.js';
+import { run } from '../../../lib/run.js';
+import { checkRepository } from '../../../plan/check.js';
+import { commentTarget, FORGES, postComment, TOKEN_VARIABLES } from '../../../plan/comment.js';
+import { planImages } from '../../../plan/compare.js';
+import { planMarker, renderMarkdown } from '../../../plan/markdown.js';
+import { FORMATS, renderPlan } from '../../../plan/render.js';
+import { builtBefore, keepRecent, planStore } from '../../../plan/store.js';
 import { verb, type Verb } from '../args.js';
 import type { Io } from '../commands.js';
-import { interruptible } from '../interrupt.js';
-import { openMachine } from '../open-machine.js';
-import { modeFor, renderer } from '../render.js';
+import { interruptible } from '../../interrupt.js';
+import { openMachine } from '../../open-machine.js';
+import { modeFor, renderer } from '../../render.js';
 
 // `ramboot plan` and `ramboot check`: review in pull requests. plan builds both commits
 // without their secrets (no identity, nothing decrypted: it runs in untrusted CI) into

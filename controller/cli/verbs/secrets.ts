@@ -1,25 +1,25 @@
 import { access, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { CONFIG_FILE } from '../../lib/config.js';
-import type { Config } from '../../lib/config-schema.js';
-import { ArgumentError, RambootError, UsageError } from '../../lib/errors.js';
+import { CONFIG_FILE } from '../../../lib/config.js';
+import type { Config } from '../../../lib/config-schema.js';
+import { ArgumentError, RambootError, UsageError } from '../../../lib/errors.js';
 import { verb, type Verb } from '../args.js';
-import { dispatch } from '../cli-dispatch.js';
-import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../secrets/age.js';
-import { checkSecrets, leftoverProblems } from '../../secrets/check.js';
-import { editInRam } from '../../secrets/edit.js';
-import { identityPath, loadIdentities } from '../../secrets/identity.js';
-import { WrongIdentityError } from '../../secrets/errors.js';
-import { PASSWORDS_DIR } from '../../secrets/passwords.js';
-import { checkImagePath, isIgnoredSecretsEntry, repoPathOf } from '../../secrets/paths.js';
-import { sweepRamDirs, type Sweep } from '../../secrets/ramdir.js';
-import type { Recipient } from '../../secrets/keys.js';
-import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch } from '../../secrets/recipients.js';
-import { generateSshEd25519 } from '../../secrets/ssh-private.js';
-import { fingerprint } from '../../secrets/ssh-public.js';
-import { decryptSecret, indexSecrets, safeImagePath, secretSpec, sshPublicLine, type EncryptedSecret } from '../../secrets/store.js';
-import { generateValue, KINDS, shapeOf, type SecretKind } from '../../secrets/value.js';
-import { loadRepoConfig, readSecretFile, readSecretFiles, writeSecretFile } from '../../secrets/workdir.js';
+import { dispatch } from '../dispatch.js';
+import { AgeDecryptError, encrypt, readStanzas, type Identity } from '../../../secrets/age.js';
+import { checkSecrets, leftoverProblems } from '../../../secrets/check.js';
+import { editInRam } from '../../../secrets/edit.js';
+import { identityPath, loadIdentities } from '../../../secrets/identity.js';
+import { WrongIdentityError } from '../../../secrets/errors.js';
+import { PASSWORDS_DIR } from '../../../secrets/passwords.js';
+import { checkImagePath, isIgnoredSecretsEntry, repoPathOf } from '../../../secrets/paths.js';
+import { sweepRamDirs, type Sweep } from '../../../secrets/ramdir.js';
+import type { Recipient } from '../../../secrets/keys.js';
+import { configuredRecipients, describeRecipients, describeStanzas, recipientsMatch } from '../../../secrets/recipients.js';
+import { generateSshEd25519 } from '../../../secrets/ssh-private.js';
+import { fingerprint } from '../../../secrets/ssh-public.js';
+import { decryptSecret, indexSecrets, safeImagePath, secretSpec, sshPublicLine, type EncryptedSecret } from '../../../secrets/store.js';
+import { generateValue, KINDS, shapeOf, type SecretKind } from '../../../secrets/value.js';
+import { loadRepoConfig, readSecretFile, readSecretFiles, writeSecretFile } from '../../../secrets/workdir.js';
 
 // `ramboot secrets VERB`: manage secrets/ in a repository's working directory. Output
 // for people goes to stdout, failures to stderr; exit codes as every verb (lib/errors.ts).
