@@ -210,15 +210,16 @@ export function planUpload(state: MediumState, candidate: CandidateFile[]): Uplo
   const missing = candidate.filter((f) => !state.files.has(f.path));
   const unverified = candidate.filter((f) => state.files.has(f.path) && !named.has(f.path));
   // A part no longer than its file is the start of it (bytes arrive in order); the hash after the upload checks that.
-  const resume = new Map<string, number>();
-  for (const f of missing) {
-    const part = state.files.get(`${f.path}${PART_SUFFIX}`);
-    if (part !== undefined && part > 0 && part <= f.bytes) resume.set(f.path, part);
-  }
   const literals = new Map<string, number>();
   for (const f of missing) {
     const literal = state.files.get(`${f.path}${LITERAL_SUFFIX}`);
     if (literal !== undefined && literal > 0) literals.set(f.path, literal);
+  }
+  const resume = new Map<string, number>();
+  for (const f of missing) {
+    const part = state.files.get(`${f.path}${PART_SUFFIX}`);
+    // Beside a literal, the part is a cut assembly's, whose writer may still run: the delta is made again instead.
+    if (part !== undefined && part > 0 && part <= f.bytes && !literals.has(f.path)) resume.set(f.path, part);
   }
   const kept = (p: string) => resume.has(p.slice(0, -PART_SUFFIX.length)) || literals.has(p.slice(0, -LITERAL_SUFFIX.length));
   const stale = [...state.files.keys()].filter((p) => !named.has(p) && !wanted.has(p) && !kept(p));

@@ -297,7 +297,8 @@ export class Session {
    */
   async upload(localFile: string, remotePath: string, onProgress?: (sent: number, total: number) => void, offset = 0): Promise<number> {
     const total = (await stat(localFile)).size - offset;
-    const command = `cat ${offset > 0 ? '>>' : '>'} ${shq(remotePath)}`;
+    // From the start: a new inode, so a writer left by a cut connection cannot write into it.
+    const command = offset > 0 ? `cat >> ${shq(remotePath)}` : `rm -f ${shq(remotePath)} && cat > ${shq(remotePath)}`;
     const r = await this.channel(command, (ch, finish) => {
       let sent = 0;
       const source = createReadStream(localFile, { start: offset });

@@ -318,6 +318,52 @@ describe('upload', () => {
     s.close();
   });
 
+  it('a deploy killed while the machine makes a file: the next run makes it again into a new inode while the old writer still writes', async () => {
+    const m = await medium('ext2', 128);
+    const [old, changed] = await segmentPair(1_000_000);
+    const literal = makeDelta(await readFile(old.local), await readFile(changed.local)).literal;
+    const s = await connect(sshd.target());
+    await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
+    const bases = basesFor(await labelled(s, m, old), { initrds: [changed.path] }, new Map([[old.sha256, old.local]]));
+    // What the killed run left: its whole literal, and a part that its `dd`, still running, writes into.
+    await writeFile(join(m, `${changed.path}.lit`), literal);
+    const part = join(m, `${changed.path}.part`);
+    await writeFile(part, (await readFile(changed.local)).subarray(0, changed.bytes - 1000));
+    const writer = execa('sh', ['-c', `exec 3<>'${part}'; while :; do printf 0123456789abcdef >&3; sleep 0.005; done`], { reject: false });
+    try {
+      const plan = planUpload(await inspectMedium(s, m), [changed]);
+      expect(plan.resume.has(changed.path)).toBe(false);
+      const warnings: string[] = [];
+      expect(await uploadFiles(s, m, plan, { bases, onWarn: (w) => warnings.push(w) })).toBe(0);
+      expect(warnings).toEqual([]);
+      expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
+    } finally {
+      writer.kill();
+      await writer;
+    }
+    s.close();
+  });
+
+  it('a cut upload whose part a leftover writer still writes into: resuming fails the hash, and the file is sent again into a new inode', async () => {
+    const m = await medium('ext2');
+    const f = await localFile('seg', 300_000);
+    await mkdir(join(m, 'boot/ramboot'), { recursive: true });
+    const part = join(m, `${f.path}.part`);
+    await writeFile(part, (await readFile(f.local)).subarray(0, 100_000));
+    const writer = execa('sh', ['-c', `exec 3<>'${part}'; while :; do printf 0123456789abcdef >&3; sleep 0.005; done`], { reject: false });
+    const s = await connect(sshd.target());
+    try {
+      const plan = planUpload(await inspectMedium(s, m), [f]);
+      expect(plan.resume.get(f.path)).toBeGreaterThan(0);
+      await uploadFiles(s, m, plan);
+      expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
+    } finally {
+      writer.kill();
+      await writer;
+    }
+    s.close();
+  });
+
   it('never sends the secrets segment as a delta', async () => {
     const [old, changed] = await segmentPair();
     const m = await medium('ext2', 128);
