@@ -4,7 +4,7 @@
 // logs, as JSON, on the status page and in `git push` output.
 
 /** Which part of ramboot an event comes from. */
-export type Source = 'build' | 'format' | 'vm' | 'deploy' | 'controller' | 'secrets';
+export type Source = 'build' | 'format' | 'vm' | 'deploy' | 'controller' | 'secrets' | 'registry';
 
 /** A new stage of long work began. */
 export interface StageEvent {
