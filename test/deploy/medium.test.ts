@@ -75,6 +75,17 @@ async function localFile(name: string, bytes: number, kind: 'vmlinuz' | 'cpio.zs
   return { path: contentPath(sha256, kind), sha256, bytes, local };
 }
 
+/** A writer a cut run left on the machine: it keeps writing into the file it opened, from its start. */
+function leftoverWriter(path: string): { stop: () => Promise<void> } {
+  const p = execa('sh', ['-c', `exec 3<>'${path}'; while :; do printf 0123456789abcdef >&3; sleep 0.005; done`], { reject: false });
+  return {
+    stop: async () => {
+      p.kill();
+      await p;
+    },
+  };
+}
+
 /** A syslinux.cfg whose lts label names `f`: the medium's verified file a delta is made from. */
 async function labelled(s: Session, m: string, f: CandidateFile): Promise<SlotTable> {
   const slots: SlotTable = { lts: { buildId: 'a', kernel: 'boot/ramboot/k.vmlinuz', initrds: [f.path], append: '' } };
@@ -329,7 +340,7 @@ describe('upload', () => {
     await writeFile(join(m, `${changed.path}.lit`), literal);
     const part = join(m, `${changed.path}.part`);
     await writeFile(part, (await readFile(changed.local)).subarray(0, changed.bytes - 1000));
-    const writer = execa('sh', ['-c', `exec 3<>'${part}'; while :; do printf 0123456789abcdef >&3; sleep 0.005; done`], { reject: false });
+    const writer = leftoverWriter(part);
     try {
       const plan = planUpload(await inspectMedium(s, m), [changed]);
       expect(plan.resume.has(changed.path)).toBe(false);
@@ -338,8 +349,7 @@ describe('upload', () => {
       expect(warnings).toEqual([]);
       expect(createHash('sha256').update(await readFile(join(m, changed.path))).digest('hex')).toBe(changed.sha256);
     } finally {
-      writer.kill();
-      await writer;
+      await writer.stop();
     }
     s.close();
   });
@@ -350,7 +360,7 @@ describe('upload', () => {
     await mkdir(join(m, 'boot/ramboot'), { recursive: true });
     const part = join(m, `${f.path}.part`);
     await writeFile(part, (await readFile(f.local)).subarray(0, 100_000));
-    const writer = execa('sh', ['-c', `exec 3<>'${part}'; while :; do printf 0123456789abcdef >&3; sleep 0.005; done`], { reject: false });
+    const writer = leftoverWriter(part);
     const s = await connect(sshd.target());
     try {
       const plan = planUpload(await inspectMedium(s, m), [f]);
@@ -358,8 +368,7 @@ describe('upload', () => {
       await uploadFiles(s, m, plan);
       expect(createHash('sha256').update(await readFile(join(m, f.path))).digest('hex')).toBe(f.sha256);
     } finally {
-      writer.kill();
-      await writer;
+      await writer.stop();
     }
     s.close();
   });
