@@ -9,6 +9,7 @@ import { MANIFEST_FORMAT, type Manifest } from '../../image/manifest.js';
 import { imageDirs, parseRef, publish, pull, type OciManifest } from '../../image/oci.js';
 import { decrypt, encrypt } from '../../secrets/age.js';
 import { readIdentityFile } from '../../secrets/identity.js';
+import { freePort } from '../helpers/ramboot.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 // Images through a real OCI registry (Debian's docker-registry on loopback): what is
@@ -36,9 +37,10 @@ afterAll(async () => {
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** An image directory as `ramboot build` lays it out: boot files named by content, and manifest.json. */
+/** An image directory as `ramboot build` lays it out (docs/ARCHITECTURE.md): vmlinuz, the segments, manifest.json. */
 async function makeImage(name: string, overlayText: string): Promise<{ dir: string; manifest: Manifest }> {
   const dir = join(work, name);
+  rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const trees = { base: { 'usr/lib/libbig.so': randomSeeded('base', 400_000) }, overlay: { 'etc/motd': overlayText }, secrets: { 'etc/ssh/ssh_host_ed25519_key': `${PROBE}\n` } };
   const segments = [];
@@ -48,14 +50,12 @@ async function makeImage(name: string, overlayText: string): Promise<{ dir: stri
       mkdirSync(join(tree, path, '..'), { recursive: true });
       writeFileSync(join(tree, path), content);
     }
-    const r = await packTree(tree, join(dir, `${seg}.tmp`), { mtime: () => 0, whole: seg === 'secrets' });
-    const file = `${r.sha256}.cpio.zst`;
-    cpSync(r.file, join(dir, file));
-    rmSync(r.file);
+    const file = `${seg}.cpio.zst`;
+    const r = await packTree(tree, join(dir, file), { mtime: () => 0, whole: seg === 'secrets' });
     segments.push({ name: seg as 'base' | 'overlay' | 'secrets', file, sha256: r.sha256, bytes: r.bytes });
   }
   const kernel = randomSeeded('kernel', 200_000);
-  const kfile = `${sha256(kernel)}.vmlinuz`;
+  const kfile = 'vmlinuz';
   writeFileSync(join(dir, kfile), kernel);
   const manifest = {
     formatVersion: MANIFEST_FORMAT,
@@ -88,6 +88,14 @@ function randomSeeded(seed: string, bytes: number): Buffer {
 const seal = (plain: Uint8Array) => encrypt(plain, [recipient]);
 const unseal = async (sealed: Uint8Array) => decrypt(sealed, await readIdentityFile(identityFile));
 
+/** A blob pushed as a client would (POST, then PUT with its digest). */
+async function pushBlob(data: Buffer): Promise<void> {
+  const start = await fetch(`http://${registry.host}/v2/nas/evil/blobs/uploads/`, { method: 'POST' });
+  const put = new URL(start.headers.get('location')!, `http://${registry.host}/`);
+  put.searchParams.set('digest', `sha256:${sha256(data)}`);
+  expect((await fetch(put, { method: 'PUT', body: new Uint8Array(data) })).status).toBe(201);
+}
+
 /** Every blob file in the registry's storage. */
 function storedBlobs(): string[] {
   const root = join(registry.storage, 'docker/registry/v2/blobs/sha256');
@@ -97,9 +105,11 @@ function storedBlobs(): string[] {
 
 describe('images through an OCI registry (real docker-registry)', () => {
   it('reads a registry reference; loopback over http, others over https; a bad one says how to write it', () => {
-    expect(parseRef('127.0.0.1:5000/nas/frood')).toMatchObject({ base: 'http://127.0.0.1:5000', repository: 'nas/frood', tag: 'latest' });
-    expect(parseRef('ghcr.io/someone/frood:v2')).toMatchObject({ base: 'https://ghcr.io', repository: 'someone/frood', tag: 'v2' });
-    expect(() => parseRef('https://ghcr.io/x')).toThrow(/write it as HOST\[:PORT\]\/NAME\[:TAG\]/);
+    expect(parseRef('127.0.0.1:5000/nas/frood')).toMatchObject({ base: 'http://127.0.0.1:5000', repository: 'nas/frood', reference: 'latest' });
+    expect(parseRef('ghcr.io/someone/frood:v2')).toMatchObject({ base: 'https://ghcr.io', repository: 'someone/frood', reference: 'v2' });
+    const digest = `sha256:${'a'.repeat(64)}`;
+    expect(parseRef(`ghcr.io/someone/frood@${digest}`)).toMatchObject({ reference: digest, pinned: digest });
+    expect(() => parseRef('https://ghcr.io/x')).toThrow(/write it as HOST\[:PORT\]\/NAME\[:TAG\] or HOST\[:PORT\]\/NAME@sha256:DIGEST/);
   });
 
   it('publish sends each boot file once and the secrets only as age ciphertext; a second controller pulls the image whole and verified', async () => {
@@ -144,6 +154,9 @@ describe('images through an OCI registry (real docker-registry)', () => {
       expect(sha256(readFileSync(join(got.imageDir, f.file)))).toBe(f.sha256);
     }
     expect(statSync(join(got.imageDir, secrets.file)).mode & 0o777).toBe(0o600);
+    expect(statSync(got.imageDir).mode & 0o777).toBe(0o700);
+    // Pinned by the digest publish printed (NAME@sha256:…): the same image, its manifest checked against the pin.
+    expect((await pull(parseRef(`${ref.text.replace(/:latest$/, '')}@${pushed.digest}`), join(work, 'site-pinned'), { unseal })).manifest.buildId).toBe(a.manifest.buildId);
     expect(JSON.parse(readFileSync(join(got.imageDir, 'manifest.json'), 'utf8'))).toEqual(a.manifest);
     const oci = (await (await fetch(`http://${registry.host}/v2/nas/frood/manifests/latest`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as OciManifest;
     expect(oci.artifactType).toBe('application/vnd.ramboot.image.v1');
@@ -192,12 +205,40 @@ describe('images through an OCI registry (real docker-registry)', () => {
     const other = join(work, 'other-identity.txt');
     execFileSync('age-keygen', ['-o', other], { stdio: 'ignore' });
     const site = join(work, 'site-d');
-    await expect(pull(ref, site, { unseal: async (s) => decrypt(s, await readIdentityFile(other)) })).rejects.toThrow();
+    await expect(pull(ref, site, { unseal: async (s) => decrypt(s, await readIdentityFile(other)) })).rejects.toThrow(
+      /^refusing \S+ \(sha256:[0-9a-f]{64}\): its secrets do not decrypt with this site's identity \(.*\); add its recipient to secrets\.recipients and publish again; nothing was written$/,
+    );
     expect(existsSync(site) ? readdirSync(site) : []).toEqual([]);
   });
 
+  it('a manifest whose file names would leave the image directory, or replace its manifest.json, is refused before anything is fetched', async () => {
+    for (const title of ['..', 'manifest.json', '.hidden']) {
+      const image = await makeImage(`e${title.length}`, `motd ${title}\n`);
+      const m = JSON.parse(readFileSync(join(image.dir, 'manifest.json'), 'utf8'));
+      const layers = [];
+      for (const f of [m.kernel, ...m.segments] as { file: string }[]) {
+        const data = readFileSync(join(image.dir, f.file));
+        await pushBlob(data);
+        layers.push({ mediaType: 'application/vnd.ramboot.segment.v1.cpio+zstd', digest: `sha256:${sha256(data)}`, size: data.length, annotations: { 'org.opencontainers.image.title': f.file === m.kernel.file ? title : f.file } });
+      }
+      m.kernel.file = title;
+      const config = Buffer.from(JSON.stringify(m));
+      await pushBlob(config);
+      const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.ramboot.manifest.v1+json', digest: `sha256:${sha256(config)}`, size: config.length }, layers };
+      const put = await fetch(`http://${registry.host}/v2/nas/evil/manifests/latest`, { method: 'PUT', body: JSON.stringify(manifest), headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } });
+      expect(put.status, await put.text()).toBe(201);
+      const site = join(work, `site-evil-${title.length}`);
+      await expect(pull(parseRef(`${registry.host}/nas/evil`), site, { unseal })).rejects.toThrow(/are not distinct plain file names; nothing was written$/);
+      expect(existsSync(site) ? readdirSync(site) : []).toEqual([]);
+    }
+  });
+
   it('an unreachable registry is a retry-later error naming the URL', async () => {
-    const ref = parseRef('127.0.0.1:9/nas/frood');
-    await expect(pull(ref, join(work, 'nowhere'), { unseal })).rejects.toMatchObject({ kind: 'retry', message: expect.stringContaining('http://127.0.0.1:9/v2/nas/frood/manifests/latest') });
+    const port = await freePort();
+    const ref = parseRef(`127.0.0.1:${port}/nas/frood`);
+    await expect(pull(ref, join(work, 'nowhere'), { unseal })).rejects.toMatchObject({
+      kind: 'retry',
+      message: `failed to fetch the manifest from http://127.0.0.1:${port}/v2/nas/frood/manifests/latest: the connection was refused (nothing listens there); try again when the registry is reachable`,
+    });
   });
 });
