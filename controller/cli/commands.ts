@@ -16,6 +16,7 @@ import { modeFor, renderer } from '../render.js';
 import { up } from './up.js';
 import { bootloaderCommand, deployCommand, scrubCommand, statusCommand } from './verbs/deploy.js';
 import { planVerbs } from './verbs/plan.js';
+import { publishCommand } from './verbs/publish.js';
 import { secretsVerbs } from './verbs/secrets.js';
 import { runVm } from './verbs/vm.js';
 
@@ -253,6 +254,7 @@ export function commands(io: Io): Verb[] {
     details: 'The exit code is the verdict: 0 promoted, 10 build failed, 11 upload failed, 12 trial not healthy, 13 trial unreachable, 14 boot medium damaged beyond repair (no label changed), 20 incomplete (run again to resume).',
     options: {
       image: { type: 'string', value: 'DIR', help: 'the image directory to deploy (default: build the commit)' },
+      registry: { type: 'string', value: 'REF', help: 'pull the image from this OCI registry reference (`ramboot publish`) instead of building' },
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
       force: { type: 'boolean', help: 'deploy a build that was rolled back before' },
@@ -265,6 +267,24 @@ export function commands(io: Io): Verb[] {
       interruptible((signal) =>
         deployCommand({ ...o, identity: o.identity, hostKey: o['host-key'], address: o.address, port: o.port, signal, stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
       ),
+  }),
+  verb({
+    name: 'publish',
+    summary: 'push an image (default: build HEAD) to an OCI registry, its secrets sealed to the repository\'s recipients',
+    details: 'A site controller deploys it with `ramboot deploy --registry REF`, fetching only the files it lacks. Loopback registries are spoken to over http, others over https.',
+    options: {
+      registry: { type: 'string', value: 'REF', help: 'where to push: HOST[:PORT]/NAME[:TAG] (tag default latest)' },
+      image: { type: 'string', value: 'DIR', help: 'the image directory to push (default: build the commit)' },
+      repo,
+      rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
+      state,
+      identity,
+      json,
+    },
+    run: (o) => {
+      if (!o.registry) throw new ArgumentError('ramboot publish: needs --registry HOST[:PORT]/NAME[:TAG]', 'publish');
+      return interruptible((signal) => publishCommand({ repo: o.repo, rev: o.rev, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, render: progress(o), stdout: io.stdout, signal }));
+    },
   }),
   verb({
     name: 'status',

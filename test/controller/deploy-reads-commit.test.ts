@@ -1,10 +1,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { Journal } from '../../deploy/journal.js';
-import { commitAll, localMirror, makeRepo, minimalAlpineFiles } from '../helpers/apk.js';
+import { keyedAlpineRepo } from '../helpers/apk.js';
 import { ramboot, tempDir } from '../helpers/ramboot.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
@@ -21,19 +20,9 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   sshd = await startSshd();
-  const keys = tempDir('commit-keys');
-  await execa('age-keygen', ['-o', join(keys, 'key.txt')]);
-  const recipient = /public key: (age1\S+)/.exec(readFileSync(join(keys, 'key.txt'), 'utf8'))![1]!;
-  env = { RAMBOOT_IDENTITY: join(keys, 'key.txt') };
-  const files = minimalAlpineFiles(localMirror());
-  const config = parse(String(files['ramboot.yaml']));
-  config.secrets.recipients = [recipient];
-  config.health = { deadline: '2m', checks: [{ name: 'committed check', cmd: 'true' }] };
-  files['ramboot.yaml'] = stringify(config);
-  repo = makeRepo(files);
-  const key = await ramboot(['secrets', 'add', 'etc/ssh/ssh_host_ed25519_key', '--generate', 'ssh-ed25519', '--repo', repo], env);
-  expect(key.exitCode, key.stderr).toBe(0);
-  commitAll(repo, 'the host key');
+  ({ repo, env } = await keyedAlpineRepo((config) => {
+    config.health = { deadline: '2m', checks: [{ name: 'committed check', cmd: 'true' }] };
+  }));
   state = tempDir('commit-state');
 }, 10 * 60_000);
 

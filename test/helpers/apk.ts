@@ -4,7 +4,8 @@ import { chmodSync, copyFileSync, statSync, existsSync, mkdirSync, readFileSync,
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { SHARED_STATE, tempDir } from './ramboot.js';
+import { parse, stringify } from 'yaml';
+import { SHARED_STATE, ramboot, tempDir } from './ramboot.js';
 
 // A local APK repository of small packages the tests make themselves, in apk-tools 2.x
 // format as abuild writes it: a package is concatenated gzip streams, the control tar
@@ -337,4 +338,26 @@ export function minimalAlpineFiles(mirror: string): Record<string, string | [str
     'root/etc/hostname': 'alpine-test\n',
     'setup.sh': ['#!/bin/sh\nset -e\necho "setup.sh ran in build $RAMBOOT_BUILD" > /var/www/setup.txt\n', 0o755],
   };
+}
+
+/**
+ * The minimal Alpine repository (the local test mirror), with an age identity of its own
+ * as the secrets' recipient and a committed SSH host key secret; `edit` changes its
+ * ramboot.yaml first. `env` names the identity for the CLI.
+ */
+export async function keyedAlpineRepo(edit: (config: Record<string, any>) => void = () => {}): Promise<{ repo: string; env: Record<string, string> }> {
+  const keys = tempDir('repo-keys');
+  execFileSync('age-keygen', ['-o', join(keys, 'key.txt')], { stdio: 'ignore' });
+  const recipient = /public key: (age1\S+)/.exec(readFileSync(join(keys, 'key.txt'), 'utf8'))![1]!;
+  const env = { RAMBOOT_IDENTITY: join(keys, 'key.txt') };
+  const files = minimalAlpineFiles(localMirror());
+  const config = parse(String(files['ramboot.yaml']));
+  config.secrets.recipients = [recipient];
+  edit(config);
+  files['ramboot.yaml'] = stringify(config);
+  const repo = makeRepo(files);
+  const key = await ramboot(['secrets', 'add', 'etc/ssh/ssh_host_ed25519_key', '--generate', 'ssh-ed25519', '--repo', repo], env);
+  if (key.exitCode !== 0) throw new Error(`ramboot secrets add failed: ${key.stderr}`);
+  commitAll(repo, 'the host key');
+  return { repo, env };
 }

@@ -13,6 +13,8 @@ import { VERDICT_EXIT_CODE, VERDICT_TEXT } from '../../../deploy/verdict.js';
 import { readManifest, type Manifest } from '../../../image/manifest.js';
 import { ArgumentError, EXIT, InterruptedError, RambootError, UsageError, describe } from '../../../lib/errors.js';
 import { callController, findController } from '../../client.js';
+import { parseRef, repositoryOf } from '../../../image/oci.js';
+import { pullImage } from './publish.js';
 import type { ControllerStatus } from '../../controller.js';
 import { openMachine, reachFor, type Machine, type Overrides } from '../../open-machine.js';
 import { modeFor, renderer, size, type RambootEvent } from '../../render.js';
@@ -39,6 +41,8 @@ export interface MachineOptions extends Overrides {
 export interface DeployVerbOptions extends MachineOptions {
   /** An image directory; without it, the commit (default HEAD) is built first. */
   image?: string;
+  /** An OCI registry reference to pull the image from (publish.ts). */
+  registry?: string;
   rev?: string;
   /** The controller's age identity, to decrypt the secrets when building. */
   identity?: string;
@@ -57,11 +61,15 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
   let manifest: Manifest;
   let imageDir: string;
   let journal: Journal;
-  if (o.image) {
-    imageDir = resolve(o.image);
+  if (o.image && o.registry) throw new ArgumentError('ramboot deploy: --image and --registry name two images; give one', 'deploy');
+  if (o.image || o.registry) {
+    // A site controller has no repository: its state is keyed by the registry repository (any tag) it deploys from.
+    const ref = o.registry ? parseRef(o.registry) : undefined;
+    const site = ref ? machineState({ state: o.state, origin: repositoryOf(ref) }) : undefined;
+    imageDir = ref && site ? (await pullImage(ref, site.images, o.identity, r, o.signal)).imageDir : resolve(o.image!);
     manifest = await readManifest(imageDir);
     checkHost(o.host, manifest.settings.host.name);
-    state = machineState({ state: o.state, origin: manifest.origin });
+    state = site ?? machineState({ state: o.state, origin: manifest.origin });
     journal = await Journal.open(state.dir);
   } else {
     const machine = await openMachine({ repo: o.repo ?? '.', rev: o.rev, state: o.state });
