@@ -94,10 +94,20 @@ const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('
 /** Text from a registry, safe to print: no control characters, not too long. */
 const printable = (s: unknown) => String(s).replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 200);
 
+/** A login for a registry that asks for one (a user and a token or password). */
+export interface RegistryLogin {
+  username: string;
+  password: string;
+}
+
 class Registry {
+  /** What the registry accepted last: sent with every request until it asks again (a token for another scope). */
+  private authorization?: string;
+
   constructor(
     readonly ref: RegistryRef,
     readonly signal?: AbortSignal,
+    readonly login?: RegistryLogin,
   ) {}
 
   url(path: string): string {
@@ -105,19 +115,68 @@ class Registry {
   }
 
   async request(what: string, url: string, init: RequestInit = {}, ok: number[] = [200]): Promise<Response> {
-    let res: Response;
+    let res = await this.send(what, url, init);
+    if (res.status === 401) {
+      const challenge = res.headers.get('www-authenticate') ?? '';
+      await res.body?.cancel();
+      this.authorization = await this.answer(challenge, url);
+      res = await this.send(what, url, init);
+    }
+    if (!ok.includes(res.status)) {
+      const body = printable((await res.text()).trim());
+      const why = res.status === 401 ? `the registry refused the login${this.login ? ` of ${printable(this.login.username)}` : ''}` : body;
+      throw fail(what, faultOfStatus(url, res.status, why), this.ref);
+    }
+    return res;
+  }
+
+  private async send(what: string, url: string, init: RequestInit): Promise<Response> {
+    const headers = { ...(init.headers as Record<string, string>), ...(this.authorization ? { authorization: this.authorization } : {}) };
     try {
-      res = await fetch(url, { ...init, signal: this.signal });
+      return await fetch(url, { ...init, headers, signal: this.signal });
     } catch (err) {
       if (this.signal?.aborted) throw err;
       throw fail(what, faultOfError(url, err), this.ref, err);
     }
-    if (!ok.includes(res.status)) {
-      const body = printable((await res.text()).trim());
-      const fault = faultOfStatus(url, res.status, res.status === 401 ? 'the registry wants a login, which ramboot does not do yet' : body);
-      throw fail(what, fault, this.ref);
+  }
+
+  /** The Authorization a 401's challenge asks for: Basic with the login, or a Bearer token from the registry's token service. */
+  private async answer(challenge: string, url: string): Promise<string> {
+    const scheme = /^(\w+)\s*(.*)$/.exec(challenge.trim());
+    const params = Object.fromEntries([...(scheme?.[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!.toLowerCase(), m[2]!]));
+    const basic = this.login && `Basic ${Buffer.from(`${this.login.username}:${this.login.password}`).toString('base64')}`;
+    const needLogin = () =>
+      new UsageError(
+        `failed to reach ${url}: the registry wants a login; set RAMBOOT_REGISTRY_USERNAME and RAMBOOT_REGISTRY_PASSWORD (a token), or pass --registry-login FILE (USER:TOKEN, readable by its owner only)`,
+        { step: 'registry', input: this.ref.text },
+      );
+    if (scheme?.[1]?.toLowerCase() === 'basic') {
+      if (!basic) throw needLogin();
+      return basic;
     }
-    return res;
+    if (scheme?.[1]?.toLowerCase() !== 'bearer' || !params.realm) {
+      throw new RambootError(`failed to reach ${url}: the registry asks for a login ramboot does not know (${printable(challenge) || 'no challenge'})`, { step: 'registry', input: this.ref.text });
+    }
+    const tokenUrl = new URL(params.realm);
+    if (params.service) tokenUrl.searchParams.set('service', params.service);
+    if (params.scope) tokenUrl.searchParams.set('scope', params.scope);
+    let res: Response;
+    try {
+      res = await fetch(tokenUrl, { headers: basic ? { authorization: basic } : {}, signal: this.signal });
+    } catch (err) {
+      if (this.signal?.aborted) throw err;
+      throw fail('get a token from', faultOfError(tokenUrl.toString(), err), this.ref, err);
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      if (!basic) throw needLogin();
+      throw new UsageError(`failed to get a token from ${tokenUrl.origin}${tokenUrl.pathname}: it refused the login of ${printable(this.login!.username)} (HTTP ${res.status}); check the user and token`, { step: 'registry', input: this.ref.text });
+    }
+    if (!res.ok) throw fail('get a token from', faultOfStatus(tokenUrl.toString(), res.status), this.ref);
+    const body = (await res.json().catch(() => ({}))) as { token?: string; access_token?: string };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new RambootError(`failed to get a token from ${tokenUrl.origin}${tokenUrl.pathname}: its answer holds no token`, { step: 'registry', input: this.ref.text });
+    return `Bearer ${token}`;
   }
 
   async hasBlob(digest: string): Promise<boolean> {
@@ -178,6 +237,7 @@ function bootFiles(m: Manifest): BootFile[] {
 }
 
 export interface PublishOptions {
+  login?: RegistryLogin;
   /** Encrypts the secrets segment: only ciphertext reaches the registry. */
   seal: (plaintext: Uint8Array) => Promise<Uint8Array>;
   onBlob?: (file: string, sent: boolean, bytes: number) => void;
@@ -188,7 +248,7 @@ export interface PublishOptions {
 export async function publish(imageDir: string, ref: RegistryRef, opts: PublishOptions): Promise<Transfer> {
   if (ref.pinned) throw new UsageError(`failed to publish to ${ref.text}: a digest names what is there already; publish to a tag (NAME:TAG)`, { step: 'publish', input: ref.text });
   const m = readManifestSync(imageDir);
-  const reg = new Registry(ref, opts.signal);
+  const reg = new Registry(ref, opts.signal, opts.login);
   const out = { blobs: 0, bytes: 0 };
   const push = async (data: Buffer, name: string): Promise<string> => {
     const digest = sha(data);
@@ -234,6 +294,7 @@ export async function publish(imageDir: string, ref: RegistryRef, opts: PublishO
 }
 
 export interface PullOptions {
+  login?: RegistryLogin;
   /** Decrypts the secrets segment's blob; throws when this site holds no identity for it. */
   unseal: (ciphertext: Uint8Array) => Promise<Uint8Array>;
   /** Image directories whose files may stand for blobs (found by the sha256 their manifest names, hashed again before use). */
@@ -253,7 +314,7 @@ export interface Pulled extends Transfer {
  * and every file against ramboot's manifest before the directory gets its name.
  */
 export async function pull(ref: RegistryRef, imagesDir: string, opts: PullOptions): Promise<Pulled> {
-  const reg = new Registry(ref, opts.signal);
+  const reg = new Registry(ref, opts.signal, opts.login);
   const res = await reg.request('fetch the manifest from', reg.url(`manifests/${ref.reference}`), { headers: { accept: MEDIA.manifest } });
   const body = await readAtMost(res, MAX_MANIFEST_BYTES, 'the manifest', ref);
   const digest = sha(body);

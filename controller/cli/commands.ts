@@ -36,6 +36,7 @@ const repo = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s
 const state = { type: 'string', value: 'DIR', help: 'the machine\'s state directory (default /var/lib/ramboot/REPOSITORY-ID, caches in /var/cache/ramboot; also $RAMBOOT_STATE)' } as const;
 const identity = { type: 'string', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
 const json = { type: 'boolean', help: 'progress as JSON lines (one event per line) on stderr' } as const;
+const registryLoginOption = { type: 'string', value: 'FILE', help: 'USER:TOKEN for a registry that asks for a login, in a file only its owner reads (else $RAMBOOT_REGISTRY_USERNAME and $RAMBOOT_REGISTRY_PASSWORD)' } as const;
 /** Options naming the machine: they override ramboot.yaml's host (e.g. the virtual NAS's forwarded port). */
 const machine = {
   host: { type: 'string', value: 'NAME', help: 'the host ramboot.yaml describes (a check)' },
@@ -255,6 +256,7 @@ export function commands(io: Io): Verb[] {
     options: {
       image: { type: 'string', value: 'DIR', help: 'the image directory to deploy (default: build the commit)' },
       registry: { type: 'string', value: 'REF', help: 'pull the image from this OCI registry reference (`ramboot publish`) instead of building' },
+      'registry-login': registryLoginOption,
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
       force: { type: 'boolean', help: 'deploy a build that was rolled back before' },
@@ -265,7 +267,7 @@ export function commands(io: Io): Verb[] {
     },
     run: (o) =>
       interruptible((signal) =>
-        deployCommand({ ...o, identity: o.identity, hostKey: o['host-key'], address: o.address, port: o.port, signal, stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
+        deployCommand({ ...o, identity: o.identity, registryLogin: o['registry-login'], hostKey: o['host-key'], address: o.address, port: o.port, signal, stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
       ),
   }),
   verb({
@@ -274,6 +276,7 @@ export function commands(io: Io): Verb[] {
     details: 'A site controller deploys it with `ramboot deploy --registry REF`, fetching only the files it lacks. Loopback registries are spoken to over http, others over https.',
     options: {
       registry: { type: 'string', value: 'REF', help: 'where to push: HOST[:PORT]/NAME[:TAG] (tag default latest)' },
+      'registry-login': registryLoginOption,
       image: { type: 'string', value: 'DIR', help: 'the image directory to push (default: build the commit)' },
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
@@ -283,7 +286,9 @@ export function commands(io: Io): Verb[] {
     },
     run: (o) => {
       if (!o.registry) throw new ArgumentError('ramboot publish: needs --registry HOST[:PORT]/NAME[:TAG]', 'publish');
-      return interruptible((signal) => publishCommand({ repo: o.repo, rev: o.rev, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, render: progress(o), stdout: io.stdout, signal }));
+      return interruptible((signal) =>
+        publishCommand({ repo: o.repo, rev: o.rev, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, loginFile: o['registry-login'], render: progress(o), stdout: io.stdout, signal }),
+      );
     },
   }),
   verb({

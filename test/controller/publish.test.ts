@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Journal } from '../../deploy/journal.js';
@@ -56,6 +56,30 @@ describe('publishing to an OCI registry and deploying from it (stand-in NAS: a l
     const again = await ramboot(['deploy', '--registry', ref, '--state', site, ...reach], env);
     expect(again.exitCode).toBe(11);
     expect(again.stderr).toMatch(new RegExp(`pulled build ${buildId} from .*: 0 blob\\(s\\), 0 B`));
+  }, 10 * 60_000);
+
+  it('a registry that wants a login: --registry-login FILE (refused while others can read it), or the environment', async () => {
+    const login = { username: 'ci-bot', password: 'tok-77e1' };
+    const guarded = await startRegistry({ kind: 'token', ...login });
+    try {
+      const ref = `${guarded.host}/nas/frood:main`;
+      const file = join(tempDir('registry-login'), 'login');
+      writeFileSync(file, `${login.username}:${login.password}\n`, { mode: 0o644 });
+      const open = await ramboot(['publish', '--repo', repo, '--registry', ref, '--registry-login', file], env);
+      expect(open.exitCode).toBe(1);
+      expect(open.stderr).toMatch(/it is open to other users \(mode 0644\); make it private with `chmod 600/);
+      chmodSync(file, 0o600);
+      const pub = await ramboot(['publish', '--repo', repo, '--registry', ref, '--registry-login', file], env);
+      expect(pub.exitCode, pub.stderr).toBe(0);
+      const site = tempDir('publish-login-site');
+      const reach = ['--address', '127.0.0.1', '--port', String(sshd.port), '--ssh-key', sshd.clientKey];
+      const d = await ramboot(['deploy', '--registry', ref, '--state', site, ...reach], { ...env, RAMBOOT_REGISTRY_USERNAME: login.username, RAMBOOT_REGISTRY_PASSWORD: login.password });
+      expect(d.exitCode, d.stderr).toBe(11);
+      expect(d.stderr).toMatch(/pulled build \S+ from /);
+      expect(`${pub.stdout}${pub.stderr}${d.stdout}${d.stderr}`).not.toContain(login.password);
+    } finally {
+      await guarded.stop();
+    }
   }, 10 * 60_000);
 
   it('publish without --registry, or deploy with both --image and --registry, is a usage error (exit 64) that names the option', async () => {

@@ -242,3 +242,28 @@ describe('images through an OCI registry (real docker-registry)', () => {
     });
   });
 });
+
+describe('a registry that asks for a login (real docker-registry: htpasswd, and a Bearer token service stand-in as GHCR has)', () => {
+  const login = { username: 'ci-bot', password: 'tok-3f9a1c' };
+  for (const kind of ['basic', 'token'] as const) {
+    it(`${kind}: publish and pull with the login; without it, or with a wrong one, an error that says what to set`, async () => {
+      const reg = await startRegistry({ kind, ...login });
+      try {
+        const image = await makeImage(`auth-${kind}`, `motd ${kind}\n`);
+        const ref = parseRef(`${reg.host}/nas/frood:main`);
+        await expect(publish(image.dir, ref, { seal })).rejects.toThrow(/the registry wants a login; set RAMBOOT_REGISTRY_USERNAME and RAMBOOT_REGISTRY_PASSWORD \(a token\), or pass --registry-login FILE/);
+        const wrong = { ...login, password: 'nope' };
+        const refused = await publish(image.dir, ref, { seal, login: wrong }).catch((e: Error) => e);
+        expect(String(refused)).toMatch(kind === 'basic' ? /the registry refused the login of ci-bot/ : /it refused the login of ci-bot \(HTTP 401\); check the user and token/);
+        expect(String(refused)).not.toContain(wrong.password);
+        const pushed = await publish(image.dir, ref, { seal, login });
+        expect(pushed.blobs).toBe(5);
+        const got = await pull(ref, join(work, `site-auth-${kind}`), { unseal, login });
+        expect(got.manifest.buildId).toBe(image.manifest.buildId);
+        expect(got.blobs).toBe(4);
+      } finally {
+        await reg.stop();
+      }
+    });
+  }
+});

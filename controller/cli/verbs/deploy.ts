@@ -43,6 +43,8 @@ export interface DeployVerbOptions extends MachineOptions {
   image?: string;
   /** An OCI registry reference to pull the image from (publish.ts). */
   registry?: string;
+  /** --registry-login FILE: USER:TOKEN for a registry that asks for a login. */
+  registryLogin?: string;
   rev?: string;
   /** The controller's age identity, to decrypt the secrets when building. */
   identity?: string;
@@ -66,7 +68,7 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
     // A site controller has no repository: its state is keyed by the registry repository (any tag) it deploys from.
     const ref = o.registry ? parseRef(o.registry) : undefined;
     const site = ref ? machineState({ state: o.state, origin: repositoryOf(ref) }) : undefined;
-    imageDir = ref && site ? (await pullImage(ref, site.images, o.identity, r, o.signal)).imageDir : resolve(o.image!);
+    imageDir = ref && site ? (await pullImage(ref, site.images, { identity: o.identity, loginFile: o.registryLogin, render: r, signal: o.signal })).imageDir : resolve(o.image!);
     manifest = await readManifest(imageDir);
     checkHost(o.host, manifest.settings.host.name);
     state = site ?? machineState({ state: o.state, origin: manifest.origin });

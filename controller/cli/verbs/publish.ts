@@ -1,6 +1,8 @@
 import { resolve } from 'node:path';
 import { build } from '../../../builder/build.js';
-import { imageDirs, parseRef, publish, pull, type Pulled, type RegistryRef } from '../../../image/oci.js';
+import { imageDirs, parseRef, publish, pull, type Pulled, type RegistryLogin, type RegistryRef } from '../../../image/oci.js';
+import { UsageError } from '../../../lib/errors.js';
+import { readPrivateFile } from '../../../lib/private-file.js';
 import { readManifest } from '../../../image/manifest.js';
 import { decrypt, encrypt } from '../../../secrets/age.js';
 import { loadIdentities } from '../../../secrets/identity.js';
@@ -18,6 +20,8 @@ export interface PublishVerbOptions {
   state?: string;
   identity?: string;
   registry: string;
+  /** --registry-login FILE: USER:TOKEN. */
+  loginFile?: string;
   render: Renderer;
   stdout: NodeJS.WritableStream;
   signal?: AbortSignal;
@@ -33,6 +37,7 @@ export async function publishCommand(o: PublishVerbOptions): Promise<number> {
   const recipients = machine.config.secrets.recipients;
   const r = await publish(imageDir, ref, {
     signal: o.signal,
+    login: registryLogin(o.loginFile, process.env),
     seal: (plain) => encrypt(plain, recipients),
     onBlob: (file, sent, bytes) => o.render.emit({ kind: 'stage', source: 'registry', message: sent ? `sent ${file} (${size(bytes)})` : `${file}: the registry has it` }),
   });
@@ -42,14 +47,34 @@ export async function publishCommand(o: PublishVerbOptions): Promise<number> {
 }
 
 /** The image a registry reference names, pulled into `imagesDir`; only the files no image there has are fetched. */
-export async function pullImage(ref: RegistryRef, imagesDir: string, identity: string | undefined, render: Renderer, signal?: AbortSignal): Promise<Pulled> {
-  const identities = await loadIdentities({ path: identity, env: process.env, repoDir: process.cwd() });
+export async function pullImage(ref: RegistryRef, imagesDir: string, o: { identity?: string; loginFile?: string; render: Renderer; signal?: AbortSignal }): Promise<Pulled> {
+  const render = o.render;
+  const identities = await loadIdentities({ path: o.identity, env: process.env, repoDir: process.cwd() });
   const got = await pull(ref, imagesDir, {
-    signal,
+    signal: o.signal,
+    login: registryLogin(o.loginFile, process.env),
     unseal: (sealed) => decrypt(sealed, identities),
     have: imageDirs(imagesDir),
     onBlob: (file, fetched, bytes) => render.emit({ kind: 'stage', source: 'registry', message: fetched ? `fetched ${file} (${size(bytes)})` : `${file}: already here` }),
   });
   render.emit({ kind: 'stage', source: 'registry', message: `pulled build ${got.manifest.buildId} from ${ref.text}@${got.digest}: ${got.blobs} blob(s), ${size(got.bytes)}` });
   return got;
+}
+
+/**
+ * The login for a registry that asks for one: USER:TOKEN from --registry-login FILE (a
+ * file only its owner reads), else $RAMBOOT_REGISTRY_USERNAME and $RAMBOOT_REGISTRY_PASSWORD.
+ */
+export function registryLogin(file: string | undefined, env: Record<string, string | undefined>): RegistryLogin | undefined {
+  if (file) {
+    const text = readPrivateFile(resolve(file), 'the registry login').trim();
+    const at = text.indexOf(':');
+    if (at <= 0) throw new UsageError(`failed to read the registry login ${file}: write it as USER:TOKEN on one line`, { step: 'registry login', input: file });
+    return { username: text.slice(0, at), password: text.slice(at + 1) };
+  }
+  const username = env.RAMBOOT_REGISTRY_USERNAME;
+  const password = env.RAMBOOT_REGISTRY_PASSWORD;
+  if (!username && !password) return undefined;
+  if (!username || !password) throw new UsageError('failed to read the registry login: set both RAMBOOT_REGISTRY_USERNAME and RAMBOOT_REGISTRY_PASSWORD, or neither', { step: 'registry login' });
+  return { username, password };
 }
