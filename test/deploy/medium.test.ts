@@ -331,7 +331,7 @@ describe('upload', () => {
 
   it('a deploy killed while the machine makes a file: the next run makes it again into a new inode while the old writer still writes', async () => {
     const m = await medium('ext2', 128);
-    const [old, changed] = await segmentPair(1_000_000);
+    const [old, changed] = await segmentPair();
     const literal = makeDelta(await readFile(old.local), await readFile(changed.local)).literal;
     const s = await connect(sshd.target());
     await uploadFiles(s, m, planUpload(await inspectMedium(s, m), [old]));
