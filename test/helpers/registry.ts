@@ -55,6 +55,8 @@ export async function startRegistry(auth?: RegistryAuth): Promise<TestRegistry> 
     if (ok) break;
     if (proc.exitCode !== null || Date.now() > deadline) {
       proc.kill();
+      tokens?.close();
+      rmSync(dir, { recursive: true, force: true });
       throw new Error(`docker-registry did not start on ${host}: ${stderr.slice(-2000)}`);
     }
     await new Promise((r) => setTimeout(r, 200));
