@@ -171,6 +171,25 @@ describe('ramboot build --dir DIR', () => {
   }, 10 * 60_000);
 });
 
+describe('ramboot build --fresh', () => {
+  it('installs the packages anew instead of reusing the cached stage; without it the stage is reused', async () => {
+    const repo = makeRepo(minimalAlpineFiles(localMirror()));
+    const state = tempDir('build-fresh-state');
+    const build = async (...extra: string[]) => {
+      const r = await ramboot(['build', '--repo', repo, '--state', state, '--json', ...extra], cleanEnv({}));
+      expect(r.exitCode, r.stderr.slice(-3000)).toBe(0);
+      return JSON.parse(r.stdout) as { buildId: string; stageReused: boolean };
+    };
+    const first = await build();
+    expect(first.stageReused).toBe(false);
+    expect((await build()).stageReused).toBe(true);
+    const fresh = await build('--fresh');
+    expect(fresh.stageReused).toBe(false);
+    // The same packages, installed again: the same image.
+    expect(fresh.buildId).toBe(first.buildId);
+  }, 10 * 60_000);
+});
+
 describe('ramboot up --webhook-secret FILE', () => {
   it('accepts a POST /hooks/git signed with the secret read from FILE and refuses one signed with another secret', async () => {
     const repo = quickRepo();
