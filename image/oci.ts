@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, linkSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { RambootError, TransientError, UsageError } from '../lib/errors.js';
 import { faultOfError, faultOfStatus } from '../lib/net.js';
 import { PRIVATE_FILE, makePrivateDir } from '../lib/private-file.js';
@@ -21,7 +22,8 @@ import { MANIFEST, MANIFEST_FORMAT, readManifestSync, type Manifest } from './ma
 export const MEDIA = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
   artifact: 'application/vnd.ramboot.image.v1',
-  config: 'application/vnd.ramboot.manifest.v1+json',
+  /** ramboot's manifest.json, gzipped: it lists every file of the image, and every pull fetches it. */
+  config: 'application/vnd.ramboot.manifest.v1+json+gzip',
   kernel: 'application/vnd.ramboot.kernel.v1',
   segment: 'application/vnd.ramboot.segment.v1.cpio+zstd',
   sealed: 'application/vnd.ramboot.segment.v1.cpio+zstd+age',
@@ -29,7 +31,7 @@ export const MEDIA = {
 
 const TITLE = 'org.opencontainers.image.title';
 /** A ramboot manifest is a few hundred KiB; a registry answering more is refused before it fills memory. */
-const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 /** A file name or build id from a registry becomes a path component: no dots first, no separators. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -83,7 +85,7 @@ export interface OciManifest {
 }
 
 export interface Transfer {
-  /** Blobs sent or fetched (the rest the other side already had). */
+  /** Blobs sent or fetched (the rest the other side already had); a pull counts the config blob, and its bytes the OCI manifest too. */
   blobs: number;
   bytes: number;
   /** The OCI manifest's digest: what a puller may pin (NAME@sha256:…). */
@@ -272,7 +274,8 @@ export async function publish(imageDir: string, ref: RegistryRef, opts: PublishO
     const data = f.segment === 'secrets' ? Buffer.from(await opts.seal(plain)) : plain;
     layers.push({ mediaType: f.mediaType, digest: await push(data, f.file), size: data.length, annotations: { [TITLE]: f.file } });
   }
-  const config = readFileSync(join(imageDir, MANIFEST));
+  // gzip's header holds no time here: the same manifest is the same blob.
+  const config = gzipSync(readFileSync(join(imageDir, MANIFEST)), { level: 9 });
   const manifest: OciManifest = {
     schemaVersion: 2,
     mediaType: MEDIA.manifest,
@@ -329,7 +332,13 @@ export async function pull(ref: RegistryRef, imagesDir: string, opts: PullOption
     if (sha(data) !== d.digest) throw refused(`the blob of ${what} hashes to ${sha(data)}, not ${d.digest}`);
     return data;
   };
-  const configBytes = await blob(oci.config, MANIFEST);
+  let configBytes: Buffer;
+  try {
+    configBytes = gunzipSync(await blob(oci.config, MANIFEST), { maxOutputLength: MAX_MANIFEST_BYTES });
+  } catch (err) {
+    if (err instanceof RambootError) throw err;
+    throw refused(`its config does not unpack (${printable((err as Error).message)})`, err);
+  }
   const m = parseJson<Manifest>(configBytes, 'its ramboot manifest', refused);
   if (m.formatVersion !== MANIFEST_FORMAT) throw refused(`its manifest is format ${printable(m.formatVersion)}, this ramboot reads ${MANIFEST_FORMAT}; publish it with this version`);
   let files: BootFile[];
@@ -346,12 +355,14 @@ export async function pull(ref: RegistryRef, imagesDir: string, opts: PullOption
   }
   const final = join(imagesDir, m.buildId);
   // Pulled before (a build id is its commit and inputs): nothing to fetch.
-  if (existsSync(join(final, MANIFEST))) return { imageDir: final, manifest: readManifestSync(final), blobs: 0, bytes: 0, digest };
+  // The manifest and its config are fetched every time: they say which files the image has.
+  const fetched = { blobs: 1, bytes: body.length + oci.config.size };
+  if (existsSync(join(final, MANIFEST))) return { imageDir: final, manifest: readManifestSync(final), ...fetched, digest };
   makePrivateDir(imagesDir);
   removeDeadPulls(imagesDir);
   const tmp = join(imagesDir, `.pull-pid${process.pid}-${randomBytes(4).toString('hex')}`);
   makePrivateDir(tmp);
-  const out = { blobs: 0, bytes: 0 };
+  const out = { ...fetched };
   const copies = copiesIn(opts.have ?? []);
   try {
     for (const [i, f] of files.entries()) {
