@@ -148,14 +148,14 @@ export function startVm(o: VmOptions): Vm {
     boots: () => boots,
     waitForSsh: async (timeoutMs) => {
       const deadline = Date.now() + timeoutMs;
-      let done = false;
-      void stopped.then(() => (done = true));
-      while (Date.now() < deadline && !done) {
+      let stop: string | undefined;
+      void stopped.then((r) => (stop = r.reason));
+      while (Date.now() < deadline && stop === undefined) {
         if (await sshBanner(o.sshPort)) return Date.now() - startedAt;
         await new Promise((r) => setTimeout(r, 1000));
       }
       throw new RambootError(
-        `failed to reach the virtual NAS: ${done ? 'qemu stopped' : `no SSH answer on 127.0.0.1:${o.sshPort} within ${timeoutMs / 1000} s`}; serial log ${o.serialLog}`,
+        `failed to reach the virtual NAS: ${stop !== undefined ? `qemu stopped (${stop})` : `no SSH answer on 127.0.0.1:${o.sshPort} within ${timeoutMs / 1000} s`}; serial log ${o.serialLog}`,
         { step: 'boot vm', output: tail(o.serialLog) },
       );
     },

@@ -51,13 +51,20 @@ export async function buildRepo(repo: string, images: string, env: Record<string
   return JSON.parse(r.stdout) as Built;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+/**
+ * A loopback port free now, below Linux's ephemeral range (32768-60999): a port the
+ * kernel hands out for listen(0) may become an outgoing connection's source port before
+ * qemu binds it, and qemu then stops at once (a CI run lost a virtual NAS that way).
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-    s.on('error', reject);
-  });
+    if (free) return port;
+    if (attempt > 100) throw new Error('no free loopback port between 20000 and 32767');
+  }
 }

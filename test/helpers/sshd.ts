@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Target } from '../../deploy/ssh.js';
+import { freePort } from './ramboot.js';
 
 // A real OpenSSH server on a loopback port, standing in for the NAS in integration
 // tests. Commands run as root on THIS machine, so the PATH of every session starts
@@ -122,17 +122,6 @@ async function sessionPath(dir: string, without: string[], programs: Record<stri
     }
   }
   return `${shims}:${bin}`;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function listening(proc: ChildProcess, log: () => string, port: number): Promise<void> {

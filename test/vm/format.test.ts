@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../image/manifest.js';
+import { createServer } from 'node:net';
 import { diskFirmware, formatDisk } from '../../vm/format.js';
+import { startVm } from '../../vm/qemu.js';
 
 // `ramboot format` makes the virtual NAS's disk, which carries the secrets segment: it
 // must be its owner's alone whatever the umask, and still a bootable FAT medium. No qemu
@@ -53,5 +55,22 @@ describe('ramboot format', () => {
     expect((await execa('minfo', ['-i', disk, '::'], { env })).stdout).toMatch(/serial number: 52A00B07/i);
     expect((await execa('mtype', ['-i', disk, '::/boot/syslinux/syslinux.cfg'], { env })).stdout).toMatch(/b1/);
     expect((await execa('mdir', ['-b', '-i', disk, '::/boot/ramboot'], { env })).stdout.trim().split('\n')).toHaveLength(2);
+  });
+});
+
+describe('the virtual NAS', () => {
+  it('whose SSH port another process holds stops at once, and the error says why qemu stopped, not only that it did', async () => {
+    const disk = join(work, 'taken.img');
+    await formatDisk({ disk, imageDir: fakeImage(), sizeMiB: 64 });
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const vm = startVm({ disk, sshPort: port, httpPort: port + 1, serialLog: join(work, 'taken.serial.log') });
+      await expect(vm.waitForSsh(60_000)).rejects.toThrow(new RegExp(`^failed to reach the virtual NAS: qemu stopped \\(qemu exited with 1: .*${port}.*\\); serial log `));
+      await vm.stop();
+    } finally {
+      holder.close();
+    }
   });
 });
