@@ -209,12 +209,12 @@ export function planUpload(state: MediumState, candidate: CandidateFile[]): Uplo
   const wanted = new Set(candidate.map((f) => f.path));
   const missing = candidate.filter((f) => !state.files.has(f.path));
   const unverified = candidate.filter((f) => state.files.has(f.path) && !named.has(f.path));
-  // A part no longer than its file is the start of it (bytes arrive in order); the hash after the upload checks that.
   const literals = new Map<string, number>();
   for (const f of missing) {
     const literal = state.files.get(`${f.path}${LITERAL_SUFFIX}`);
     if (literal !== undefined && literal > 0) literals.set(f.path, literal);
   }
+  // A part no longer than its file is the start of it (bytes arrive in order); the hash after the upload checks that.
   const resume = new Map<string, number>();
   for (const f of missing) {
     const part = state.files.get(`${f.path}${PART_SUFFIX}`);
@@ -353,8 +353,7 @@ export async function uploadFiles(session: Session, medium: string, plan: Upload
       if (got !== f.sha256) {
         const why = made.why ?? `the result has sha256 ${got}, not ${f.sha256}: ${delta.basis.path} on the medium is not what its name says (a failing stick)`;
         opts.onWarn?.(`failed to make ${f.path} on ${session.target.name} from ${delta.basis.path}: ${why}; sending it whole`);
-        // A new inode: a writer of the failed assembly must not write into the upload.
-        await session.check('remove a corrupt file', `rm -f ${shq(part)}`);
+        // Sent from its start: into a new inode (Session.upload), where no writer of the failed assembly reaches.
         progress.total += f.bytes;
         got = await put(f, part, 0);
       }

@@ -48,16 +48,15 @@ export async function publishCommand(o: PublishVerbOptions): Promise<number> {
 
 /** The image a registry reference names, pulled into `imagesDir`; only the files no image there has are fetched. */
 export async function pullImage(ref: RegistryRef, imagesDir: string, o: { identity?: string; loginFile?: string; render: Renderer; signal?: AbortSignal }): Promise<Pulled> {
-  const render = o.render;
   const identities = await loadIdentities({ path: o.identity, env: process.env, repoDir: process.cwd() });
   const got = await pull(ref, imagesDir, {
     signal: o.signal,
     login: registryLogin(o.loginFile, process.env),
     unseal: (sealed) => decrypt(sealed, identities),
     have: imageDirs(imagesDir),
-    onBlob: (file, fetched, bytes) => render.emit({ kind: 'stage', source: 'registry', message: fetched ? `fetched ${file} (${size(bytes)})` : `${file}: already here` }),
+    onBlob: (file, fetched, bytes) => o.render.emit({ kind: 'stage', source: 'registry', message: fetched ? `fetched ${file} (${size(bytes)})` : `${file}: already here` }),
   });
-  render.emit({ kind: 'stage', source: 'registry', message: `pulled build ${got.manifest.buildId} from ${ref.text}@${got.digest}: ${got.blobs} blob(s), ${size(got.bytes)}` });
+  o.render.emit({ kind: 'stage', source: 'registry', message: `pulled build ${got.manifest.buildId} from ${ref.text}@${got.digest}: ${got.blobs} blob(s), ${size(got.bytes)}` });
   return got;
 }
 
