@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -8,7 +8,10 @@ import { fileURLToPath } from 'node:url';
 
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
+  // stat, not existsSync: that is access(2), which drops the capabilities of a process not
+  // running as root, and such a process (one refused with "must run as root") may still
+  // read a package cloned into a 0700 directory by CAP_DAC_READ_SEARCH.
+  while (!statSync(join(dir, 'package.json'), { throwIfNoEntry: false })) {
     const up = dirname(dir);
     if (up === dir) throw new Error(`ramboot's package.json not found above ${fileURLToPath(import.meta.url)}`);
     dir = up;
