@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RAMBOOT_VERSION } from '../lib/package.js';
 import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { BuildError, CommandError, UsageError } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
-import { agentFiles, earlyArgs, type AgentFile } from '../image/agent.js';
+import { agentFiles, earlyArgs, SEALED_TOOLS, sealedFiles, type AgentFile } from '../image/agent.js';
+import { readEnrollment, TPM_RECIPIENT, type Enrollment } from '../secrets/sealed.js';
 import { buildBins } from './bins.js';
 import { runInRoot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
@@ -20,7 +21,7 @@ import { pidTag, removeBuildDir, sweepLeftovers } from './sweep.js';
 import type { BuildEvent, Work } from './work.js';
 import { parsePackages } from './packages.js';
 import { renderRelease } from '../image/release.js';
-import { decryptSecrets, secretEntries, type ImageSecret } from './secrets.js';
+import { decryptSecrets, sealedEntries, secretEntries, type ImageSecret } from './secrets.js';
 import { packBase, packOverlay, unlinkFirst, type PackedTree } from './segments.js';
 import { applySkeleton, ensureDirs, imagePath, writeImageFile } from './skeleton.js';
 import { dirSource, gitSource, type Source } from './source.js';
@@ -86,6 +87,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
   const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
   const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
+  const enrollment = await requireEnrollment(source, config);
   let secrets: ImageSecret[] = [];
   if (!opts.withoutSecrets) {
     stage(2, 'decrypting secrets');
@@ -124,6 +126,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       } else stage(6, 'no setup.sh');
       // After setup.sh, so that every image has them whatever setup.sh did.
       for (const f of agentFiles(config)) addAgentFile(root, f);
+      if (enrollment) {
+        requireTools(root, SEALED_TOOLS, 'secrets.at_rest is tpm');
+        for (const f of sealedFiles(config)) addAgentFile(root, f);
+      }
       writeImageFile(root, 'etc/ramboot-release', Buffer.from(renderRelease({ commit: source.commit, buildId, time: source.time })), 0o644);
       return { services: listServices(root), medium: mediumFromFstab(root, config.boot.medium) };
     });
@@ -139,7 +145,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const overlay = await packOverlay(dirs.upper, join(out, 'overlay.cpio.zst'), new Set(base.linked));
       // A secret that replaces a hardlinked name must not write through to the other names.
       const linked = new Set([...base.linked, ...overlay.linked]);
-      const secretSeg = await writeSegment(unlinkFirst(secretEntries(secrets, dirs.upper, packaged.root, SECRETS_MTIME), linked), join(out, 'secrets.cpio.zst'), { mode: 0o600, whole: true });
+      const plain = secretEntries(secrets, dirs.upper, packaged.root, SECRETS_MTIME);
+      const inSegment = enrollment ? await sealedEntries(plain, enrollment, config, SECRETS_MTIME) : plain;
+      const secretSeg = await writeSegment(unlinkFirst(inSegment, linked), join(out, 'secrets.cpio.zst'), { mode: 0o600, whole: true });
       copyFileSync(kernel.path, join(out, 'vmlinuz'));
       if (ucode) copyFileSync(ucode.path, join(out, 'ucode.img'));
       const manifest: Manifest = {
@@ -163,6 +171,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         services,
         files: mergeFiles(base, overlay, secrets),
         hostKey: hostKeyLine(secrets, config),
+        ...(enrollment ? { sealed: { recipients: [enrollment.recipient, ...config.secrets.recipients.filter((r) => r !== enrollment.recipient)] } } : {}),
         append: [earlyArgs(config.trial), config.boot.append].filter(Boolean).join(' '),
         medium,
       };
@@ -185,6 +194,41 @@ export function requireRoot(): void {
     throw new UsageError('failed to start the build: ramboot build must run as root (it mounts overlayfs and chroots); run it with sudo', {
       step: 'build',
     });
+  }
+}
+
+/** With secrets.at_rest: tpm, the machine's enrollment the commit records; a commit without one cannot be built. */
+async function requireEnrollment(source: Source, config: Config): Promise<Enrollment | undefined> {
+  if (config.secrets.at_rest !== 'tpm') return undefined;
+  const enrollment = await readEnrollment((path) => source.readFile(path));
+  if (!enrollment) {
+    throw new UsageError(
+      `failed to build ${source.label}: secrets.at_rest is tpm, but no machine is enrolled (${TPM_RECIPIENT} is missing); ` +
+        'run `ramboot secrets enroll` against the running machine and commit what it writes',
+      { step: 'read source', input: TPM_RECIPIENT },
+    );
+  }
+  return enrollment;
+}
+
+/** Commands the image must have for what ramboot adds to it; a missing one is named with the fix. */
+function requireTools(root: string, tools: string[], why: string): void {
+  const dirs = ['usr/bin', 'bin', 'usr/sbin', 'sbin'];
+  // lstat: a tool may be an absolute symlink, which means the image's path, not the build host's.
+  const has = (path: string) => {
+    try {
+      lstatSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const missing = tools.filter((t) => !dirs.some((d) => has(join(root, d, t))));
+  if (missing.length > 0) {
+    throw new UsageError(
+      `failed to build: ${why}, and the image lacks ${missing.join(', ')}; add the packages that bring them to packages (Debian: tpm2-tools age cpio openssh-client; Alpine: tpm2-tools age openssh-keygen)`,
+      { step: 'check image', input: 'packages' },
+    );
   }
 }
 

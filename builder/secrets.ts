@@ -5,7 +5,10 @@ import { loadIdentities } from '../secrets/identity.js';
 import { passwordHash, passwordUser } from '../secrets/passwords.js';
 import { repoPathOf } from '../secrets/paths.js';
 import { decryptForImage, hostKeyPublic, type ImageSecret as DecryptedSecret } from '../secrets/store.js';
-import type { CpioEntry } from './cpio.js';
+import { Writable } from 'node:stream';
+import { encrypt } from '../secrets/age.js';
+import { isPublicSecret, SEALED_IMAGE_DIR, sealedRecipients, type Enrollment } from '../secrets/sealed.js';
+import { writeCpio, type CpioEntry } from './cpio.js';
 import type { Source } from './source.js';
 import type { Work } from './work.js';
 import { resolveId } from './users.js';
@@ -59,4 +62,35 @@ export function secretEntries(secrets: ImageSecret[], upper: string, lower: stri
     size: s.data.length,
     data: s.data,
   }));
+}
+
+/**
+ * The secrets segment's entries when secrets.at_rest is tpm: public ones (authorized_keys)
+ * as they are, the rest as one archive encrypted in memory to the machine's sealed key
+ * and the repository's recipients, beside the sealed object the boot unseals it with
+ * (image/agent/ramboot-sealed). age encrypts with a fresh file key each time, so this
+ * segment's bytes differ from build to build; it is a few KiB.
+ */
+export async function sealedEntries(entries: CpioEntry[], enrollment: Enrollment, config: Config, time: number): Promise<CpioEntry[]> {
+  const open = entries.filter((e) => isPublicSecret(e.path));
+  const archive = await sealArchive(entries.filter((e) => !isPublicSecret(e.path)), sealedRecipients(enrollment, config));
+  const file = (name: string, data: Buffer): CpioEntry => ({ path: `${SEALED_IMAGE_DIR}/${name}`, type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: time, size: data.length, data });
+  return [...open, file('secrets.age', archive), file('key.pub', enrollment.pub), file('key.priv', enrollment.priv)];
+}
+
+async function sealArchive(entries: CpioEntry[], recipients: string[]): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk);
+      done();
+    },
+  });
+  await writeCpio(entries, sink);
+  const plain = Buffer.concat(chunks);
+  try {
+    return Buffer.from(await encrypt(plain, recipients));
+  } finally {
+    plain.fill(0);
+  }
 }

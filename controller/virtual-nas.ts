@@ -23,6 +23,8 @@ export interface VirtualNasOptions {
   firstImage?: string;
   sshPort: number;
   httpPort: number;
+  /** A TPM 2.0 (swtpm), its state beside the disk. */
+  tpm?: boolean;
   emit: Emit<VmEvent>;
 }
 
@@ -59,7 +61,7 @@ export async function startVirtualNas(o: VirtualNasOptions): Promise<VirtualNas>
     // A disk made before ramboot made them private took the umask (0644 under 022).
     chmodSync(disk, PRIVATE_FILE);
     const log = openSync(join(o.state.vm, 'vm.log'), 'a', PRIVATE_FILE);
-    const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor, '--serial-socket', serialSocket];
+    const args = [packagePath('dist', 'controller', 'cli.js'), 'vm', '--disk', disk, '--ssh-port', String(o.sshPort), '--http-port', String(o.httpPort), '--serial-log', serialLog, '--monitor', monitor, '--serial-socket', serialSocket, ...(o.tpm ? ['--tpm'] : [])];
     const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
     child.unref();
     record = { pid: child.pid!, sshPort: o.sshPort, httpPort: o.httpPort, monitor, serialLog, serialSocket, disk };

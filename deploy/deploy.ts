@@ -1,15 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
-import type { Manifest } from '../image/manifest.js';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { MANIFEST, type Manifest } from '../image/manifest.js';
 import { RambootError, UsageError } from '../lib/errors.js';
 import type { WarnEvent } from '../lib/events.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
-import { basesFor, candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, writeCfg, type Firmware } from './medium.js';
+import { basesFor, candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, wipeFreeSpace, writeCfg, type Firmware } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
 import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
-import { HostKeyMismatchError, connect, shq, type Session, type Target } from './ssh.js';
+import { HostKeyMismatchError, SealedSecretsUnavailableError, connect, shq, type Session, type Target } from './ssh.js';
 import { EXIT_OTHER_BOOT, confirmCommand } from './trial.js';
 import { MediumDamagedError, findDamage, localCopies, repair, verifyAndRepair } from './integrity.js';
 import { exposure } from '../image/medium.js';
@@ -100,6 +101,14 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   }
 }
 
+function sealedManifest(file: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as Manifest).sealed !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 /** Records a build that produced no image, so the journal and status show it. */
 export async function recordBuildFailure(journal: Journal, message: string, commit?: string): Promise<DeployResult> {
   const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
@@ -148,6 +157,7 @@ function makePlan(opts: DeployOptions): DeployPlan {
     trial: { confirm_timeout: config.trial.confirm_timeout, reboot_deadline: config.trial.reboot_deadline },
     secretsFile: secrets && contentPath(secrets.sha256, 'cpio.zst'),
     exposure: m.medium && exposure(m.medium) && `image ${m.buildId}'s fstab line "${m.medium.line}" ${exposure(m.medium)} (root/etc/fstab)`,
+    ...(m.sealed ? { sealed: true } : {}),
   };
 }
 
@@ -156,6 +166,8 @@ interface Ctx {
   plan: DeployPlan;
   /** sha256 → the controller's copy of that boot file. */
   copies: () => Map<string, string>;
+  /** True when the controller has the build's image and it seals its secrets; false for an unknown build. */
+  sealedBuild: (buildId: string) => boolean;
   /**
    * The same, also from the images beside the candidate's: a file a delta is made from
    * needs no trust (the machine checks the result by hash), so any build the controller
@@ -188,6 +200,7 @@ function context(opts: DeployOptions, history: DeployHistory): Ctx {
     plan,
     copies: () => (copies ??= localCopies(opts.images ?? [], plan.files)),
     basisCopies: () => (basisCopies ??= localCopies([...(opts.images ?? []), dirname(plan.imageDir)], plan.files)),
+    sealedBuild: (buildId) => [...(opts.images ?? []), dirname(plan.imageDir)].some((dir) => sealedManifest(join(dir, buildId, MANIFEST))),
     history,
     target,
     journal: opts.journal,
@@ -303,7 +316,9 @@ async function beforeTrial(fn: () => Promise<Entry>, reason: Reason = REASON.UPL
     if (!(err instanceof RambootError)) throw err;
     if (err instanceof MediumDamagedError) return { step: 'disarm', outcome: failed(VERDICT.MEDIUM_DAMAGED, REASON.MEDIUM_DAMAGED, err) };
     const why =
-      err instanceof HostKeyMismatchError
+      err instanceof SealedSecretsUnavailableError
+        ? REASON.SEALED_SECRETS_UNAVAILABLE
+        : err instanceof HostKeyMismatchError
         ? REASON.HOST_KEY_MISMATCH
         : err instanceof PreflightError
           ? REASON.PREFLIGHT_FAILED
@@ -508,8 +523,16 @@ async function promote(ctx: Ctx, recorded: SlotTable): Promise<Entry> {
     notes.push(`dropped old (build ${slots.old.buildId}): ${r.unrepairable.map((d) => d.path).join(', ')} is damaged and has no copy`);
     slots = { lts: slots.lts };
   }
+  // The first sealed build: the former default's secrets are in plaintext on the medium.
+  // Its label goes, and so do the bytes its files (and earlier ones') leave in free space.
+  const sealing = ctx.plan.sealed === true && slots.old !== undefined && !ctx.sealedBuild(slots.old.buildId);
+  if (sealing) {
+    notes.push(`dropped old (build ${slots.old!.buildId}): it kept the secrets in plaintext on the medium, which now holds them sealed; its free space was overwritten`);
+    slots = { lts: slots.lts };
+  }
   await writeCfg(s, ctx.plan.medium, slots, firmwareOf(ctx));
   await removeUnreferenced(s, ctx.plan.medium, slots);
+  if (sealing) await wipeFreeSpace(s, ctx.plan.medium);
   return verdict(ctx, {
     verdict: VERDICT.PROMOTED,
     reason: REASON.HEALTHY,

@@ -34,6 +34,8 @@ export interface DeployPlan {
   secretsFile?: string;
   /** Why the image's own fstab would mount the medium so that others read its files (it is then refused). */
   exposure?: string;
+  /** The candidate keeps its secrets sealed to the machine's TPM (secrets.at_rest: tpm). */
+  sealed?: boolean;
 }
 
 export type Entry =

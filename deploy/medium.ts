@@ -450,6 +450,18 @@ export async function removeUnreferenced(session: Session, medium: string, slots
 }
 
 /**
+ * Overwrites the medium's free space with zeros: a deleted file's clusters keep its bytes
+ * on FAT. The file fills the medium (dd stops at ENOSPC), is synced, then removed; its
+ * name is an upload's, which the next removeUnreferenced deletes if a cut left it. On a
+ * flash stick, blocks its controller remapped are out of reach: docs/decisions.md says what
+ * that means for secrets that were once on it in plaintext.
+ */
+export async function wipeFreeSpace(session: Session, medium: string): Promise<void> {
+  const file = shq(`${medium}/${FILES_DIR}/wipe${PART_SUFFIX}`);
+  await session.check('overwrite the free space', `dd if=/dev/zero of=${file} bs=1M 2>/dev/null; sync; rm -f ${file} && sync`, { timeoutMs: SYNC_TIMEOUT_MS });
+}
+
+/**
  * Makes the next boot, and only the next one, boot `label`. On UEFI the counted entry
  * the label step wrote is the arm; armed again (a resumed deploy whose trial a power cut
  * already booted), a tried or blessed entry gets its one try back.

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { Client, type ClientChannel } from 'ssh2';
-import { RambootError, UsageError, describe, lastLines } from '../lib/errors.js';
+import { RambootError, UsageError, describe, lastLines, type ErrorKind } from '../lib/errors.js';
 
 // The SSH transport of a deploy. Every command runs over `exec` (no SFTP: Alpine's
 // OpenSSH has no sftp-server unless a package adds it). The machine's host key is
@@ -53,6 +53,55 @@ export class HostKeyMismatchError extends RambootError {
     this.expected = expected;
     this.presented = presented;
   }
+}
+
+/**
+ * The machine presented another host key, and its pre-login banner says why: its TPM could
+ * not unseal the secrets (image/agent/ramboot-sealed), so it runs a recovery boot with a
+ * recovery host key. The banner is read without logging in; whatever it says, nothing is sent.
+ */
+export class SealedSecretsUnavailableError extends HostKeyMismatchError {
+  override readonly kind: ErrorKind = 'person';
+  readonly reason: string;
+  readonly recoveryHostKey?: string;
+  constructor(host: string, expected: string[], presented: string, reason: string, recoveryHostKey: string | undefined) {
+    super(host, expected, presented);
+    const key = recoveryHostKey ? ` '${recoveryHostKey}'` : ' LINE';
+    this.message =
+      `sealed secrets unavailable on ${host}: its TPM could not unseal the key of its secrets (another board, a cleared TPM, or the stick moved to another machine: ${reason}). ` +
+      `It runs a recovery boot (network, console and sshd only, with a recovery host key ${presented}); the medium is unchanged and nothing was sent. ` +
+      `Compare that fingerprint with the one on the machine's console, then re-enroll: \`ramboot secrets enroll --host-key${key}\`, commit, and deploy with \`ramboot deploy --host-key${key}\``;
+    this.reason = reason;
+    this.recoveryHostKey = recoveryHostKey;
+  }
+}
+
+/** What ramboot-sealed writes into sshd's banner on a recovery boot. */
+const SEALED_BANNER = /^ramboot-sealed: unavailable: (.*)$/m;
+const RECOVERY_KEY_BANNER = /^ramboot-sealed: recovery-host-key: (\S+ \S+)/m;
+
+/**
+ * Reads a machine's pre-login banner without logging in (the "none" method only, no key
+ * offered): after a host-key mismatch, to tell a recovery boot from another machine.
+ */
+export function readBanner(target: Pick<Target, 'address' | 'port' | 'user'>, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve) => {
+    const client = new Client();
+    let banner = '';
+    const done = () => {
+      clearTimeout(timer);
+      client.removeAllListeners();
+      client.on('error', () => {});
+      client.destroy();
+      resolve(banner);
+    };
+    const timer = setTimeout(done, timeoutMs);
+    client.on('banner', (text: string) => (banner += text));
+    client.on('error', done);
+    client.on('close', done);
+    client.on('ready', done);
+    client.connect({ host: target.address, port: target.port, username: target.user, hostVerifier: () => true, readyTimeout: timeoutMs, tryKeyboard: false });
+  });
 }
 
 export interface PinnedKey {
@@ -182,7 +231,9 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, op
       if (settled) return;
       settled = true;
       clearTimeout(guard);
-      reject(connectError(target, pins, presented, err));
+      const error = connectError(target, pins, presented, err);
+      if (error instanceof HostKeyMismatchError) void sealedOrMismatch(target, error).then(reject);
+      else reject(error);
     };
     // `on`, not `once`: ssh2 may emit a second error after the first (a handshake timeout,
     // then "Connection lost before handshake" as the socket closes); with no listener left
@@ -219,6 +270,13 @@ export async function connect(target: Target, timeoutMs = CONNECT_TIMEOUT_MS, op
       keepaliveCountMax: 3,
     });
   });
+}
+
+async function sealedOrMismatch(target: Target, mismatch: HostKeyMismatchError): Promise<HostKeyMismatchError> {
+  const banner = await readBanner(target);
+  const sealed = SEALED_BANNER.exec(banner);
+  if (!sealed) return mismatch;
+  return new SealedSecretsUnavailableError(target.name, mismatch.expected, mismatch.presented, sealed[1]!.trim(), RECOVERY_KEY_BANNER.exec(banner)?.[1]);
 }
 
 function connectError(target: Target, pins: PinnedKey[], presented: Buffer | undefined, err: Error & { code?: string; level?: string }): Error {

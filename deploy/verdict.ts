@@ -55,6 +55,8 @@ export const REASON = {
   BUILD_FAILED: 'BuildFailed',
   /** The machine presented another SSH host key than the image pins; nothing was sent. Check it is the right machine, or its host key secret. */
   HOST_KEY_MISMATCH: 'HostKeyMismatch',
+  /** The machine's TPM could not unseal its secrets (secrets.at_rest: tpm): it runs a recovery boot; nothing was sent. Re-enroll it (`ramboot secrets enroll`), as the message says. */
+  SEALED_SECRETS_UNAVAILABLE: 'SealedSecretsUnavailable',
   /** The machine did not answer over SSH before the trial; nothing changed. The controller tries again; check the network if it persists. */
   CONNECT_FAILED: 'ConnectFailed',
   /** The boot medium or the machine failed the checks before anything was written (read-only, full, wrong firmware, …). Fix what the message names. */

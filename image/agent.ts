@@ -48,6 +48,29 @@ export function agentFiles(config: Pick<Config, 'trial'> & { distro?: { name: st
   ];
 }
 
+export const SEALED_BIN = '/usr/sbin/ramboot-sealed';
+export const SEALED_INITD = '/etc/init.d/ramboot-secrets';
+/** In sysinit on both distributions: before the boot runlevel, whose services may read secrets (a console password). */
+export const SEALED_RUNLEVEL_LINK = '/etc/runlevels/sysinit/ramboot-secrets';
+export const SEALED_CONF = '/etc/ramboot/sealed/conf';
+/** What image/agent/ramboot-sealed runs on the machine: its recovery boot and `seal` need them too. */
+export const SEALED_TOOLS = ['tpm2_createprimary', 'tpm2_create', 'tpm2_load', 'tpm2_unseal', 'tpm2_flushcontext', 'age', 'age-keygen', 'cpio', 'ssh-keygen'];
+
+/** The files that unseal secrets at boot (secrets.at_rest: tpm). */
+export function sealedFiles(config: Pick<Config, 'secrets'>): AgentFile[] {
+  return [
+    { path: SEALED_BIN, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-sealed')) },
+    { path: SEALED_INITD, type: 'file', mode: 0o755, data: readFileSync(packagePath('image/agent/ramboot-secrets.initd')) },
+    { path: SEALED_RUNLEVEL_LINK, type: 'symlink', mode: 0o777, data: Buffer.from(SEALED_INITD) },
+    {
+      path: SEALED_CONF,
+      type: 'file',
+      mode: 0o644,
+      data: Buffer.from(`# Written by ramboot from ramboot.yaml; read by ramboot-sealed.\nHOST_KEY='${config.secrets.host_key}'\n`),
+    },
+  ];
+}
+
 export function trialConf(trial: Config['trial'], medium?: string): string {
   return [
     '# Written by ramboot from ramboot.yaml (trial.*, boot.medium); read by ramboot-trial and ramboot-early.',

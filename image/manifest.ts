@@ -58,6 +58,8 @@ export interface Manifest {
   files: ManifestFile[];
   /** Public half of the SSH host key secret: what deploy pins. */
   hostKey?: string;
+  /** secrets.at_rest: tpm: the secrets segment holds them encrypted to these age recipients, the machine's (sealed in its TPM) first. */
+  sealed?: { recipients: string[] };
   append: string;
   /** The boot medium as the image's fstab mounts it (what `ramboot format` must match, what deploy checks keeps secrets private). */
   medium?: MediumMount;

@@ -197,6 +197,8 @@ export const configSchema = z
         recipients: z.array(recipient).default([]),
         identity: z.string().optional(),
         host_key: secretPath.default('etc/ssh/ssh_host_ed25519_key'),
+        /** Where the secrets segment keeps them on the medium: in plaintext (0600), or age-encrypted to the machine's TPM-sealed key (secrets/sealed.ts). */
+        at_rest: z.enum(['medium', 'tpm']).default('medium'),
         files: z
           .record(
             secretPath,
@@ -212,7 +214,7 @@ export const configSchema = z
           .default({}),
       })
       .strict()
-      .default({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', files: {} }),
+      .default({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', at_rest: 'medium', files: {} }),
     skeleton: z
       .object({ owners: z.record(z.string(), z.string().regex(/^\d+:\d+$/, 'must be "uid:gid"')).default({}) })
       .strict()

@@ -6,6 +6,7 @@ import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { RambootError } from '../lib/errors.js';
 import { repoPathOf } from '../secrets/paths.js';
+import { readEnrollment, TPM_RECIPIENT, type Enrollment } from '../secrets/sealed.js';
 import { scanDirectory } from '../secrets/scan.js';
 import { commitsBetween, gitDirOf, scanCommits } from './history.js';
 import { readCommitSecrets, staleness } from './secrets.js';
@@ -42,6 +43,7 @@ export async function checkRepository(o: CheckOptions): Promise<CheckReport> {
     secrets = await secretProblems(source, config, problems);
     const fstab = fstabProblem((await source.readFile(FSTAB))?.toString(), config.boot.medium);
     if (fstab) problems.push(fstab);
+    await sealedProblems(source, config, problems);
   }
   const commits = await keyProblems(o, source, problems);
   return { problems, secrets, commits };
@@ -90,6 +92,24 @@ async function secretProblems(source: Source, config: Config, problems: string[]
     );
   }
   return files.size;
+}
+
+/** secrets.at_rest: tpm needs a machine enrolled: a build of this commit would fail without one. */
+async function sealedProblems(source: Source, config: Config, problems: string[]): Promise<void> {
+  let enrollment: Enrollment | undefined;
+  try {
+    enrollment = await readEnrollment((path) => source.readFile(path));
+  } catch (err) {
+    if (!(err instanceof RambootError)) throw err;
+    problems.push(err.message);
+    return;
+  }
+  if (config.secrets.at_rest === 'tpm' && !enrollment) {
+    problems.push(
+      `${CONFIG_FILE}: secrets.at_rest is tpm, but no machine is enrolled (${TPM_RECIPIENT} is missing); ` +
+        'run `ramboot secrets enroll` against the running machine and commit what it writes, or set secrets.at_rest: medium',
+    );
+  }
 }
 
 /**

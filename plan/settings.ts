@@ -77,10 +77,14 @@ function checkChanges(a: HealthCheck[], b: HealthCheck[]): ValueChange[] {
 /** The deploy settings that differ: host, boot medium, trial timings, health checks, the medium's volume id. */
 export function compareSettings(a: Manifest, b: Manifest): ValueChange[] {
   const medium = (m: Manifest) => new Map(m.medium?.uuid ? [['boot.medium volume id (fstab)', m.medium.uuid]] : []);
+  // Images from before sealed secrets kept them on the medium.
+  const atRest = (m: Manifest) =>
+    new Map([['secrets.at_rest', m.sealed ? 'tpm' : 'medium'], ...(m.sealed ? [['secrets sealed to (TPM recipient)', m.sealed.recipients[0]!] as [string, string]] : [])]);
   return [
     ...changes(flat(a.settings), flat(b.settings)),
     ...checkChanges(a.settings.health.checks, b.settings.health.checks),
     ...changes(medium(a), medium(b)),
+    ...changes(atRest(a), atRest(b)),
   ];
 }
 

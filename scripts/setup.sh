@@ -11,13 +11,15 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 #    age and OpenSSH for secrets and deploy, Go for bins/; for the tests, Chromium (the
 #    status page), Prometheus' text parser (/metrics), openssl (signed apk
 #    repositories, password hashes), binutils (objcopy makes a unified kernel image)
-#    systemd (systemd-analyze verifies the service unit; a container may lack it) and
-#    docker-registry (the OCI registry images are published to).
+#    systemd (systemd-analyze verifies the service unit; a container may lack it),
+#    docker-registry (the OCI registry images are published to), swtpm (the virtual
+#    NAS's TPM) and tpm2-tools (the tests seal and unseal against it on this host).
 PACKAGES="qemu-system-x86 qemu-utils syslinux syslinux-common extlinux mtools dosfstools
 ovmf systemd-boot-efi gdisk
 mmdebstrap cpio zstd age openssh-server openssh-client linux-image-cloud-amd64
 golang-go git busybox-static attr ca-certificates iproute2 util-linux bubblewrap
-chromium python3-prometheus-client openssl binutils systemd docker-registry"
+chromium python3-prometheus-client openssl binutils systemd docker-registry
+swtpm tpm2-tools"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

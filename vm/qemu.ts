@@ -6,6 +6,7 @@ import type { Emit, StageEvent, WarnEvent } from '../lib/events.js';
 import { PRIVATE_FILE, appendPrivateFile } from '../lib/private-file.js';
 import type { Firmware } from '../deploy/medium.js';
 import { diskFirmware } from './format.js';
+import { startTpm, tpmArgs, type RunningTpm } from './tpm.js';
 
 // The virtual NAS: the disk made by `ramboot format` attached as a USB stick (as the
 // reference NAS boots), SeaBIOS → syslinux or OVMF → systemd-boot (at the removable-media
@@ -31,6 +32,8 @@ export interface VmOptions {
   accel?: 'tcg' | 'kvm';
   /** The machine's firmware; by default the one the disk is laid out for (diskFirmware). */
   firmware?: Firmware;
+  /** A TPM 2.0 (swtpm), its state kept beside the disk (vm/tpm.ts). */
+  tpm?: boolean;
   emit?: Emit<VmEvent>;
 }
 
@@ -61,7 +64,7 @@ export function varsPath(disk: string): string {
   return `${disk}.efivars`;
 }
 
-export function qemuArgs(o: VmOptions & { firmware: Firmware }): string[] {
+export function qemuArgs(o: VmOptions & { firmware: Firmware; tpmSocket?: string }): string[] {
   const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22,hostfwd=tcp:127.0.0.1:${o.httpPort}-:80`;
   return [
     // SeaBIOS is qemu's default; OVMF's 4M build (no SMM) runs on the default pc machine too.
@@ -86,6 +89,7 @@ export function qemuArgs(o: VmOptions & { firmware: Firmware }): string[] {
     // when it fires, the reset ends this process (-no-reboot) like a guest reboot does.
     '-device', 'i6300esb',
     '-action', 'watchdog=reset',
+    ...(o.tpmSocket ? tpmArgs(o.tpmSocket) : []),
   ];
 }
 
@@ -98,6 +102,7 @@ export function startVm(o: VmOptions): Vm {
   const firmware = o.firmware ?? diskFirmware(o.disk);
   if (firmware === 'uefi') ensureVarStore(o.disk);
   let proc: ResultPromise;
+  let tpm: RunningTpm | undefined;
   let boots = 0;
   let startedAt = Date.now();
   let stopping = false;
@@ -110,16 +115,22 @@ export function startVm(o: VmOptions): Vm {
     if (o.serialSocket) rmSync(o.serialSocket, { force: true });
     boots++;
     startedAt = Date.now();
-    proc = execa('qemu-system-x86_64', qemuArgs({ ...o, firmware }), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
+    tpm?.stop();
+    tpm = o.tpm ? startTpm(o.disk) : undefined;
+    proc = execa('qemu-system-x86_64', qemuArgs({ ...o, firmware, tpmSocket: tpm?.socket }), { reject: false, stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
     const mine = proc;
     // Writing to the QMP pipe of a qemu that just exited fails; its exit is handled below.
     mine.stdin!.on('error', () => {});
     const why = shutdownReason(mine);
     void mine.then(async (r) => {
       if (mine !== proc || cycling) return;
-      if (stopping) return settle({ exitCode: 0, reason: 'stopped' });
+      if (stopping) {
+        tpm?.stop();
+        return settle({ exitCode: 0, reason: 'stopped' });
+      }
       const reason = await why;
       if (r.exitCode === 0 && reason === 'guest-shutdown') {
+        tpm?.stop();
         emit({ kind: 'stage', source: 'vm', message: 'the machine powered off' });
         settle({ exitCode: 0, reason: 'the machine powered off' });
         return;
@@ -130,6 +141,7 @@ export function startVm(o: VmOptions): Vm {
         launch();
         return;
       }
+      tpm?.stop();
       const failure = `qemu exited with ${r.exitCode ?? r.signal}: ${String(r.stderr ?? '').trim().split('\n').slice(-3).join(' ')}`;
       emit({ kind: 'warn', source: 'vm', message: failure });
       settle({ exitCode: r.exitCode ?? 1, reason: failure });
@@ -174,6 +186,7 @@ export function startVm(o: VmOptions): Vm {
       stopping = true;
       proc.kill('SIGTERM');
       await proc;
+      tpm?.stop();
       settle({ exitCode: 0, reason: 'stopped' });
     },
     stopped,

@@ -15,6 +15,7 @@ import { openMachine } from '../open-machine.js';
 import { modeFor, renderer } from '../render.js';
 import { up } from './up.js';
 import { bootloaderCommand, deployCommand, scrubCommand, statusCommand } from './verbs/deploy.js';
+import { enrollCommand } from './verbs/enroll.js';
 import { planVerbs } from './verbs/plan.js';
 import { publishCommand } from './verbs/publish.js';
 import { secretsVerbs } from './verbs/secrets.js';
@@ -126,13 +127,14 @@ export function commands(io: Io): Verb[] {
       memory: { type: 'number', value: 'MIB', min: 256, default: 1536, help: 'guest RAM' },
       monitor: { type: 'string', value: 'SOCKET', help: 'qemu\'s monitor on this unix socket (the network cable, the power)' },
       'serial-socket': { type: 'string', value: 'SOCKET', help: 'type at the serial console through this unix socket (its output still goes to the log)' },
+      tpm: { type: 'boolean', help: 'a TPM 2.0 (swtpm), its state kept beside the disk in DISK.tpm/ (secrets.at_rest: tpm)' },
       json,
     },
     run: async (o) => {
       if (!o.disk) throw new ArgumentError('ramboot vm: needs --disk FILE', 'vm');
       const disk = resolve(o.disk);
       return runVm(
-        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, firmware: o.firmware, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor), serialSocket: o['serial-socket'] && resolve(o['serial-socket']) },
+        { disk, sshPort: o['ssh-port'], httpPort: o['http-port'], serialLog: resolve(o['serial-log'] ?? `${disk}.serial.log`), accel: o.accel, firmware: o.firmware, memoryMiB: o.memory, monitor: o.monitor && resolve(o.monitor), serialSocket: o['serial-socket'] && resolve(o['serial-socket']), tpm: !!o.tpm },
         progress(o),
         io.stdout,
       );
@@ -310,6 +312,15 @@ export function commands(io: Io): Verb[] {
     summary: 'install extlinux and the managed syslinux.cfg on the machine\'s medium, adopting a reference-NAS layout',
     options: { repo, state, ...machine },
     run: (o) => bootloaderCommand({ ...o, hostKey: o['host-key'], stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
+  }),
+  verb({
+    name: 'secrets enroll',
+    summary: 'seal a new key to the running machine\'s TPM, record its recipient in tpm/ and set secrets.at_rest: tpm (a commit)',
+    details:
+      'Runs on the machine over SSH: the key is made and sealed there, in RAM; only its public recipient and the TPM-wrapped object come back. ' +
+      'Enrolling again (a new board, a cleared TPM) replaces both. A machine in a recovery boot presents a recovery host key: pass it with --host-key.',
+    options: { repo, state, ...machine },
+    run: (o) => enrollCommand({ ...o, hostKey: o['host-key'], stdout: io.stdout, stderr: io.stderr, ...sshKey(o) }),
   }),
   ...planVerbs(io),
   ...secretsVerbs((repoDir) => ({ repoDir, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, env: io.env })),

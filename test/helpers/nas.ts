@@ -45,6 +45,10 @@ export interface DeployRun {
 
 export interface VirtualNas {
   vm: Vm;
+  /** The disk image the VM boots (its TPM's state, with tpm, beside it in DISK.tpm/). */
+  disk: string;
+  /** Stops the VM and boots a fresh qemu process on the same disk (and TPM state); resolves once it answers SSH. */
+  restart(): Promise<void>;
   repo: string;
   env: Record<string, string>;
   work: string;
@@ -115,7 +119,7 @@ function sink(): { stream: NodeJS.WriteStream; text: () => string } {
   return { stream: w as unknown as NodeJS.WriteStream, text: () => buf };
 }
 
-export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi' } = {}): Promise<VirtualNas> {
+export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi'; tpm?: boolean; packages?: string[] } = {}): Promise<VirtualNas> {
   const firmware = o.firmware ?? 'bios';
   const t0 = Date.now();
   const log = (m: string) => console.log(`[${name} +${Math.round((Date.now() - t0) / 1000)} s] ${m}`);
@@ -143,6 +147,7 @@ export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi' } =
     writeFileSync(join(repo, 'ramboot.yaml'), stringify(c));
   };
   settings();
+  if (o.packages) writeFileSync(join(repo, 'packages'), `${readFileSync(join(repo, 'packages'), 'utf8')}${o.packages.join('\n')}\n`);
   await git('add', '-A');
   await git('commit', '-q', '-m', 'deploy test settings');
   const first = await buildRepo(repo, images, env);
@@ -150,7 +155,8 @@ export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi' } =
   const disk = join(work, 'disk.img');
   const f = await ramboot(['format', '--disk', disk, '--image', first.imageDir, '--firmware', firmware], env);
   if (f.exitCode !== 0) throw new Error(`ramboot format failed: ${f.stderr}`);
-  const vm = startVm({ disk, sshPort, httpPort, serialLog: join(work, 'serial.log'), monitor: join(work, 'monitor.sock') });
+  const vmOptions = { disk, sshPort, httpPort, serialLog: join(work, 'serial.log'), monitor: join(work, 'monitor.sock'), tpm: o.tpm };
+  let vm = startVm(vmOptions);
   const ms = await vm.waitForSsh(8 * 60_000);
   log(`first boot answered SSH after ${Math.round(ms / 1000)} s; serial log ${join(work, 'serial.log')}`);
 
@@ -166,6 +172,14 @@ export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi' } =
 
   const nasObject: VirtualNas = {
     vm,
+    disk,
+    async restart() {
+      await vm.stop();
+      vm = startVm(vmOptions);
+      nasObject.vm = vm;
+      const t = await vm.waitForSsh(8 * 60_000);
+      log(`restarted: answered SSH after ${Math.round(t / 1000)} s`);
+    },
     repo,
     env,
     work,

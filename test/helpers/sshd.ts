@@ -29,6 +29,10 @@ export interface SshdOptions {
   without?: string[];
   /** Stand-in programs put first on the sessions' PATH: name → shell script. */
   programs?: Record<string, string>;
+  /** sshd's host key: this private key file instead of one made for the server. */
+  hostKeyFile?: string;
+  /** sshd's Banner file: sent before authentication. */
+  banner?: string;
 }
 
 const REFUSED = ['reboot', 'openrc-shutdown', 'shutdown', 'poweroff', 'halt', 'init', 'telinit', 'systemctl'];
@@ -47,7 +51,8 @@ export async function startSshd(opts: SshdOptions = {}): Promise<TestSshd> {
     [
       `Port ${port}`,
       'ListenAddress 127.0.0.1',
-      `HostKey ${join(dir, 'host_ed25519')}`,
+      `HostKey ${opts.hostKeyFile ?? join(dir, 'host_ed25519')}`,
+      ...(opts.banner ? [`Banner ${opts.banner}`] : []),
       `PidFile ${join(dir, 'sshd.pid')}`,
       `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
       'PubkeyAuthentication yes',
@@ -67,7 +72,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<TestSshd> {
   let log = '';
   proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   await listening(proc, () => log, port);
-  const hostKey = (await readFile(join(dir, 'host_ed25519.pub'), 'utf8')).trim();
+  const hostKey = (await readFile(`${opts.hostKeyFile ?? join(dir, 'host_ed25519')}.pub`, 'utf8')).trim();
   const otherHostKey = (await readFile(join(dir, 'other_host_ed25519.pub'), 'utf8')).trim();
   return {
     port,

@@ -25,7 +25,7 @@ describe('ramboot.yaml', () => {
     expect(c.boot).toEqual({ medium: '/media/usb', firmware: 'bios', kernel: 'vmlinuz*', append: '' });
     expect(c.trial).toEqual({ confirm_timeout: 600_000, reboot_deadline: 600_000, watchdog: false });
     expect(c.health).toEqual({ deadline: 300_000, settle: 20_000, checks: [] });
-    expect(c.secrets).toEqual({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', files: {} });
+    expect(c.secrets).toEqual({ recipients: [], host_key: 'etc/ssh/ssh_host_ed25519_key', at_rest: 'medium', files: {} });
     expect(c.skeleton).toEqual({ owners: {} });
     expect(c.build).toEqual({ network: false });
   });

@@ -139,7 +139,7 @@ function checkHost(wanted: string | undefined, host: string): void {
 }
 
 /** The machine of a repository's committed configuration, with the host key to pin. */
-async function machineTarget(o: MachineOptions): Promise<{ machine: Machine; journal: Journal; target: Target }> {
+export async function machineTarget(o: MachineOptions): Promise<{ machine: Machine; journal: Journal; target: Target }> {
   const machine = await openMachine({ repo: o.repo ?? '.', state: o.state });
   if (machine.notice) (o.stderr ?? process.stderr).write(`${machine.notice}\n`);
   checkHost(o.host, machine.config.host.name);
