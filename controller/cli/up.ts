@@ -75,7 +75,7 @@ export async function up(o: UpOptions): Promise<number> {
   let nas: VirtualNas | undefined;
   let reach: () => LocalSettings = () => ({});
   if (!config.host.address) {
-    const booted = await bootVirtualNas(o, repo, start, state, config.secrets.at_rest === 'tpm', emit);
+    const booted = await bootVirtualNas(o, repo, start, state, emit);
     nas = booted;
     reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
   }
@@ -222,9 +222,10 @@ function mirrorOf(o: UpOptions): string {
 /**
  * The virtual NAS of this machine: an existing disk boots what its labels say; a new
  * one is formatted with the branch's build, so that the first reconcile finds it running.
- * It has a TPM (swtpm) when the repository seals its secrets to one (secrets.at_rest: tpm).
+ * It always has a TPM (swtpm), as boards sold today do: a machine is enrolled while it
+ * still keeps its secrets on the medium, before the repository asks for secrets.at_rest: tpm.
  */
-async function bootVirtualNas(o: UpOptions, repo: Repo, start: string, state: MachineState, tpm: boolean, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
+async function bootVirtualNas(o: UpOptions, repo: Repo, start: string, state: MachineState, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
   let firstImage: string | undefined;
   if (!existsSync(join(state.vm, 'disk.img'))) {
     const b = await build({ repoDir: repo.gitdir, rev: start, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
@@ -234,7 +235,7 @@ async function bootVirtualNas(o: UpOptions, repo: Repo, start: string, state: Ma
     emit({ kind: 'stage', source: 'vm', message: `a new disk for the virtual NAS, with build ${b.buildId} (host key ${fingerprint(b.manifest.hostKey)})` });
     firstImage = b.imageDir;
   }
-  const nas = await startVirtualNas({ state, firstImage, sshPort: o.sshPort, httpPort: o.httpPort, tpm, emit });
+  const nas = await startVirtualNas({ state, firstImage, sshPort: o.sshPort, httpPort: o.httpPort, tpm: true, emit });
   const ms = await nas.waitForSsh(BOOT_DEADLINE_MS);
   emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
   return nas;
