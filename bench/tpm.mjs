@@ -16,7 +16,8 @@ const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }
 const runs = Number(values.runs);
 const cli = new URL('../dist/controller/cli.js', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ramboot-bench-tpm-'));
-const env = { ...process.env, HOME: join(root, 'home'), RAMBOOT_IDENTITY: '' };
+// Enroll commits with the git CLI: a bench user with no git identity of its own gets one.
+const env = { ...process.env, HOME: join(root, 'home'), RAMBOOT_IDENTITY: '', GIT_AUTHOR_NAME: 'bench', GIT_AUTHOR_EMAIL: 'bench@example.invalid', GIT_COMMITTER_NAME: 'bench', GIT_COMMITTER_EMAIL: 'bench@example.invalid' };
 mkdirSync(env.HOME);
 const repo = join(root, 'nas');
 const state = process.env.RAMBOOT_TEST_STATE ?? '/var/tmp/ramboot-test-state';

@@ -6,7 +6,7 @@ import { RambootError, UsageError } from '../lib/errors.js';
 import type { WarnEvent } from '../lib/events.js';
 import { runHealth, type HealthEvent } from './health.js';
 import { decideStart, lastOf, type DeployHistory, type DeployPlan, type Entry, type Journal, type JournalRecord, type Step } from './journal.js';
-import { basesFor, candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeUnreferenced, uploadFiles, wipeFreeSpace, writeCfg, type Firmware } from './medium.js';
+import { basesFor, candidateFiles, PreflightError, armOnce, checkSpace, clearOnce, inspectMedium, planUpload, readSlots, removeCutWipe, removeUnreferenced, uploadFiles, wipeFreeSpace, writeCfg, type Firmware } from './medium.js';
 import { readRunning, type Running } from './running.js';
 import { observe, powerCycle, requestReboot, waitUntil, type Observation, type WaitEvent } from './reboot.js';
 import { contentPath, promoted, withCandidate, withoutCandidate, type SlotEntry, type SlotName, type SlotTable } from './slots.js';
@@ -511,23 +511,27 @@ async function confirm(ctx: Ctx, bootId: string): Promise<Entry> {
  */
 async function promote(ctx: Ctx, recorded: SlotTable): Promise<Entry> {
   const s = await ctx.session();
+  await removeCutWipe(s, ctx.plan.medium);
   let slots = recorded;
+  const notes: string[] = [];
+  // The first sealed build: the former default's secrets are in plaintext on the medium.
+  // Its label goes before anything is checked or repaired (a repair would write them
+  // again), and so do the bytes its files, and earlier ones', leave in free space.
+  // Decided from the recorded table, so a promotion resumed after a crash decides the same.
+  const sealing = ctx.plan.sealed === true && recorded.old !== undefined && !ctx.sealedBuild(recorded.old.buildId);
+  if (sealing) {
+    notes.push(`dropped old (build ${recorded.old!.buildId}): the controller cannot show that it seals its secrets, and this build does; the medium's free space was overwritten`);
+    slots = { lts: slots.lts };
+  }
   const damage = await findDamage(s, ctx.plan.medium, slots);
   const r = await repair(s, ctx.plan.medium, damage, ctx.copies());
-  const notes = r.repaired.length > 0 ? [`repaired ${r.repaired.join(', ')} from the controller's copy`] : [];
+  if (r.repaired.length > 0) notes.unshift(`repaired ${r.repaired.join(', ')} from the controller's copy`);
   const candidateFiles = new Set([ctx.plan.candidate.kernel, ...ctx.plan.candidate.initrds]);
   if (r.unrepairable.some((d) => candidateFiles.has(d.path))) {
     return { step: 'rollback', outcome: failed(VERDICT.MEDIUM_DAMAGED, REASON.MEDIUM_DAMAGED, new MediumDamagedError(ctx.plan.host, ctx.plan.medium, r.unrepairable)) };
   }
   if (r.unrepairable.length > 0 && slots.old) {
     notes.push(`dropped old (build ${slots.old.buildId}): ${r.unrepairable.map((d) => d.path).join(', ')} is damaged and has no copy`);
-    slots = { lts: slots.lts };
-  }
-  // The first sealed build: the former default's secrets are in plaintext on the medium.
-  // Its label goes, and so do the bytes its files (and earlier ones') leave in free space.
-  const sealing = ctx.plan.sealed === true && slots.old !== undefined && !ctx.sealedBuild(slots.old.buildId);
-  if (sealing) {
-    notes.push(`dropped old (build ${slots.old!.buildId}): it kept the secrets in plaintext on the medium, which now holds them sealed; its free space was overwritten`);
     slots = { lts: slots.lts };
   }
   await writeCfg(s, ctx.plan.medium, slots, firmwareOf(ctx));

@@ -449,16 +449,35 @@ export async function removeUnreferenced(session: Session, medium: string, slots
   return doomed;
 }
 
+/** FAT16 ends a file at 2 GiB (FAT32 at 4): the free space is filled with files of less. */
+const WIPE_FILE_MIB = 2047;
+/** The slowest USB stick the wipe's timeout allows for. */
+const WIPE_MIN_BYTES_PER_S = 2 * 1024 * 1024;
+const WIPE_GLOB = `wipe*${PART_SUFFIX}`;
+
 /**
  * Overwrites the medium's free space with zeros: a deleted file's clusters keep its bytes
- * on FAT. The file fills the medium (dd stops at ENOSPC), is synced, then removed; its
- * name is an upload's, which the next removeUnreferenced deletes if a cut left it. On a
- * flash stick, blocks its controller remapped are out of reach: docs/decisions.md says what
- * that means for secrets that were once on it in plaintext.
+ * on FAT. Files of zeros fill the medium until dd meets ENOSPC (any other error fails the
+ * step), are synced, then removed; a cut wipe's files are removed by removeCutWipe before
+ * the next write. On a flash stick, blocks its controller remapped are out of reach:
+ * docs/decisions.md says what that means for secrets once on it in plaintext.
  */
 export async function wipeFreeSpace(session: Session, medium: string): Promise<void> {
-  const file = shq(`${medium}/${FILES_DIR}/wipe${PART_SUFFIX}`);
-  await session.check('overwrite the free space', `dd if=/dev/zero of=${file} bs=1M 2>/dev/null; sync; rm -f ${file} && sync`, { timeoutMs: SYNC_TIMEOUT_MS });
+  const dir = shq(`${medium}/${FILES_DIR}`);
+  const free = parseDfAvailable((await session.exec(`df -P -k ${shq(medium)}`)).stdout) ?? 0;
+  const err = '/tmp/ramboot-wipe.err';
+  await session.check(
+    'overwrite the free space',
+    `i=0; while dd if=/dev/zero of=${dir}/wipe$i${PART_SUFFIX} bs=1M count=${WIPE_FILE_MIB} 2>${err}; do i=$((i + 1)); done; ` +
+      `grep -q 'No space left' ${err}; full=$?; cat ${err} >&2; rm -f ${err}; sync; rm -f ${dir}/${WIPE_GLOB} && sync && ` +
+      `{ [ $full = 0 ] || { echo 'dd stopped before the medium was full' >&2; exit 1; }; }`,
+    { timeoutMs: SYNC_TIMEOUT_MS + (free / WIPE_MIN_BYTES_PER_S) * 1000 },
+  );
+}
+
+/** A wipe cut by a crash leaves files that fill the medium: they go before anything else is written. */
+export async function removeCutWipe(session: Session, medium: string): Promise<void> {
+  await session.check('remove a cut wipe', `rm -f ${shq(`${medium}/${FILES_DIR}`)}/${WIPE_GLOB}`);
 }
 
 /**

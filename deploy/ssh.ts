@@ -276,7 +276,20 @@ async function sealedOrMismatch(target: Target, mismatch: HostKeyMismatchError):
   const banner = await readBanner(target);
   const sealed = SEALED_BANNER.exec(banner);
   if (!sealed) return mismatch;
-  return new SealedSecretsUnavailableError(target.name, mismatch.expected, mismatch.presented, sealed[1]!.trim(), RECOVERY_KEY_BANNER.exec(banner)?.[1]);
+  // The banner comes from a server nobody vouched for: its reason is shown without control
+  // characters, and its key line is repeated in a command only if it is the key presented.
+  const reason = sealed[1]!.replace(/[\u0000-\u001f\u007f]/g, ' ').trim().slice(0, 300);
+  return new SealedSecretsUnavailableError(target.name, mismatch.expected, mismatch.presented, reason, presentedKeyLine(RECOVERY_KEY_BANNER.exec(banner)?.[1], mismatch.presented));
+}
+
+/** The banner's recovery key line, if it is a plain ed25519 key whose fingerprint is the presented one. */
+function presentedKeyLine(line: string | undefined, presented: string): string | undefined {
+  if (!line || !/^ssh-ed25519 [A-Za-z0-9+/]+={0,2}$/.test(line)) return undefined;
+  try {
+    return parsePublicKey(line).fingerprint === presented ? line : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function connectError(target: Target, pins: PinnedKey[], presented: Buffer | undefined, err: Error & { code?: string; level?: string }): Error {

@@ -44,18 +44,31 @@ export function startTpm(disk: string): RunningTpm {
   return {
     socket,
     stop() {
-      if (existsSync(pidFile)) {
-        const pid = Number(readFileSync(pidFile, 'utf8'));
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-        }
-      }
+      if (existsSync(pidFile)) stopProcess(Number(readFileSync(pidFile, 'utf8')));
       rmSync(pidFile, { force: true });
       rmSync(socket, { force: true });
     },
   };
+}
+
+/**
+ * SIGTERM, then up to 5 s until it is gone: the next boot's swtpm opens the same state,
+ * which swtpm locks. Synchronous, as the reboot that calls it starts qemu right after.
+ */
+function stopProcess(pid: number): void {
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+      throw err;
+    }
+  };
+  if (!alive()) return;
+  process.kill(pid, 'SIGTERM');
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 100 && alive(); i++) Atomics.wait(pause, 0, 0, 50);
 }
 
 export function tpmArgs(socket: string): string[] {
