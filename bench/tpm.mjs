@@ -55,7 +55,8 @@ run('format', '--disk', disks.medium, '--image', medium.imageDir);
 run('format', '--disk', disks.tpm, '--image', sealed.imageDir);
 cpSync(tpmStatePath(enrollDisk), tpmStatePath(disks.tpm), { recursive: true });
 
-const stamp = (log, text) => Number(/\[\s*([0-9.]+)\]/.exec(log.split('\n').find((l) => l.includes(text)) ?? '')?.[1]);
+// The kernel log's copy of the line, which has the time since boot (the console also shows it without).
+const stamp = (log, text) => Number(/^\[\s*([0-9.]+)\]/.exec(log.split('\n').find((l) => /^\[\s*[0-9.]+\]/.test(l) && l.includes(text)) ?? '')?.[1]);
 const times = { medium: [], tpm: [], unseal: [] };
 for (let i = 0; i < runs; i++) {
   for (const mode of ['medium', 'tpm']) {

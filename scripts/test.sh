@@ -18,8 +18,9 @@ say "end-to-end: the README's first command, alone"
 npx vitest run test/e2e/readme.test.ts
 # Each other end-to-end file boots its own virtual NAS, a qemu process that keeps one
 # core busy: two lists run side by side, one file at a time each, balanced by their
-# measured times (deploy 18.5 + controller 15.6 + adopt 2.7 min; uefi 15.7 +
-# deploy-interrupted 14.7 + tpm 6 min, and any new file). Lines of the first are prefixed.
+# times in a fresh-clone run (deploy 17.9 + controller 16.1 + adopt 2.9 = 36.9 min;
+# deploy-interrupted 15.0 + tpm 6.3 + uefi 15.4 = 36.7 min, and any new file). Lines of
+# the first are prefixed.
 say 'end-to-end tests on the virtual NAS, two lists side by side'
 first="test/e2e/deploy.test.ts test/e2e/controller.test.ts test/e2e/adopt.test.ts"
 second=$(ls test/e2e/*.test.ts | grep -v -x -e test/e2e/readme.test.ts $(for f in $first; do printf -- '-e %s ' "$f"; done) || true)
