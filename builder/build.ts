@@ -7,7 +7,7 @@ import type { Config } from '../lib/config-schema.js';
 import { BuildError, CommandError, UsageError } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { agentFiles, earlyArgs, SEALED_TOOLS, sealedFiles, type AgentFile } from '../image/agent.js';
-import { readEnrollment, TPM_RECIPIENT, type Enrollment } from '../secrets/sealed.js';
+import { readEnrollment, sealedRecipients, TPM_RECIPIENT, type Enrollment } from '../secrets/sealed.js';
 import { buildBins } from './bins.js';
 import { runInRoot } from './chroot.js';
 import type { DistroBackend } from './distro/backend.js';
@@ -171,7 +171,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         services,
         files: mergeFiles(base, overlay, secrets),
         hostKey: hostKeyLine(secrets, config),
-        ...(enrollment ? { sealed: { recipients: [enrollment.recipient, ...config.secrets.recipients.filter((r) => r !== enrollment.recipient)] } } : {}),
+        ...(enrollment ? { sealed: { recipients: sealedRecipients(enrollment, config) } } : {}),
         append: [earlyArgs(config.trial), config.boot.append].filter(Boolean).join(' '),
         medium,
       };

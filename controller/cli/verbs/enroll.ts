@@ -6,6 +6,7 @@ import { CONFIG_FILE } from '../../../lib/config.js';
 import { RambootError, UsageError } from '../../../lib/errors.js';
 import { packagePath } from '../../../lib/package.js';
 import { connect } from '../../../deploy/ssh.js';
+import { SEALED_TOOLS } from '../../../image/agent.js';
 import { parseSealOutput, renderRecipient, TPM_DIR, TPM_KEY_PRIV, TPM_KEY_PUB, TPM_RECIPIENT } from '../../../secrets/sealed.js';
 import { machineTarget, type MachineOptions } from './deploy.js';
 
@@ -30,7 +31,8 @@ export async function enrollCommand(o: MachineOptions & { stdout: NodeJS.Writabl
   let stdout: string;
   try {
     const probe = await session.exec(
-      'missing=; for c in tpm2_createprimary tpm2_create tpm2_flushcontext age-keygen base64; do command -v $c >/dev/null || missing="$missing $c"; done; ' +
+      // What the image needs to unseal at boot is what enrolling needs too (and base64).
+      `missing=; for c in ${[...SEALED_TOOLS, 'base64'].join(' ')}; do command -v $c >/dev/null || missing="$missing $c"; done; ` +
         'echo "missing:$missing"; [ -e /dev/tpmrm0 ] && echo tpm: yes || echo tpm: no',
     );
     if (/^tpm: no/m.test(probe.stdout)) {
@@ -42,7 +44,7 @@ export async function enrollCommand(o: MachineOptions & { stdout: NodeJS.Writabl
     const missing = /^missing:(.*)$/m.exec(probe.stdout)?.[1]?.trim();
     if (missing) {
       throw new UsageError(
-        `failed to enroll ${target.name}: the running image lacks ${missing.split(/\s+/).join(', ')}; add tpm2-tools and age to packages, deploy that, then enroll`,
+        `failed to enroll ${target.name}: the running image lacks ${missing.split(/\s+/).join(', ')}; add tpm2-tools, age and cpio to packages (Alpine: tpm2-tools age openssh-keygen), deploy that, then enroll`,
         { step: 'enroll', host: target.name },
       );
     }
