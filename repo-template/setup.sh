@@ -16,11 +16,12 @@ ln -sf /sbin/openrc-init /init
 say 'adding login prompts on ttyS0 and tty1'
 for tty in ttyS0 tty1; do ln -sf agetty "/etc/init.d/agetty.$tty"; done
 
-# 3. Runlevels, as on the reference NAS: the RNG seed kept on the medium (seedrng,
+# 3. Runlevels, as on the reference NAS, and medium (root/etc/init.d: no initramfs waits
+#    for the boot medium, so it does before localmount): the RNG seed kept on the medium (seedrng,
 #    conf.d/seedrng), kernel messages in the log (klogd), the clock from NTP (busybox
 #    ntpd), /etc/local.d (local), and the console password from its secret (passwords).
 say 'adding services to runlevels'
-for s in devfs dmesg mdev hwdrivers; do rc-update add "$s" sysinit; done
+for s in devfs dmesg mdev hwdrivers medium; do rc-update add "$s" sysinit; done
 for s in modules sysctl hostname bootmisc syslog klogd networking hwclock localmount seedrng acpid passwords; do rc-update add "$s" boot; done
 for s in sshd crond ntpd local monitor agetty.ttyS0 agetty.tty1; do rc-update add "$s" default; done
 for s in mount-ro killprocs savecache; do rc-update add "$s" shutdown; done
