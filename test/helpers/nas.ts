@@ -15,9 +15,10 @@ import { requestReboot, waitUntil } from '../../deploy/reboot.js';
 import type { SlotTable } from '../../deploy/slots.js';
 import { connect, type Session, type Target } from '../../deploy/ssh.js';
 import { startVm, type Vm } from '../../vm/qemu.js';
+import { standInMirror, useStandIns } from './alpine-standins.js';
 import { CLI, SHARED_STATE, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
 
-// The virtual NAS with the Debian example, as the deploy end-to-end tests use it: a
+// The virtual NAS with the Debian example (or the Alpine template), as the deploy end-to-end tests use it: a
 // repository from `ramboot init`, a stick formatted with its first build, one VM
 // booted from it, and the ways a test changes, deploys and inspects the machine.
 
@@ -119,11 +120,20 @@ function sink(): { stream: NodeJS.WriteStream; text: () => string } {
   return { stream: w as unknown as NodeJS.WriteStream, text: () => buf };
 }
 
-export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi'; tpm?: boolean; packages?: string[] } = {}): Promise<VirtualNas> {
+/**
+ * `distro: 'alpine'` starts from the Alpine template (`ramboot init`'s default) and its
+ * packages from the local stand-ins for the Alpine mirror (helpers/alpine-standins.ts).
+ */
+export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi'; tpm?: boolean; packages?: string[]; distro?: 'debian' | 'alpine' } = {}): Promise<VirtualNas> {
   const firmware = o.firmware ?? 'bios';
   const t0 = Date.now();
   const log = (m: string) => console.log(`[${name} +${Math.round((Date.now() - t0) / 1000)} s] ${m}`);
-  const { repo, env } = await initRepo('debian');
+  const { repo, env } = await initRepo(o.distro ?? 'debian');
+  if (o.distro === 'alpine') {
+    const t = Date.now();
+    useStandIns(repo, await standInMirror());
+    log(`the stand-in Alpine mirror is ready after ${Math.round((Date.now() - t) / 1000)} s`);
+  }
   const identity = join(env.HOME!, '.config/ramboot/id_ed25519');
   const work = tempDir(name);
   const images = join(work, 'images');
