@@ -1,8 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { makePrivateDir, writePrivateFile } from '../lib/private-file.js';
 import { join, resolve } from 'node:path';
-import { dirSource, gitSource, type Source } from '../builder/source.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { dirSource, gitSource, parseSourceConfig, selectMachine, type Source } from '../builder/source.js';
 import type { Config } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
 import type { LocalSettings } from '../deploy/target.js';
@@ -28,13 +27,15 @@ export interface MachineRequest {
   rev?: string;
   /** Read a directory instead of a commit (`build --dir`). */
   dir?: string;
+  /** The machine, in a repository that describes several (machines/NAME/). */
+  machine?: string;
   state?: string;
 }
 
 export async function openMachine(r: MachineRequest): Promise<Machine> {
   const repo = resolve(r.repo);
-  const source = r.dir ? await dirSource(resolve(r.dir)) : await gitSource(repo, r.rev);
-  const config = await configOf(source);
+  const source = await selectMachine(r.dir ? await dirSource(resolve(r.dir)) : await gitSource(repo, r.rev), r.machine);
+  const config = await parseSourceConfig(source);
   const origin = originOf(r.dir ?? repo);
   const workTree = existsSync(join(repo, '.git')) ? repo : r.dir ? resolve(r.dir) : undefined;
   const state = machineState({ state: r.state, origin, workTree });
@@ -43,9 +44,7 @@ export async function openMachine(r: MachineRequest): Promise<Machine> {
 }
 
 export async function configOf(source: Source): Promise<Config> {
-  const text = await source.readFile(CONFIG_FILE);
-  if (!text) throw new UsageError(`failed to read ${CONFIG_FILE} from ${source.label}: no such file (is this a machine repository? \`ramboot init\` makes one)`, { step: 'read config', input: CONFIG_FILE });
-  return parseConfig(text.toString(), CONFIG_FILE);
+  return parseSourceConfig(source);
 }
 
 /** What `ramboot up` records about the virtual NAS it runs, so that other verbs reach it. */

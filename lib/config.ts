@@ -10,20 +10,51 @@ export const CONFIG_FILE = 'ramboot.yaml';
  * ConfigError naming the file, the line and the key, and what is allowed there.
  */
 export function parseConfig(text: string, file = CONFIG_FILE): Config {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    // linePos is only filled in with prettyErrors: take the line from the offset.
-    const line = e.linePos?.[0]?.line ?? (e.pos ? lines.linePos(e.pos[0]).line : undefined);
-    throw new ConfigError(file, line, undefined, `not valid YAML: ${e.message.split('\n')[0]}`);
-  }
-  const result = configSchema.safeParse(doc.toJS() ?? {});
+  return parseConfigLayers([{ text, file }]);
+}
+
+/** One ramboot.yaml of a stack: the repository's, then a machine's over it. */
+export interface ConfigLayer {
+  text: string;
+  file: string;
+}
+
+/**
+ * Parses ramboot.yaml files laid over one another (a machine's over the repository's):
+ * maps merge key by key, a list or a value in a later file replaces the earlier one. The
+ * merged settings are validated once; a problem is reported in the last file that sets
+ * the key at fault, else in the first.
+ */
+export function parseConfigLayers(layers: ConfigLayer[]): Config {
+  const parsed = layers.map((l) => {
+    const lines = new LineCounter();
+    const doc = parseDocument(l.text, { lineCounter: lines, prettyErrors: false });
+    if (doc.errors.length > 0) {
+      const e = doc.errors[0]!;
+      // linePos is only filled in with prettyErrors: take the line from the offset.
+      const line = e.linePos?.[0]?.line ?? (e.pos ? lines.linePos(e.pos[0]).line : undefined);
+      throw new ConfigError(l.file, line, undefined, `not valid YAML: ${e.message.split('\n')[0]}`);
+    }
+    return { ...l, doc, lines };
+  });
+  const merged = parsed.reduce<unknown>((acc, p) => mergeSettings(acc, p.doc.toJS() ?? {}), {});
+  const result = configSchema.safeParse(merged);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw issueToError(issue, doc, lines, file);
+    const path = issue.code === 'unrecognized_keys' ? [...issue.path.map(String), issue.keys[0]!] : issue.path.map(String);
+    const at = [...parsed].reverse().find((p) => p.doc.hasIn(path)) ?? parsed[0]!;
+    throw issueToError(issue, at.doc, at.lines, at.file);
   }
   return result.data;
+}
+
+const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function mergeSettings(base: unknown, over: unknown): unknown {
+  if (!isMap(base) || !isMap(over)) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = k in base ? mergeSettings(base[k], v) : v;
+  return out;
 }
 
 function issueToError(issue: z.core.$ZodIssue, doc: Document, lines: LineCounter, file: string): ConfigError {

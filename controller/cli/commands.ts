@@ -66,6 +66,7 @@ export function commands(io: Io): Verb[] {
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit, branch or tag to build (default HEAD)' },
       dir: { type: 'string', value: 'DIR', help: 'build this directory instead of a commit' },
+      machine: { type: 'string', value: 'NAME', help: 'the machine to build, in a repository that describes several (machines/NAME/)' },
       state,
       images: { type: 'string', value: 'DIR', help: 'publish the image here instead of the state directory' },
       fresh: { type: 'boolean', help: 'install the packages anew instead of reusing the cached package stage (picks up the distribution\'s updates)' },
@@ -74,7 +75,7 @@ export function commands(io: Io): Verb[] {
     },
     run: async (o) => {
       requireRoot();
-      const m = await openMachine({ repo: o.repo, rev: o.rev, dir: o.dir, state: o.state });
+      const m = await openMachine({ repo: o.repo, rev: o.rev, dir: o.dir, machine: o.machine, state: o.state });
       if (m.notice) io.stderr.write(`${m.notice}\n`);
       const r = progress(o);
       const b = await interruptible((signal) =>
@@ -82,6 +83,7 @@ export function commands(io: Io): Verb[] {
           repoDir: m.repo,
           rev: o.rev,
           dir: o.dir && resolve(o.dir),
+          machine: o.machine,
           imagesDir: o.images ? resolve(o.images) : m.state.images,
           cacheDir: m.state.cache,
           origin: m.origin,

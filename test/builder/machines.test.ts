@@ -1,0 +1,169 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirSource, machineSource, parseSourceConfig } from '../../builder/source.js';
+import { parseConfigLayers } from '../../lib/config.js';
+import { ConfigError } from '../../lib/errors.js';
+import { HELLO_EXTRA, commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
+import { SHARED_STATE, ramboot, tempDir, type Built } from '../helpers/ramboot.js';
+
+// Several machines from one repository: what they share at the top level, what differs in
+// machines/NAME/ (its ramboot.yaml laid over the top's, its packages added, its files
+// replacing the top's). Real builds of the minimal Alpine repository from the local mirror.
+
+const TOP = `host:
+  name: shared
+distro:
+  name: alpine
+  release: v3.20
+boot:
+  kernel: vmlinuz-*
+  append: console=ttyS0
+health:
+  checks:
+    - name: page
+      cmd: "true"
+secrets:
+  recipients: []
+`;
+
+describe('ramboot.yaml laid over ramboot.yaml (a machine\'s over the repository\'s)', () => {
+  it('merges maps key by key; a list or a value in the machine\'s file replaces the repository\'s', () => {
+    const c = parseConfigLayers([
+      { text: TOP, file: 'ramboot.yaml' },
+      { text: 'host:\n  name: backup\n  address: 192.0.2.7\nhealth:\n  checks: []\n', file: 'machines/backup/ramboot.yaml' },
+    ]);
+    expect(c.host).toMatchObject({ name: 'backup', address: '192.0.2.7' });
+    expect(c.distro.release).toBe('v3.20');
+    expect(c.boot.append).toBe('console=ttyS0');
+    expect(c.health.checks).toEqual([]);
+  });
+
+  it('reports a problem in the file and line that set the key at fault', () => {
+    const bad = () => parseConfigLayers([
+      { text: TOP, file: 'ramboot.yaml' },
+      { text: 'host:\n  name: backup\n  adress: 192.0.2.7\n', file: 'machines/backup/ramboot.yaml' },
+    ]);
+    expect(bad).toThrow(ConfigError);
+    expect(bad).toThrow(/machines\/backup\/ramboot.yaml, line 3, key host.adress: unknown key/);
+    const top = () => parseConfigLayers([
+      { text: TOP.replace('release: v3.20', 'release: 3'), file: 'ramboot.yaml' },
+      { text: 'host:\n  name: backup\n', file: 'machines/backup/ramboot.yaml' },
+    ]);
+    expect(top).toThrow(/^ramboot.yaml, line 5, key distro.release/);
+  });
+});
+
+describe('a machine\'s view of the repository (machines/NAME/ mirrors the top level)', () => {
+  let dir: string;
+  const file = (path: string, text: string) => {
+    mkdirSync(join(dir, path, '..'), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  };
+
+  beforeAll(() => {
+    dir = tempDir('machines-view');
+    file('ramboot.yaml', TOP);
+    file('packages', 'hello-page\n');
+    file('root/etc/motd', 'shared motd\n');
+    file('root/etc/hostname', 'shared\n');
+    file('machines/nas/ramboot.yaml', 'host:\n  name: nas\n');
+    file('machines/nas/root/etc/hostname', 'nas\n');
+    file('machines/backup/ramboot.yaml', 'host:\n  name: backup\n');
+    file('machines/backup/packages', 'hello-extra\n');
+  });
+
+  it('shows the machine\'s files over the shared ones, its packages after the shared ones, and no other machine\'s files', async () => {
+    const nas = await machineSource(await dirSource(dir), 'nas');
+    expect((await parseSourceConfig(nas)).host.name).toBe('nas');
+    expect(String(await nas.readFile('root/etc/hostname'))).toBe('nas\n');
+    expect(String(await nas.readFile('root/etc/motd'))).toBe('shared motd\n');
+    expect((await nas.list('root')).map((f) => f.path)).toEqual(['root/etc/hostname', 'root/etc/motd']);
+    expect((await nas.list('')).some((f) => f.path.startsWith('machines/'))).toBe(false);
+    const backup = await machineSource(await dirSource(dir), 'backup');
+    expect(String(await backup.readFile('packages'))).toBe('hello-page\nhello-extra\n');
+    expect(String(await backup.readFile('root/etc/hostname'))).toBe('shared\n');
+  });
+
+  it('changes a machine\'s tree hash with its own or the shared files, never with another machine\'s', async () => {
+    const hashes = async () => Promise.all(['nas', 'backup'].map(async (m) => (await machineSource(await dirSource(dir), m)).treeHash));
+    const [nas0, backup0] = await hashes();
+    file('machines/backup/root/etc/motd', 'the backup target\n');
+    const [nas1, backup1] = await hashes();
+    expect(nas1).toBe(nas0);
+    expect(backup1).not.toBe(backup0);
+    file('root/etc/motd', 'shared motd, changed\n');
+    const [nas2, backup2] = await hashes();
+    expect(nas2).not.toBe(nas1);
+    // backup's own motd hides the shared one: the change is not backup's.
+    expect(backup2).toBe(backup1);
+  });
+
+  it('refuses a machine the repository does not describe, naming the ones it does', async () => {
+    await expect(machineSource(await dirSource(dir), 'router')).rejects.toThrow(/failed to read machine "router" from directory .*: its machines are backup, nas/);
+  });
+});
+
+describe('building the machines of one repository', () => {
+  let repo: string;
+  let work: string;
+  const build = async (extra: string[]) => ramboot(['build', '--repo', repo, '--state', SHARED_STATE, '--images', join(work, 'images'), '--json', ...extra]);
+  const built = async (machine: string): Promise<Built> => {
+    const r = await build(['--machine', machine]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as Built;
+  };
+  const sha = (b: Built, name: string) => b.segments.find((s) => s.name === name)!.sha256;
+
+  beforeAll(() => {
+    work = tempDir('machines-build');
+    const files = minimalAlpineFiles(localMirror());
+    const top = parse(String(files['ramboot.yaml']));
+    delete top.host;
+    files['ramboot.yaml'] = stringify(top);
+    repo = makeRepo({
+      ...files,
+      'machines/nas/ramboot.yaml': 'host:\n  name: nas\n',
+      'machines/nas/root/etc/hostname': 'nas\n',
+      'machines/backup/ramboot.yaml': 'host:\n  name: backup\n',
+      'machines/backup/root/etc/hostname': 'backup\n',
+      'machines/lab/ramboot.yaml': 'host:\n  name: lab\n',
+      'machines/lab/packages': `${HELLO_EXTRA.name}\n`,
+    });
+  });
+
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('builds each machine: machines whose files differ share the base segment; one with a package more has a base of its own', async () => {
+    const nas = await built('nas');
+    const backup = await built('backup');
+    const lab = await built('lab');
+    expect(sha(backup, 'base')).toBe(sha(nas, 'base'));
+    expect(sha(backup, 'overlay')).not.toBe(sha(nas, 'overlay'));
+    expect(sha(lab, 'base')).not.toBe(sha(nas, 'base'));
+    const manifest = (b: Built) => JSON.parse(readFileSync(join(b.imageDir, 'manifest.json'), 'utf8'));
+    expect(manifest(nas).settings.host.name).toBe('nas');
+    expect(manifest(lab).packages.map((p: { name: string }) => p.name)).toContain(HELLO_EXTRA.name);
+    expect(manifest(nas).packages.map((p: { name: string }) => p.name)).not.toContain(HELLO_EXTRA.name);
+  }, 10 * 60_000);
+
+  it('a commit that changes only one machine\'s files leaves the other machines\' builds as they were', async () => {
+    const before = await built('nas');
+    writeFiles(repo, { 'machines/backup/root/etc/motd': 'only the backup target changes\n' });
+    commitAll(repo, 'the backup target only');
+    const after = await built('nas');
+    // What the machine runs is the same: the build's inputs and its base. Only the release file
+    // (it names the commit) differs in the overlay.
+    expect(after.buildId.split('-')[1]).toBe(before.buildId.split('-')[1]);
+    expect(sha(after, 'base')).toBe(sha(before, 'base'));
+  }, 10 * 60_000);
+
+  it('without --machine, the build names the machines and asks for one', async () => {
+    const r = await build([]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/describes several machines \(backup, lab, nas\): name one with --machine/);
+  });
+});
