@@ -16,8 +16,8 @@ ln -sf /sbin/openrc-init /init
 say 'adding login prompts on ttyS0 and tty1'
 for tty in ttyS0 tty1; do ln -sf agetty "/etc/init.d/agetty.$tty"; done
 
-# 3. Runlevels, as on the reference NAS, and medium (root/etc/init.d: no initramfs waits
-#    for the boot medium, so it does before localmount): the RNG seed kept on the medium (seedrng,
+# 3. Runlevels, as on the reference NAS: the wait for the boot medium, which no initramfs
+#    does here (medium, root/etc/init.d), the RNG seed kept on the medium (seedrng,
 #    conf.d/seedrng), kernel messages in the log (klogd), the clock from NTP (busybox
 #    ntpd), /etc/local.d (local), and the console password from its secret (passwords).
 say 'adding services to runlevels'

@@ -14,7 +14,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 #    systemd (systemd-analyze verifies the service unit; a container may lack it),
 #    docker-registry (the OCI registry images are published to), swtpm (the virtual
 #    NAS's TPM), tpm2-tools (the tests seal and unseal against it on this host), and
-#    musl-gcc, meson and the kernel's headers (the Alpine tests compile openrc and
+#    musl-gcc, meson, xz and the kernel's headers (the Alpine tests compile openrc and
 #    OpenSSH for musl), kmod (depmod for their kernel's modules).
 PACKAGES="qemu-system-x86 qemu-utils syslinux syslinux-common extlinux mtools dosfstools
 ovmf systemd-boot-efi gdisk
@@ -22,7 +22,7 @@ mmdebstrap cpio zstd age openssh-server openssh-client linux-image-cloud-amd64
 golang-go git busybox-static attr ca-certificates iproute2 util-linux bubblewrap
 chromium python3-prometheus-client openssl binutils systemd docker-registry
 swtpm tpm2-tools
-gcc make musl-tools meson ninja-build linux-libc-dev kmod"
+gcc make musl-tools meson ninja-build linux-libc-dev xz-utils kmod"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

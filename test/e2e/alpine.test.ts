@@ -4,9 +4,9 @@ import type { Built } from '../helpers/ramboot.js';
 
 // The reference NAS's own distribution with its own init, end to end: the repository
 // `ramboot init` makes by default (the Alpine template: openrc-init as PID 1, openrc's
-// runlevels from its setup.sh, OpenSSH, the trial agent), built offline from the
-// minirootfs fixture and local stand-ins for the Alpine mirror (openrc and OpenSSH
-// compiled here for musl, Debian's kernel; helpers/alpine-standins.ts), on the virtual
+// runlevels from its setup.sh, OpenSSH, the trial agent), built from the minirootfs
+// fixture and local stand-ins for the Alpine mirror (openrc and OpenSSH compiled here for
+// musl, Debian's kernel; helpers/alpine-standins.ts), with no Alpine server, on the virtual
 // NAS under OVMF with systemd-boot, as the reference NAS now boots. One machine; each
 // `it` leaves it running a known build from `lts`.
 

@@ -241,7 +241,7 @@ export const HELLO_EXTRA: TestPackage = {
 };
 
 /** The mirror is keyed by what makes it: this module's code and the packages it holds. */
-const MIRROR_KEY = createHash('sha256').update(readFileSync(fileURLToPath(import.meta.url))).update(JSON.stringify([HELLO_PAGE, HELLO_EXTRA])).digest('hex').slice(0, 16);
+export const MIRROR_KEY = createHash('sha256').update(readFileSync(fileURLToPath(import.meta.url))).update(JSON.stringify([HELLO_PAGE, HELLO_EXTRA])).digest('hex').slice(0, 16);
 
 /**
  * The local mirror the Alpine tests share (<mirror>/x86_64/APKINDEX.tar.gz + packages).
@@ -252,16 +252,20 @@ export function localMirror(): string {
   return sharedMirror(`test-apk-mirror-${MIRROR_KEY}`, () => [HELLO_PAGE, HELLO_EXTRA]);
 }
 
-/**
- * A local mirror in the shared test state, named by what makes it and made once: the
- * packages `make` returns, indexed, published by a rename so a reader never sees half.
- */
-export function sharedMirror(name: string, make: () => TestPackage[]): string {
-  // The operator's allowance for local mirrors outside a repository (builder/distro/local-mirror.ts),
-  // for this process and every ramboot it starts.
+/** The operator's allowance for local mirrors in the shared test state (builder/distro/local-mirror.ts), for this process and every ramboot it starts. */
+export function allowSharedMirrors(): void {
   if (!(process.env.RAMBOOT_MIRRORS ?? '').split(':').includes(SHARED_STATE)) {
     process.env.RAMBOOT_MIRRORS = [process.env.RAMBOOT_MIRRORS, SHARED_STATE].filter(Boolean).join(':');
   }
+}
+
+/**
+ * A local mirror in the shared test state, named by what makes it and made once: the
+ * packages `make` returns, indexed, published by a rename so a reader never sees half.
+ * Another process that published it first wins; its mirror is never replaced under it.
+ */
+export function sharedMirror(name: string, make: () => TestPackage[]): string {
+  allowSharedMirrors();
   const mirror = join(SHARED_STATE, name);
   if (existsSync(join(mirror, 'x86_64', 'APKINDEX.tar.gz'))) return mirror;
   const tmp = `${mirror}.tmp-${process.pid}`;
@@ -270,12 +274,13 @@ export function sharedMirror(name: string, make: () => TestPackage[]): string {
   mkdirSync(arch, { recursive: true });
   try {
     indexRepo(arch, make().map((p) => makeApk(p, arch)));
+    renameSync(tmp, mirror);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if ((code === 'EEXIST' || code === 'ENOTEMPTY') && existsSync(join(mirror, 'x86_64', 'APKINDEX.tar.gz'))) return mirror;
     throw err;
   }
-  rmSync(mirror, { recursive: true, force: true });
-  renameSync(tmp, mirror);
   return mirror;
 }
 

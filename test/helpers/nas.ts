@@ -128,6 +128,8 @@ export async function startNas(name: string, o: { firmware?: 'bios' | 'uefi'; tp
   const firmware = o.firmware ?? 'bios';
   const t0 = Date.now();
   const log = (m: string) => console.log(`[${name} +${Math.round((Date.now() - t0) / 1000)} s] ${m}`);
+  // The Alpine stand-ins have no syslinux (helpers/alpine-standins.ts): such a machine boots UEFI.
+  if (o.distro === 'alpine' && firmware !== 'uefi') throw new Error('startNas: the Alpine template boots only with firmware: uefi here');
   const { repo, env } = await initRepo(o.distro ?? 'debian');
   if (o.distro === 'alpine') {
     const t = Date.now();
