@@ -158,6 +158,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         commitTime: source.time,
         inputsHash,
         origin: opts.origin,
+        ...(source.machine ? { machine: source.machine.name } : {}),
         distro: { name: backend.name, release: config.distro.release ?? '', arch: config.distro.arch ?? '' },
         host: config.host.name,
         settings: { host: config.host, boot: config.boot, trial: config.trial, health: config.health },

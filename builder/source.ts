@@ -209,6 +209,7 @@ export async function parseSourceConfig(source: Source): Promise<Config> {
       input: CONFIG_FILE,
     });
   }
+  if (!source.machine) await selectMachine(source, undefined);
   const layers: ConfigLayer[] = [{ text: top.toString(), file: CONFIG_FILE }];
   if (source.machine) layers.push({ text: source.machine.config, file: `${MACHINES_DIR}/${source.machine.name}/${CONFIG_FILE}` });
   return parseConfigLayers(layers);

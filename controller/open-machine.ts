@@ -16,6 +16,8 @@ export interface Machine {
   /** The repository given (a working tree or a bare repository). */
   repo: string;
   origin: string;
+  /** The machine, in a repository that describes several. */
+  machine?: string;
   config: Config;
   state: MachineState;
   /** A one-line notice for the user (state moved out of the repository). */
@@ -38,9 +40,9 @@ export async function openMachine(r: MachineRequest): Promise<Machine> {
   const config = await parseSourceConfig(source);
   const origin = originOf(r.dir ?? repo);
   const workTree = existsSync(join(repo, '.git')) ? repo : r.dir ? resolve(r.dir) : undefined;
-  const state = machineState({ state: r.state, origin, workTree });
+  const state = machineState({ state: r.state, origin, machine: source.machine?.name, workTree });
   const notice = workTree && !r.state && !process.env.RAMBOOT_STATE ? await migrateLegacyState(workTree, config.host.name, state) : undefined;
-  return { repo, origin, config, state, notice };
+  return { repo, origin, machine: source.machine?.name, config, state, notice };
 }
 
 export async function configOf(source: Source): Promise<Config> {

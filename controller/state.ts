@@ -44,9 +44,10 @@ export function originOf(repoOrUrl: string): string {
  * the journal live there, so a commit that could choose it (as host.name once did) could
  * make a restarted controller forget them.
  */
-export function machineKey(origin: string): string {
+export function machineKey(origin: string, machine?: string): string {
   const name = basename(origin.replace(/\/+$/, '')).replace(/\.git$/, '').replace(/[^A-Za-z0-9._-]/g, '_') || 'repo';
-  return `${name}-${originHash(origin)}`;
+  // A machine's key hashes another string than the repository's: an older directory found by its hash suffix is never taken for it.
+  return machine ? `${name}.${machine}-${originHash(`${origin}#${machine}`)}` : `${name}-${originHash(origin)}`;
 }
 
 function originHash(origin: string): string {
@@ -57,6 +58,8 @@ export interface StateRequest {
   /** --state, else $RAMBOOT_STATE. */
   state?: string;
   origin: string;
+  /** The machine, in a repository that describes several: each has a state directory of its own. */
+  machine?: string;
   /** The working tree, when there is one: state may not live inside it. */
   workTree?: string;
 }
@@ -69,7 +72,7 @@ export function cacheRoot(stateFlag?: string): string {
 
 export function machineState(r: StateRequest): MachineState {
   const explicit = r.state ?? process.env.RAMBOOT_STATE;
-  const dir = explicit ? resolve(explicit) : keyedDir(r.origin);
+  const dir = explicit ? resolve(explicit, ...(r.machine ? [r.machine] : [])) : r.machine ? join(STATE_ROOT, machineKey(r.origin, r.machine)) : keyedDir(r.origin);
   const cache = cacheRoot(r.state);
   if (r.workTree) {
     for (const d of [dir, cache]) {

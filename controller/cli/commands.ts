@@ -39,7 +39,9 @@ const identity = { type: 'string', value: 'FILE', help: 'the controller\'s age i
 const json = { type: 'boolean', help: 'progress as JSON lines (one event per line) on stderr' } as const;
 const registryLoginOption = { type: 'string', value: 'FILE', help: 'USER:TOKEN for a registry that asks for a login, in a file only its owner reads (else $RAMBOOT_REGISTRY_USERNAME and $RAMBOOT_REGISTRY_PASSWORD)' } as const;
 /** Options naming the machine: they override ramboot.yaml's host (e.g. the virtual NAS's forwarded port). */
+const machineOption = { type: 'string', value: 'NAME', help: 'the machine, in a repository that describes several (machines/NAME/)' } as const;
 const machine = {
+  machine: machineOption,
   host: { type: 'string', value: 'NAME', help: 'the host ramboot.yaml describes (a check)' },
   address: { type: 'string', value: 'ADDR', help: 'reach the machine here instead of host.address' },
   port: { type: 'number', min: 1, max: 65535, help: 'SSH port instead of host.port' },
@@ -66,7 +68,7 @@ export function commands(io: Io): Verb[] {
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit, branch or tag to build (default HEAD)' },
       dir: { type: 'string', value: 'DIR', help: 'build this directory instead of a commit' },
-      machine: { type: 'string', value: 'NAME', help: 'the machine to build, in a repository that describes several (machines/NAME/)' },
+      machine: machineOption,
       state,
       images: { type: 'string', value: 'DIR', help: 'publish the image here instead of the state directory' },
       fresh: { type: 'boolean', help: 'install the packages anew instead of reusing the cached package stage (picks up the distribution\'s updates)' },
@@ -215,9 +217,9 @@ export function commands(io: Io): Verb[] {
   verb({
     name: 'history',
     summary: 'the reconciles of the machine, newest first: commit, trigger, outcome, reason',
-    options: { repo, state, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
+    options: { repo, state, machine: machineOption, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
     run: async (o) => {
-      const m = await openMachine({ repo: o.repo, state: o.state });
+      const m = await openMachine({ repo: o.repo, machine: o.machine, state: o.state });
       if (m.notice) io.stderr.write(`${m.notice}\n`);
       const records = new History(m.state.dir, Number.MAX_SAFE_INTEGER).list(o.limit);
       io.stdout.write(o.json ? `${JSON.stringify(records, null, 2)}\n` : formatHistory(records));
@@ -286,6 +288,7 @@ export function commands(io: Io): Verb[] {
       image: { type: 'string', value: 'DIR', help: 'the image directory to push (default: build the commit)' },
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
+      machine: machineOption,
       state,
       identity,
       json,
@@ -293,7 +296,7 @@ export function commands(io: Io): Verb[] {
     run: (o) => {
       if (!o.registry) throw new ArgumentError('ramboot publish: needs --registry HOST[:PORT]/NAME[:TAG]', 'publish');
       return interruptible((signal) =>
-        publishCommand({ repo: o.repo, rev: o.rev, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, loginFile: o['registry-login'], render: progress(o), stdout: io.stdout, signal }),
+        publishCommand({ repo: o.repo, rev: o.rev, machine: o.machine, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, loginFile: o['registry-login'], render: progress(o), stdout: io.stdout, signal }),
       );
     },
   }),

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import git from 'isomorphic-git';
 import cron from 'node-cron';
 import { build } from '../../builder/build.js';
-import { gitSource } from '../../builder/source.js';
+import { gitSource, listMachines, type Source } from '../../builder/source.js';
 import { fingerprint } from '../../secrets/ssh-public.js';
 import { backoffMs, type Backoff } from '../../lib/backoff.js';
 import { RambootError, UsageError, describe } from '../../lib/errors.js';
@@ -136,6 +136,7 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<Open
   if (o.url && o.repo && o.repo !== '.') throw new UsageError('ramboot up takes --repo DIR or --url URL, not both', { step: 'up' });
   const origin = originOf(o.url ?? resolve(o.repo ?? '.'));
   const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
+  if (workTree) await refuseSeveralMachines(await gitSource(workTree));
   const state = machineState({ state: o.state, origin, workTree });
   makePrivateDir(state.dir);
   // As every verb that opens a repository (open-machine.ts): an earlier ramboot's REPO/.ramboot
@@ -287,4 +288,15 @@ function views(
   notifier.attach(ctrl);
   const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId });
   return { routes: [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()], notifier };
+}
+
+/** The controller drives one machine: a repository of several is deployed machine by machine for now. */
+async function refuseSeveralMachines(source: Source): Promise<void> {
+  const machines = await listMachines(source);
+  if (machines.length > 0) {
+    throw new UsageError(
+      `ramboot up drives a repository of one machine; ${source.label} describes several (${machines.join(', ')}): deploy each with \`ramboot deploy --machine NAME\``,
+      { step: 'read source', input: 'machines' },
+    );
+  }
 }

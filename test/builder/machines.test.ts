@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dirSource, machineSource, parseSourceConfig } from '../../builder/source.js';
 import { parseConfigLayers } from '../../lib/config.js';
 import { ConfigError } from '../../lib/errors.js';
-import { HELLO_EXTRA, commitAll, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
+import { machineState } from '../../controller/state.js';
+import { HELLO_EXTRA, commitAll, git, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { SHARED_STATE, ramboot, tempDir, type Built } from '../helpers/ramboot.js';
 
 // Several machines from one repository: what they share at the top level, what differs in
@@ -160,6 +161,35 @@ describe('building the machines of one repository', () => {
     expect(after.buildId.split('-')[1]).toBe(before.buildId.split('-')[1]);
     expect(sha(after, 'base')).toBe(sha(before, 'base'));
   }, 10 * 60_000);
+
+  it('each machine has a state directory of its own, which its images name (deploy --image finds it)', async () => {
+    const nas = await built('nas');
+    const manifest = JSON.parse(readFileSync(join(nas.imageDir, 'manifest.json'), 'utf8'));
+    expect(manifest.machine).toBe('nas');
+    const dirs = [undefined, 'nas', 'backup'].map((m) => machineState({ origin: manifest.origin, machine: m }).dir);
+    expect(new Set(dirs).size).toBe(3);
+    expect(machineState({ state: '/srv/ramboot', origin: manifest.origin, machine: 'nas' }).dir).toBe('/srv/ramboot/nas');
+  });
+
+  it('check looks at every machine as it sees the repository, and names the machine of a problem', async () => {
+    const lines = (r: { stdout: string; stderr: string }) => `${r.stdout}${r.stderr}`.split('\n').filter((l) => /^\s*machine \w+: /.test(l)).map((l) => l.trim());
+    // No machine here has its SSH host key secret yet: each is named for it.
+    const before = await ramboot(['check', '--repo', repo]);
+    expect(before.exitCode).toBe(1);
+    for (const m of ['backup', 'lab', 'nas']) expect(lines(before).some((l) => l.startsWith(`machine ${m}: secrets/etc/ssh/ssh_host_ed25519_key.age is missing`))).toBe(true);
+    writeFiles(repo, { 'machines/lab/ramboot.yaml': 'host:\n  name: lab\n  adress: 192.0.2.9\n' });
+    commitAll(repo, 'a typo in one machine');
+    const after = await ramboot(['check', '--repo', repo]);
+    const added = lines(after).filter((l) => !lines(before).includes(l));
+    expect(added).toEqual([expect.stringMatching(/^machine lab: machines\/lab\/ramboot.yaml, line 3, key host.adress: unknown key/)]);
+    git(repo, 'reset', '-q', '--hard', 'HEAD~1');
+  });
+
+  it('ramboot up refuses a repository of several machines, naming them and what to run instead', async () => {
+    const r = await ramboot(['up', '--repo', repo, '--state', join(work, 'up-state')]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/ramboot up drives a repository of one machine; .* describes several \(backup, lab, nas\): deploy each with `ramboot deploy --machine NAME`/);
+  });
 
   it('without --machine, the build names the machines and asks for one', async () => {
     const r = await build([]);
