@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import git from 'isomorphic-git';
-import { CONFIG_FILE, parseConfigLayers, type ConfigLayer } from '../lib/config.js';
+import { CONFIG_FILE, MACHINES_DIR, parseConfigLayers, type ConfigLayer } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
 
@@ -132,8 +132,6 @@ export async function dirSource(dir: string): Promise<Source> {
   }
 }
 
-/** Where a repository of several machines keeps each one's own files: machines/NAME/. */
-export const MACHINES_DIR = 'machines';
 /** A machine's name: a directory name, and a label in metrics and messages. */
 const MACHINE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 

@@ -4,6 +4,8 @@ import { ConfigError } from './errors.js';
 import { configSchema, type Config } from './config-schema.js';
 
 export const CONFIG_FILE = 'ramboot.yaml';
+/** Where a repository of several machines keeps each one's own files: machines/NAME/. */
+export const MACHINES_DIR = 'machines';
 
 /**
  * Parses and validates ramboot.yaml. The first problem found is thrown as a

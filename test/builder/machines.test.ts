@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -196,4 +197,47 @@ describe('building the machines of one repository', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/describes several machines \(backup, lab, nas\): name one with --machine/);
   });
+});
+
+describe('each machine\'s own secrets (ramboot secrets --machine)', () => {
+  let repo: string;
+  let env: Record<string, string>;
+  let work: string;
+
+  beforeAll(() => {
+    work = tempDir('machines-secrets');
+    execFileSync('age-keygen', ['-o', join(work, 'key.txt')], { stdio: 'ignore' });
+    const recipient = /public key: (age1\S+)/.exec(readFileSync(join(work, 'key.txt'), 'utf8'))![1]!;
+    env = { RAMBOOT_IDENTITY: join(work, 'key.txt') };
+    const files = minimalAlpineFiles(localMirror());
+    const top = parse(String(files['ramboot.yaml']));
+    top.secrets.recipients = [recipient];
+    files['ramboot.yaml'] = stringify(top);
+    repo = makeRepo({ ...files, 'machines/nas/ramboot.yaml': 'host:\n  name: nas\n', 'machines/backup/ramboot.yaml': 'host:\n  name: backup\n' });
+  });
+
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('gives each machine a host key of its own in machines/NAME/secrets/, which its image carries and its controller pins', async () => {
+    const lines: Record<string, string> = {};
+    for (const m of ['nas', 'backup']) {
+      const add = await ramboot(['secrets', 'add', 'etc/ssh/ssh_host_ed25519_key', '--generate', 'ssh-ed25519', '--machine', m, '--repo', repo], env);
+      expect(add.exitCode, add.stderr).toBe(0);
+      expect(existsSync(join(repo, 'machines', m, 'secrets/etc/ssh/ssh_host_ed25519_key.age'))).toBe(true);
+    }
+    expect(existsSync(join(repo, 'secrets/etc/ssh/ssh_host_ed25519_key.age'))).toBe(false);
+    commitAll(repo, 'a host key per machine');
+    for (const m of ['nas', 'backup']) {
+      const key = await ramboot(['secrets', 'hostkey', '--machine', m, '--repo', repo], env);
+      expect(key.exitCode, key.stderr).toBe(0);
+      lines[m] = key.stdout.trim().split('\n')[1]!;
+      const b = await ramboot(['build', '--repo', repo, '--machine', m, '--state', SHARED_STATE, '--images', join(work, 'images'), '--json'], env);
+      expect(b.exitCode, b.stderr).toBe(0);
+      const manifest = JSON.parse(readFileSync(join((JSON.parse(b.stdout) as Built).imageDir, 'manifest.json'), 'utf8'));
+      expect(manifest.hostKey).toBe(lines[m]);
+    }
+    expect(lines.nas).not.toBe(lines.backup);
+  }, 10 * 60_000);
 });
