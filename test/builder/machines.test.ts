@@ -124,6 +124,8 @@ describe('building the machines of one repository', () => {
     const top = parse(String(files['ramboot.yaml']));
     delete top.host;
     files['ramboot.yaml'] = stringify(top);
+    // Without the build id in a file (the helper's setup.sh writes it): an image then differs from the last only where its files do.
+    files['setup.sh'] = ['#!/bin/sh\nset -e\necho "setup.sh ran" > /var/www/setup.txt\n', 0o755];
     repo = makeRepo({
       ...files,
       'machines/nas/ramboot.yaml': 'host:\n  name: nas\n',
@@ -161,6 +163,18 @@ describe('building the machines of one repository', () => {
     // (it names the commit) differs in the overlay.
     expect(after.buildId.split('-')[1]).toBe(before.buildId.split('-')[1]);
     expect(sha(after, 'base')).toBe(sha(before, 'base'));
+  }, 10 * 60_000);
+
+  it('plan --machine shows the change as that machine sees it: none for a machine whose files did not change', async () => {
+    writeFiles(repo, { 'machines/backup/root/etc/issue': 'the backup target, planned\n' });
+    commitAll(repo, 'a change to the backup target only');
+    const plan = (m: string) => ramboot(['plan', 'HEAD~1', 'HEAD', '--repo', repo, '--machine', m, '--state', join(work, 'plan-state'), '--format', 'json']);
+    const nas = await plan('nas');
+    expect(nas.exitCode, nas.stdout).toBe(0);
+    const backup = await plan('backup');
+    expect(backup.exitCode, backup.stderr).toBe(2);
+    expect(JSON.parse(backup.stdout).files.map((f: { path: string }) => f.path)).toContain('etc/issue');
+    expect(JSON.parse(backup.stdout).host).toBe('backup');
   }, 10 * 60_000);
 
   it('each machine has a state directory of its own, which its images name (deploy --image finds it)', async () => {
