@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { makePrivateDir, writePrivateFile } from '../lib/private-file.js';
 import { join, resolve } from 'node:path';
-import { dirSource, gitSource, parseSourceConfig, selectMachine, type Source } from '../builder/source.js';
+import { dirSource, gitSource, listMachines, machineSource, parseSourceConfig, selectMachine, type Source } from '../builder/source.js';
 import type { Config } from '../lib/config-schema.js';
+import { CONFIG_FILE, parseRepositorySettings, type RepositorySettings } from '../lib/config.js';
 import { UsageError } from '../lib/errors.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { monitorCommand } from '../vm/qemu.js';
@@ -45,8 +46,21 @@ export async function openMachine(r: MachineRequest): Promise<Machine> {
   return { repo, origin, machine: source.machine?.name, config, state, notice };
 }
 
-export async function configOf(source: Source): Promise<Config> {
-  return parseSourceConfig(source);
+/** A commit's repository-wide settings (watch, rollout): from its top-level ramboot.yaml alone. */
+export async function repositorySettings(source: Source): Promise<RepositorySettings> {
+  const text = await source.readFile(CONFIG_FILE);
+  if (!text) throw new UsageError(`failed to read ${CONFIG_FILE} from ${source.label}: no such file`, { step: 'read config', input: CONFIG_FILE });
+  return parseRepositorySettings(text.toString(), CONFIG_FILE);
+}
+
+/**
+ * A commit's settings as a machine sees them. In a repository of several machines and
+ * with none named: the first machine's, for the settings they all share (watch,
+ * rollout), which only the repository's ramboot.yaml sets.
+ */
+export async function configOf(source: Source, machine?: string): Promise<Config> {
+  if (source.machine || (machine === undefined && (await listMachines(source)).length === 0)) return parseSourceConfig(source);
+  return parseSourceConfig(await machineSource(source, machine ?? (await listMachines(source))[0]!));
 }
 
 /** What `ramboot up` records about the virtual NAS it runs, so that other verbs reach it. */

@@ -12,6 +12,7 @@ import { dispatch, type CliIO } from './dispatch.js';
 import { initRepo } from './init.js';
 import { interruptible } from '../interrupt.js';
 import { openMachine } from '../open-machine.js';
+import { machineState, originOf } from '../state.js';
 import { modeFor, renderer } from '../render.js';
 import { up } from './up.js';
 import { bootloaderCommand, deployCommand, scrubCommand, statusCommand } from './verbs/deploy.js';
@@ -194,7 +195,7 @@ export function commands(io: Io): Verb[] {
     summary: 'ask the running controller to reconcile the branch now',
     options: { repo, state },
     run: async (o) => {
-      const r = await callController<{ commit?: string; queued?: string; error?: string }>(await controllerOf(o, io), 'POST', '/api/reconcile');
+      const r = await callController<{ commit?: string; queued?: string; error?: string }>(controllerOf(o), 'POST', '/api/reconcile');
       io.stdout.write(r.error ? `the controller could not read the branch: ${r.error}\n` : `${r.commit?.slice(0, 12)}: ${r.queued}\n`);
       return r.error ? EXIT.FAILED : EXIT.OK;
     },
@@ -205,7 +206,7 @@ export function commands(io: Io): Verb[] {
     args: [{ name: 'COMMIT', help: 'the commit id (7 characters or more)' }],
     options: { repo, state },
     run: async (o, [commit]) => {
-      const r = await callController<{ released: { commit: string; outcome: string }[] }>(await controllerOf(o, io), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
+      const r = await callController<{ released: { commit: string; outcome: string }[] }>(controllerOf(o), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
       if (r.released.length === 0) {
         io.stderr.write(`ramboot release: ${commit} is not quarantined\n`);
         return EXIT.FAILED;
@@ -332,12 +333,16 @@ export function commands(io: Io): Verb[] {
   ];
 }
 
-/** The controller of the repository's machine; fails with a clear message when none runs. */
-async function controllerOf(o: { repo: string; state?: string }, io: CliIO): Promise<Api> {
-  const m = await openMachine({ repo: o.repo, state: o.state });
-  if (m.notice) io.stderr.write(`${m.notice}\n`);
-  const api = findController(m.state);
-  if (!api) throw new UsageError(`no controller runs for ${m.repo} (state ${m.state.dir}); start one with \`ramboot up --repo ${m.repo}\``, { step: 'find controller' });
+/**
+ * The controller of the repository (of its one machine, or of all of them); fails with a
+ * clear message when none runs. Its state directory follows from the repository's path
+ * alone, as `ramboot up` names it.
+ */
+function controllerOf(o: { repo: string; state?: string }): Api {
+  const repo = resolve(o.repo);
+  const state = machineState({ state: o.state, origin: originOf(repo), workTree: existsSync(join(repo, '.git')) ? repo : undefined });
+  const api = findController(state);
+  if (!api) throw new UsageError(`no controller runs for ${repo} (state ${state.dir}); start one with \`ramboot up --repo ${repo}\``, { step: 'find controller' });
   return api;
 }
 

@@ -183,7 +183,7 @@ describe('building the machines of one repository', () => {
     expect(manifest.machine).toBe('nas');
     const dirs = [undefined, 'nas', 'backup'].map((m) => machineState({ origin: manifest.origin, machine: m }).dir);
     expect(new Set(dirs).size).toBe(3);
-    expect(machineState({ state: '/srv/ramboot', origin: manifest.origin, machine: 'nas' }).dir).toBe('/srv/ramboot/nas');
+    expect(machineState({ state: '/srv/ramboot', origin: manifest.origin, machine: 'nas' }).dir).toBe('/srv/ramboot/machines/nas');
   });
 
   it('check looks at every machine as it sees the repository, and names the machine of a problem', async () => {
@@ -198,12 +198,6 @@ describe('building the machines of one repository', () => {
     const added = lines(after).filter((l) => !lines(before).includes(l));
     expect(added).toEqual([expect.stringMatching(/^machine lab: machines\/lab\/ramboot.yaml, line 3, key host.adress: unknown key/)]);
     git(repo, 'reset', '-q', '--hard', 'HEAD~1');
-  });
-
-  it('ramboot up refuses a repository of several machines, naming them and what to run instead', async () => {
-    const r = await ramboot(['up', '--repo', repo, '--state', join(work, 'up-state')]);
-    expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/ramboot up drives a repository of one machine; .* describes several \(backup, lab, nas\): deploy each with `ramboot deploy --machine NAME`/);
   });
 
   it('without --machine, the build names the machines and asks for one', async () => {

@@ -161,8 +161,9 @@ export async function machineTarget(o: MachineOptions): Promise<{ machine: Machi
 export async function statusCommand(o: MachineOptions): Promise<number> {
   const { machine, journal, target } = await machineTarget(o);
   const report = await status(target, { medium: machine.config.boot.medium, journal });
-  const api = findController(machine.state);
-  const controller = api ? await callController<ControllerStatus>(api, 'GET', '/api/status').catch((err: unknown) => ({ error: describe(err) })) : undefined;
+  // A machine of a repository of several: its controller is the repository's (the fleet), which serves its status under /machines/NAME.
+  const api = findController(machine.machine ? machineState({ state: o.state, origin: machine.origin }) : machine.state);
+  const controller = api ? await callController<ControllerStatus>(api, 'GET', `${machine.machine ? `/machines/${machine.machine}` : ''}/api/status`).catch((err: unknown) => ({ error: describe(err) })) : undefined;
   const out = o.stdout ?? process.stdout;
   if (o.json) out.write(`${JSON.stringify({ ...report, controller }, null, 2)}\n`);
   else out.write(`${formatStatus(report)}\n${formatController(controller, machine.state.dir)}`);
