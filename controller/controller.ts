@@ -172,24 +172,11 @@ export class Controller {
    * is tried again at the next one.
    */
   async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Controller['notice']>; error?: string }> {
-    const at = new Date().toISOString();
-    let commit: string;
-    try {
-      commit = await this.o.repo.head();
-    } catch (err) {
-      const error = describe(err);
-      this.persist({ lastPoll: { at, ok: false, error } });
-      this.publish({ kind: 'warn', source: 'controller', message: error });
-      return { error };
-    }
-    this.persist({ lastPoll: { at, ok: true, commit } });
-    const changed = this.desired?.commit !== commit;
-    if (changed) {
-      const info = await this.o.repo.info(commit).catch(() => undefined);
-      this.desired = { commit, subject: info?.subject, author: info?.author };
-    }
-    if (!changed && !always) return { commit };
-    return { commit, queued: this.notice(commit, trigger) };
+    const look = await lookAtBranch(this.o.repo, this.desired, (lastPoll) => this.persist({ lastPoll }), (message) => this.publish({ kind: 'warn', source: 'controller', message }));
+    if (!look.commit) return { error: look.error };
+    this.desired = look.desired;
+    if (!look.changed && !always) return { commit: look.commit };
+    return { commit: look.commit, queued: this.notice(look.commit, trigger) };
   }
 
   recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
@@ -676,6 +663,35 @@ export class Controller {
     this.persisted = { ...this.persisted, ...p };
     savePersisted(this.o.state.dir, this.persisted);
   }
+}
+
+export type Desired = { commit: string; subject?: string; author?: string };
+
+/**
+ * One look at where the branch is (a poll): the look recorded (lastPoll), a failure said
+ * and returned (never thrown: the next poll tries again), the commit's subject and author
+ * read when it is new.
+ */
+export async function lookAtBranch(
+  repo: Repo,
+  desired: Desired | undefined,
+  record: (lastPoll: NonNullable<Persisted['lastPoll']>) => void,
+  warn: (message: string) => void,
+): Promise<{ commit?: string; error?: string; desired?: Desired; changed?: boolean }> {
+  const at = new Date().toISOString();
+  let commit: string;
+  try {
+    commit = await repo.head();
+  } catch (err) {
+    const error = describe(err);
+    record({ at, ok: false, error });
+    warn(error);
+    return { error };
+  }
+  record({ at, ok: true, commit });
+  if (desired?.commit === commit) return { commit, desired, changed: false };
+  const info = await repo.info(commit).catch(() => undefined);
+  return { commit, desired: { commit, subject: info?.subject, author: info?.author }, changed: true };
 }
 
 /** What the machine runs, as the journal's last promotion says. */

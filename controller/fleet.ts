@@ -4,7 +4,7 @@ import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
-import { Controller, short, type AnyEvent, type ControllerStatus, type Envelope } from './controller.js';
+import { Controller, lookAtBranch, short, type AnyEvent, type ControllerStatus, type Envelope } from './controller.js';
 import { OUTCOME, type OutcomeName, type ReconcileRecord } from './history.js';
 import { repositorySettings } from './open-machine.js';
 import { loadPersisted, savePersisted, type Persisted } from './persisted.js';
@@ -110,24 +110,11 @@ export class Fleet {
   }
 
   async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Fleet['notice']>; error?: string }> {
-    const at = new Date().toISOString();
-    let commit: string;
-    try {
-      commit = await this.o.repo.head();
-    } catch (err) {
-      const error = describe(err);
-      this.persist({ lastPoll: { at, ok: false, error } });
-      this.publish({ kind: 'warn', source: 'controller', message: error });
-      return { error };
-    }
-    this.persist({ lastPoll: { at, ok: true, commit } });
-    const changed = this.desired?.commit !== commit;
-    if (changed) {
-      const info = await this.o.repo.info(commit).catch(() => undefined);
-      this.desired = { commit, subject: info?.subject, author: info?.author };
-    }
-    if (!changed && !always) return { commit };
-    return { commit, queued: this.notice(commit, trigger) };
+    const look = await lookAtBranch(this.o.repo, this.desired, (lastPoll) => this.persist({ lastPoll }), (message) => this.publish({ kind: 'warn', source: 'controller', message }));
+    if (!look.commit) return { error: look.error };
+    this.desired = look.desired;
+    if (!look.changed && !always) return { commit: look.commit };
+    return { commit: look.commit, queued: this.notice(look.commit, trigger) };
   }
 
   recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
