@@ -12,19 +12,26 @@ say 'type-checking the tests'
 npx tsc -p tsconfig.test.json
 # Beside the unit and integration files, which run one at a time and leave a core mostly
 # idle, the Alpine end-to-end file: one qemu process, and its compile of openrc and
-# OpenSSH. Its lines are prefixed. A failed unit phase ends the run once both ended; a
-# failed Alpine file fails it at the end, after the other end-to-end files ran.
+# OpenSSH. The two heaviest files (deploy's protocol and the medium's, against a local
+# sshd) run after it: beside its qemu they took twice as long. Lines of the Alpine file
+# are prefixed. A failed unit file ends the run once the Alpine file ended; a failed
+# Alpine file fails it at the end, after the other end-to-end files ran.
 say 'unit and integration tests, one file at a time (they share the package-stage cache and loop devices); beside them, the Alpine end-to-end file'
 alpine="test/e2e/alpine.test.ts"
+heavy="test/deploy/deploy.test.ts test/deploy/medium.test.ts"
 rc=$(mktemp)
 { code=0; npx vitest run $alpine 2>&1 || code=$?; echo "$code" >"$rc"; } | sed -u 's/^/[e2e alpine] /' &
 pid=$!
 status=0
-npx vitest run --exclude 'test/e2e/**' || status=$?
+# shellcheck disable=SC2086
+npx vitest run --exclude 'test/e2e/**' $(for f in $heavy; do printf -- '--exclude %s ' "$f"; done) || status=$?
 wait $pid
 alpine_status=$(cat "$rc")
 rm -f "$rc"
 [ "$status" = 0 ] || exit 1
+say 'the two heaviest unit files, now that the Alpine file ended'
+# shellcheck disable=SC2086
+npx vitest run $heavy
 # The README's first command alone: it reruns setup.sh (rewriting dist/, which the other
 # files run the CLI from) and binds the default ports 2222, 8080 and 8180.
 say "end-to-end: the README's first command, alone"

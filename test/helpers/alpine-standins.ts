@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
@@ -8,13 +8,13 @@ import { MINIROOTFS, MINIROOTFS_SHA512, MIRROR_KEY, allowSharedMirrors, sharedMi
 import { SHARED_STATE, tempDir } from './ramboot.js';
 
 // Stand-ins for the Alpine mirror, which is not reachable here: the packages the Alpine
-// template's `packages` names, built on this machine (the first time, with what Debian's
-// mirror serves: the kernel package and OpenSSH's release; then from the test state). openrc and OpenSSH are compiled
-// from their release sources for musl (Debian's musl-gcc; the binaries run on the
-// minirootfs's own musl); the kernel is Debian's, from its mirror, with the modules the
-// virtual NAS's hardware needs; the services Alpine's packages add to openrc's own
-// (mdev, hwdrivers, networking, sshd, busybox's daemons) are small scripts of ours in
-// test/fixtures/alpine-standins. Everything else comes from the minirootfs fixture.
+// template's `packages` names, built on this machine the first time (with what Debian's
+// mirror serves: the kernel package and OpenSSH's release), then taken from the test
+// state. openrc and OpenSSH are compiled from their release sources for musl (Debian's
+// musl-gcc; the binaries run on the minirootfs's own musl); the kernel is Debian's, with
+// the modules the virtual NAS's hardware needs; the services Alpine's packages add to
+// openrc's own (mdev, hwdrivers, networking, sshd, busybox's daemons) are small scripts
+// of ours in test/fixtures/alpine-standins. Everything else comes from the minirootfs.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const FIXTURES = resolve(here, '../fixtures');
@@ -181,14 +181,14 @@ function buildKernel(work: string, pkg: string): Files {
   const modules = join(root, 'lib/modules', version);
   for (const m of wanted) {
     mkdirSync(dirname(join(modules, m)), { recursive: true });
-    writeFileSync(join(modules, m), readFileSync(join(full, 'lib/modules', version, m)));
+    copyFileSync(join(full, 'lib/modules', version, m), join(modules, m));
   }
   for (const f of ['modules.builtin', 'modules.order', 'modules.builtin.modinfo']) {
-    if (existsSync(join(full, 'lib/modules', version, f))) writeFileSync(join(modules, f), readFileSync(join(full, 'lib/modules', version, f)));
+    if (existsSync(join(full, 'lib/modules', version, f))) copyFileSync(join(full, 'lib/modules', version, f), join(modules, f));
   }
   run('depmod', ['-b', root, version]);
   mkdirSync(join(root, 'boot'));
-  writeFileSync(join(root, 'boot/vmlinuz-lts'), readFileSync(join(full, 'boot', `vmlinuz-${version}`)));
+  copyFileSync(join(full, 'boot', `vmlinuz-${version}`), join(root, 'boot/vmlinuz-lts'));
   return tree(root);
 }
 
@@ -230,8 +230,8 @@ export async function standInMirror(): Promise<string> {
 
 /**
  * Points a repository from `ramboot init --distro alpine` at the stand-ins: the local
- * mirror (unsigned, allow_untrusted) and the minirootfs fixture instead of Alpine's servers; the kernel's messages on
- * the serial console (the test reads the boots there). `packages` loses what has no
+ * mirror (unsigned, allow_untrusted) and the minirootfs fixture instead of Alpine's
+ * servers; the kernel's messages on the serial console (the test reads the boots there). `packages` loses what has no
  * stand-in and nothing here needs: syslinux (these machines boot UEFI, with systemd-boot
  * from the build host), ca-certificates and tzdata.
  */

@@ -18,9 +18,10 @@ import { startVm, type Vm } from '../../vm/qemu.js';
 import { standInMirror, useStandIns } from './alpine-standins.js';
 import { CLI, SHARED_STATE, buildRepo, freePort, initRepo, ramboot, tempDir, type Built } from './ramboot.js';
 
-// The virtual NAS with the Debian example (or the Alpine template), as the deploy end-to-end tests use it: a
-// repository from `ramboot init`, a stick formatted with its first build, one VM
-// booted from it, and the ways a test changes, deploys and inspects the machine.
+// The virtual NAS with the Debian example (or the Alpine template), as the deploy
+// end-to-end tests use it: a repository from `ramboot init`, a stick formatted with its
+// first build, one VM booted from it, and the ways a test changes, deploys and inspects
+// the machine.
 
 export const MEDIUM = '/media/usb';
 
