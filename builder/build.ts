@@ -2,7 +2,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RAMBOOT_VERSION } from '../lib/package.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { BuildError, CommandError, UsageError } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
@@ -24,7 +23,7 @@ import { renderRelease } from '../image/release.js';
 import { decryptSecrets, sealedEntries, secretEntries, type ImageSecret } from './secrets.js';
 import { packBase, packOverlay, unlinkFirst, type PackedTree } from './segments.js';
 import { applySkeleton, ensureDirs, imagePath, writeImageFile } from './skeleton.js';
-import { dirSource, gitSource, type Source } from './source.js';
+import { dirSource, gitSource, parseSourceConfig, selectMachine, type Source } from './source.js';
 import { packageStage } from './stage.js';
 import { writeSegment } from './segment.js';
 
@@ -37,6 +36,8 @@ export interface BuildOptions {
   rev?: string;
   /** Build this working directory instead of a commit. */
   dir?: string;
+  /** The machine, in a repository that describes several (machines/NAME/). */
+  machine?: string;
   /** Published images go here, one directory per build id. */
   imagesDir: string;
   /** Package stages, base segments, downloads; the build's temporary directories under tmp/. */
@@ -84,8 +85,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   await sweepLeftovers([tmpDir, join(cacheDir, 'stages'), join(cacheDir, 'base'), imagesDir], work);
 
   stage(1, 'reading the repository');
-  const source = opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev);
-  const config = parseConfig(await requireFile(source, CONFIG_FILE), CONFIG_FILE);
+  const source = await selectMachine(opts.dir ? await dirSource(opts.dir) : await gitSource(opts.repoDir, opts.rev), opts.machine);
+  const config = await parseSourceConfig(source);
   const packages = parsePackages((await source.readFile('packages'))?.toString() ?? '', 'packages');
   const enrollment = await requireEnrollment(source, config);
   let secrets: ImageSecret[] = [];
@@ -157,6 +158,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         commitTime: source.time,
         inputsHash,
         origin: opts.origin,
+        ...(source.machine ? { machine: source.machine.name } : {}),
         distro: { name: backend.name, release: config.distro.release ?? '', arch: config.distro.arch ?? '' },
         host: config.host.name,
         settings: { host: config.host, boot: config.boot, trial: config.trial, health: config.health },
@@ -230,12 +232,6 @@ function requireTools(root: string, tools: string[], why: string): void {
       { step: 'check image', input: 'packages' },
     );
   }
-}
-
-async function requireFile(source: Source, path: string): Promise<string> {
-  const data = await source.readFile(path);
-  if (!data) throw new UsageError(`failed to read ${path} from ${source.label}: no such file`, { step: 'read source', input: path });
-  return data.toString();
 }
 
 async function runSetup(root: string, script: string, o: { buildId: string; network: boolean }, work: Work): Promise<void> {

@@ -38,6 +38,8 @@ export type AnyEvent = RambootEvent | ControllerEvent;
 
 /** An event as subscribers see it: with the reconcile it belongs to, if any. */
 export interface Envelope {
+  /** The machine, in a repository of several. */
+  machine?: string;
   reconcile?: string;
   commit?: string;
   event: AnyEvent;
@@ -56,6 +58,13 @@ export interface ControllerOptions {
   keep: number;
   /** The branch came from --branch: commits' watch.branch does not change it. */
   branchGiven?: boolean;
+  /** The machine's name in a repository of several (machines/NAME/): the commit is built as that machine sees it. */
+  machine?: string;
+  /**
+   * Driven by a rollout (fleet.ts): a commit to try again later is reported in the
+   * record and the rollout schedules the retry; the signature policy is the rollout's.
+   */
+  inRollout?: { signers: () => string | undefined; shared: () => Pick<ControllerStatus, 'paused' | 'desired'> };
   emit: Emit<AnyEvent>;
 }
 
@@ -112,6 +121,8 @@ export class Controller {
   readonly history: History;
   readonly quarantine: Quarantine;
   private readonly queue: Queue;
+  /** What the queue runs: reconcile(), its record dropped. */
+  private readonly run = async (r: Request): Promise<void> => void (await this.reconcile(r));
   private readonly subscribers = new Set<(e: Envelope) => void>();
   private persisted: Persisted;
   private readonly startedAt = new Date().toISOString();
@@ -120,13 +131,17 @@ export class Controller {
   private retry?: { commit: string; at: string; attempt: number; reason: string; timer: NodeJS.Timeout };
   private readonly abort = new AbortController();
   private stopping = false;
+  /** A reconcile a rollout runs (reconcileNow), outside the queue: a stop waits for its build to clean up. */
+  private inflight?: Promise<unknown>;
+  /** How many times in a row this commit was to be tried again: the backoff's step (the retry timer clears `retry`). */
+  private retried?: { commit: string; attempt: number };
 
   constructor(private readonly o: ControllerOptions) {
     this.history = new History(o.state.dir, o.keep);
     this.quarantine = new Quarantine(o.state.dir);
     this.persisted = this.load();
     this.queue = new Queue(
-      (r) => this.reconcile(r),
+      this.run,
       (replaced, by) => this.superseded(replaced, by),
       (r, err) => this.publish({ kind: 'warn', source: 'controller', message: `the reconcile of ${short(r.commit)} crashed: ${describe(err)}` }),
     );
@@ -157,24 +172,11 @@ export class Controller {
    * is tried again at the next one.
    */
   async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Controller['notice']>; error?: string }> {
-    const at = new Date().toISOString();
-    let commit: string;
-    try {
-      commit = await this.o.repo.head();
-    } catch (err) {
-      const error = describe(err);
-      this.persist({ lastPoll: { at, ok: false, error } });
-      this.publish({ kind: 'warn', source: 'controller', message: error });
-      return { error };
-    }
-    this.persist({ lastPoll: { at, ok: true, commit } });
-    const changed = this.desired?.commit !== commit;
-    if (changed) {
-      const info = await this.o.repo.info(commit).catch(() => undefined);
-      this.desired = { commit, subject: info?.subject, author: info?.author };
-    }
-    if (!changed && !always) return { commit };
-    return { commit, queued: this.notice(commit, trigger) };
+    const look = await lookAtBranch(this.o.repo, this.desired, (lastPoll) => this.persist({ lastPoll }), (message) => this.publish({ kind: 'warn', source: 'controller', message }));
+    if (!look.commit) return { error: look.error };
+    this.desired = look.desired;
+    if (!look.changed && !always) return { commit: look.commit };
+    return { commit: look.commit, queued: this.notice(look.commit, trigger) };
   }
 
   recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
@@ -202,8 +204,8 @@ export class Controller {
 
   status(): ControllerStatus {
     const last = this.history.list(1)[0];
-    return {
-      machine: this.o.state.dir.split('/').pop() ?? '',
+    const own = {
+      machine: this.o.machine ?? this.o.state.dir.split('/').pop() ?? '',
       repo: this.o.repo.label,
       branch: this.o.repo.branch,
       controller: { version: RAMBOOT_VERSION, pid: process.pid, startedAt: this.startedAt },
@@ -221,6 +223,8 @@ export class Controller {
       lastScrub: this.persisted.lastScrub,
       insecure: /^http:/i.test(this.o.repo.label) && !this.signers() ? 'following a plain http:// remote without signed commits: anyone on the network path can change the machine' : undefined,
     };
+    // In a rollout, pause and the branch's commit are the fleet's.
+    return this.o.inRollout ? { ...own, ...this.o.inRollout.shared() } : own;
   }
 
   /**
@@ -292,13 +296,48 @@ export class Controller {
     this.abort.abort(signal);
     if (!current) return;
     this.finish(current.record, OUTCOME.INTERRUPTED, REASON.INTERRUPTED, `the controller stopped (${signal}); the next start resumes`);
-    if (current.phase === 'build') await this.queue.drained();
+    if (current.phase === 'build') await Promise.all([this.queue.drained(), this.inflight]);
+  }
+
+  /**
+   * One reconcile of a commit, now, outside the controller's own queue: a rollout runs
+   * the machines' reconciles itself, one commit at a time. Resolves with its record.
+   */
+  async reconcileNow(req: Request): Promise<ReconcileRecord | undefined> {
+    await this.queue.drained();
+    const running = this.reconcile(req);
+    this.inflight = running;
+    try {
+      return await running;
+    } finally {
+      this.inflight = undefined;
+    }
+  }
+
+  /**
+   * The rollout of a commit stopped on another machine before it reached this one:
+   * recorded as this machine's reconcile, and the commit quarantined here too, so that
+   * the machine is not given it later without a person's release.
+   */
+  heldBack(req: Request, message: string, outcome: OutcomeName = OUTCOME.ROLLOUT_STOPPED, reason: Reason = REASON.ROLLOUT_STOPPED): ReconcileRecord {
+    const now = new Date().toISOString();
+    const record: ReconcileRecord = {
+      id: this.history.newId(),
+      commit: req.commit,
+      trigger: req.trigger,
+      noticedAt: req.at,
+      phases: [{ name: 'queued', start: req.at, end: now }],
+      state: 'running',
+    };
+    this.history.save(record);
+    this.quarantineAndFinish(record, outcome, reason, message);
+    return record;
   }
 
   // ---------------------------------------------------------------- the reconcile
 
-  private async reconcile(req: Request): Promise<void> {
-    if (this.stopping) return;
+  private async reconcile(req: Request): Promise<ReconcileRecord | undefined> {
+    if (this.stopping) return undefined;
     const info = await this.o.repo.info(req.commit).catch(() => undefined);
     const record: ReconcileRecord = {
       id: this.history.newId(),
@@ -316,7 +355,8 @@ export class Controller {
     this.history.save(record);
     const r: Reconciling = { record, req, committerEmail: info?.committerEmail };
     try {
-      for (const step of this.steps) if ((await step(r)) === 'done') return;
+      for (const step of this.steps) if ((await step(r)) === 'done') return record;
+      return record;
     } finally {
       this.current = undefined;
       this.history.prune();
@@ -388,6 +428,7 @@ export class Controller {
       const b = await build({
         repoDir: this.o.repo.gitdir,
         rev: record.commit,
+        machine: this.o.machine,
         imagesDir: this.o.state.images,
         cacheDir: this.o.state.cache,
         origin: this.o.repo.label,
@@ -440,7 +481,14 @@ export class Controller {
       return;
     }
     const manifest = built.manifest;
-    const target = targetFor(manifest.settings, this.o.reach());
+    let target: ReturnType<typeof targetFor>;
+    try {
+      target = targetFor(manifest.settings, this.o.reach());
+    } catch (err) {
+      // No SSH key to reach the machine with: a person sets host.identity; nothing was touched.
+      this.finish(record, OUTCOME.UPLOAD_FAILED, REASON.REFUSED, describe(err));
+      return;
+    }
     const journal = await Journal.open(this.o.state.dir);
     let release: () => void;
     try {
@@ -502,6 +550,8 @@ export class Controller {
    * Signing is never turned off by a commit (only by `ramboot up --signers none`).
    */
   private async trust(commit: string): Promise<void> {
+    // A rollout keeps one policy for every machine (fleet.ts).
+    if (this.o.inRollout) return;
     const config = await configOf(await gitSource(this.o.repo.gitdir, commit)).catch(() => undefined);
     if (!config) return;
     const { update, notes } = trustAfterPromotion(commit, config, {
@@ -517,6 +567,7 @@ export class Controller {
 
   /** The signature policy in effect: the command line's, else the last trusted commit's. */
   signers(): string | undefined {
+    if (this.o.inRollout) return this.o.inRollout.signers();
     return this.o.signers ?? this.persisted.signers;
   }
 
@@ -542,6 +593,7 @@ export class Controller {
     const rewritten = record.rewritten ? ` (the branch was rewritten: ${short(record.commit)} does not descend from ${short(record.rewritten.from)}, which ran before)` : '';
     message = `${message}${rewritten}`;
     Object.assign(record, { state: 'done', outcome, reason, message, endedAt: now });
+    if (outcome !== OUTCOME.RETRY && this.retried?.commit === record.commit) this.retried = undefined;
     this.history.save(record);
     this.publish({ kind: 'reconciled', source: 'controller', reconcile: record.id, commit: record.commit, outcome, message }, record);
   }
@@ -552,8 +604,13 @@ export class Controller {
   }
 
   private retryLater(record: ReconcileRecord, req: Request, reason: string): void {
-    const attempt = (this.retry?.commit === req.commit ? this.retry.attempt : 0) + 1;
+    const attempt = (this.retried?.commit === req.commit ? this.retried.attempt : 0) + 1;
+    this.retried = { commit: req.commit, attempt };
     const delay = backoffMs(attempt, RETRY_BACKOFF);
+    if (this.o.inRollout) {
+      this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; the rollout tries again later`);
+      return;
+    }
     this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; trying again in ${Math.round(delay / 1000)} s`);
     if (this.stopping) return;
     this.cancelRetry();
@@ -594,7 +651,7 @@ export class Controller {
   private publish(event: AnyEvent, record?: ReconcileRecord): void {
     if (record) this.history.log(record.id, event);
     this.o.emit(event);
-    const envelope: Envelope = { reconcile: record?.id, commit: record?.commit, event };
+    const envelope: Envelope = { machine: this.o.machine, reconcile: record?.id, commit: record?.commit, event };
     for (const fn of this.subscribers) fn(envelope);
   }
 
@@ -606,6 +663,35 @@ export class Controller {
     this.persisted = { ...this.persisted, ...p };
     savePersisted(this.o.state.dir, this.persisted);
   }
+}
+
+export type Desired = { commit: string; subject?: string; author?: string };
+
+/**
+ * One look at where the branch is (a poll): the look recorded (lastPoll), a failure said
+ * and returned (never thrown: the next poll tries again), the commit's subject and author
+ * read when it is new.
+ */
+export async function lookAtBranch(
+  repo: Repo,
+  desired: Desired | undefined,
+  record: (lastPoll: NonNullable<Persisted['lastPoll']>) => void,
+  warn: (message: string) => void,
+): Promise<{ commit?: string; error?: string; desired?: Desired; changed?: boolean }> {
+  const at = new Date().toISOString();
+  let commit: string;
+  try {
+    commit = await repo.head();
+  } catch (err) {
+    const error = describe(err);
+    record({ at, ok: false, error });
+    warn(error);
+    return { error };
+  }
+  record({ at, ok: true, commit });
+  if (desired?.commit === commit) return { commit, desired, changed: false };
+  const info = await repo.info(commit).catch(() => undefined);
+  return { commit, desired: { commit, subject: info?.subject, author: info?.author }, changed: true };
 }
 
 /** What the machine runs, as the journal's last promotion says. */

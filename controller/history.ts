@@ -28,6 +28,8 @@ export const OUTCOME = {
   RETRY: 'retry-later',
   /** The controller stopped (SIGTERM) before the verdict; the journal resumes the deploy. */
   INTERRUPTED: 'interrupted',
+  /** In a repository of several machines: the commit failed on a machine reached before this one, which was left as it was. */
+  ROLLOUT_STOPPED: 'rollout-stopped',
 } as const;
 
 export type OutcomeName = (typeof OUTCOME)[keyof typeof OUTCOME];

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { makePrivateDir, writePrivateFile } from '../lib/private-file.js';
 import { join, resolve } from 'node:path';
-import { dirSource, gitSource, type Source } from '../builder/source.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { dirSource, gitSource, listMachines, machineSource, parseSourceConfig, selectMachine, type Source } from '../builder/source.js';
 import type { Config } from '../lib/config-schema.js';
+import { CONFIG_FILE, parseRepositorySettings, type RepositorySettings } from '../lib/config.js';
 import { UsageError } from '../lib/errors.js';
 import type { LocalSettings } from '../deploy/target.js';
 import { monitorCommand } from '../vm/qemu.js';
@@ -17,6 +17,8 @@ export interface Machine {
   /** The repository given (a working tree or a bare repository). */
   repo: string;
   origin: string;
+  /** The machine, in a repository that describes several. */
+  machine?: string;
   config: Config;
   state: MachineState;
   /** A one-line notice for the user (state moved out of the repository). */
@@ -28,24 +30,37 @@ export interface MachineRequest {
   rev?: string;
   /** Read a directory instead of a commit (`build --dir`). */
   dir?: string;
+  /** The machine, in a repository that describes several (machines/NAME/). */
+  machine?: string;
   state?: string;
 }
 
 export async function openMachine(r: MachineRequest): Promise<Machine> {
   const repo = resolve(r.repo);
-  const source = r.dir ? await dirSource(resolve(r.dir)) : await gitSource(repo, r.rev);
-  const config = await configOf(source);
+  const source = await selectMachine(r.dir ? await dirSource(resolve(r.dir)) : await gitSource(repo, r.rev), r.machine);
+  const config = await parseSourceConfig(source);
   const origin = originOf(r.dir ?? repo);
   const workTree = existsSync(join(repo, '.git')) ? repo : r.dir ? resolve(r.dir) : undefined;
-  const state = machineState({ state: r.state, origin, workTree });
+  const state = machineState({ state: r.state, origin, machine: source.machine?.name, workTree });
   const notice = workTree && !r.state && !process.env.RAMBOOT_STATE ? await migrateLegacyState(workTree, config.host.name, state) : undefined;
-  return { repo, origin, config, state, notice };
+  return { repo, origin, machine: source.machine?.name, config, state, notice };
 }
 
-export async function configOf(source: Source): Promise<Config> {
+/** A commit's repository-wide settings (watch, rollout): from its top-level ramboot.yaml alone. */
+export async function repositorySettings(source: Source): Promise<RepositorySettings> {
   const text = await source.readFile(CONFIG_FILE);
-  if (!text) throw new UsageError(`failed to read ${CONFIG_FILE} from ${source.label}: no such file (is this a machine repository? \`ramboot init\` makes one)`, { step: 'read config', input: CONFIG_FILE });
-  return parseConfig(text.toString(), CONFIG_FILE);
+  if (!text) throw new UsageError(`failed to read ${CONFIG_FILE} from ${source.label}: no such file`, { step: 'read config', input: CONFIG_FILE });
+  return parseRepositorySettings(text.toString(), CONFIG_FILE);
+}
+
+/**
+ * A commit's settings as a machine sees them. In a repository of several machines and
+ * with none named: the first machine's, for the settings they all share (watch,
+ * rollout), which only the repository's ramboot.yaml sets.
+ */
+export async function configOf(source: Source, machine?: string): Promise<Config> {
+  if (source.machine || (machine === undefined && (await listMachines(source)).length === 0)) return parseSourceConfig(source);
+  return parseSourceConfig(await machineSource(source, machine ?? (await listMachines(source))[0]!));
 }
 
 /** What `ramboot up` records about the virtual NAS it runs, so that other verbs reach it. */

@@ -13,6 +13,8 @@ export interface Persisted {
   signers?: string;
   /** The branch followed: --branch, or watch.branch of the last trusted commit. */
   branch?: string;
+  /** A repository of several machines: the last commit promoted on one of them (it passed the policy), where a restart starts from. */
+  promoted?: string;
   lastPoll?: { at: string; ok: boolean; commit?: string; error?: string };
   lastWebhook?: { at: string; form?: string; status: number; result: string };
   lastScrub?: { at: string; ok: boolean; repaired: string[]; damaged: string[]; error?: string };

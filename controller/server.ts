@@ -3,6 +3,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { UsageError } from '../lib/errors.js';
 import type { Controller, Envelope } from './controller.js';
+import type { Fleet } from './fleet.js';
 import { judgeWebhook } from './push-webhook.js';
 
 // The controller's HTTP server: the JSON API (status, history, logs, live events), the
@@ -11,7 +12,14 @@ import { judgeWebhook } from './push-webhook.js';
 // answers only to its own names (the Host header), against DNS rebinding. The
 // handlers only read state or queue work: nothing slow runs inside a request.
 
-export interface ServerOptions {
+/** A machine of a repository of several: its reads and its page under /machines/NAME/. */
+export interface MachineRoutes {
+  name: string;
+  ctrl: Controller;
+  routes: ((app: FastifyInstance, ctrl: Controller) => void)[];
+}
+
+export interface ServerOptions<D extends Controller | Fleet = Controller> {
   host: string;
   port: number;
   /** Required for actions, and for every request when not bound to loopback. */
@@ -19,7 +27,9 @@ export interface ServerOptions {
   /** The forge's shared secret; without it the webhook endpoint says it is not configured. */
   webhookSecret?: string;
   /** Extra routes (the status page, metrics) registered by their own modules. */
-  routes?: ((app: FastifyInstance, ctrl: Controller) => void)[];
+  routes?: ((app: FastifyInstance, d: D) => void)[];
+  /** With a fleet: each machine's reads and routes, under /machines/NAME/. */
+  machines?: MachineRoutes[];
 }
 
 /** Forges send push payloads of a few hundred KiB at most; GitHub caps them at 25 MB. */
@@ -94,7 +104,12 @@ function basicTokenOf(req: FastifyRequest): string | undefined {
 
 const isForm = (req: FastifyRequest) => req.headers['content-type']?.startsWith('application/x-www-form-urlencoded') ?? false;
 
-export async function startServer(ctrl: Controller, o: ServerOptions): Promise<FastifyInstance> {
+/**
+ * Serves one machine's controller, or a fleet (a repository of several machines): then
+ * the actions and /api/status are the fleet's, and each machine's reads are under
+ * /machines/NAME/ (status, history, events, and its routes: the page).
+ */
+export async function startServer<D extends Controller | Fleet>(ctrl: D, o: ServerOptions<D>): Promise<FastifyInstance> {
   if (!isLoopback(o.host) && !o.token) {
     throw new UsageError(`failed to start the API on ${o.host}:${o.port}: a non-loopback address needs a token (--token-file)`, { step: 'listen', input: o.host });
   }
@@ -128,21 +143,17 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
   // HTML forms post url-encoded fields (the status page's actions).
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))));
 
-  app.get('/api/status', async () => ctrl.status());
-  app.get('/api/history', async (req) => {
-    const limit = Number((req.query as { limit?: string }).limit ?? 100);
-    return ctrl.history.list(Number.isFinite(limit) && limit > 0 ? limit : 100);
-  });
-  app.get('/api/history/:id', async (req, reply) => {
-    const r = ctrl.history.get((req.params as { id: string }).id);
-    return r ?? reply.code(404).send({ error: 'no such reconcile' });
-  });
-  app.get('/api/history/:id/log', async (req, reply) => {
-    const log = ctrl.history.logOf((req.params as { id: string }).id);
-    if (log === undefined) return reply.code(404).send({ error: 'no such reconcile' });
-    return reply.type('application/x-ndjson').send(log);
-  });
-  app.get('/api/events', (req, reply) => streamEvents(ctrl, req, reply));
+  if ('history' in ctrl) readRoutes(app, ctrl);
+  else {
+    app.get('/api/status', async () => ctrl.status());
+    app.get('/api/events', (req, reply) => streamEvents(ctrl, req, reply));
+  }
+  for (const m of o.machines ?? []) {
+    await app.register(async (sub) => {
+      readRoutes(sub, m.ctrl);
+      for (const r of m.routes) r(sub, m.ctrl);
+    }, { prefix: `/machines/${m.name}` });
+  }
 
   const action = (fn: (req: FastifyRequest) => unknown) => async (req: FastifyRequest, reply: FastifyReply) => {
     if (!authorized(req)) {
@@ -189,8 +200,27 @@ export async function startServer(ctrl: Controller, o: ServerOptions): Promise<F
   return app;
 }
 
+/** One machine's state: its status, its history and its events. */
+function readRoutes(app: FastifyInstance, ctrl: Controller): void {
+  app.get('/api/status', async () => ctrl.status());
+  app.get('/api/history', async (req) => {
+    const limit = Number((req.query as { limit?: string }).limit ?? 100);
+    return ctrl.history.list(Number.isFinite(limit) && limit > 0 ? limit : 100);
+  });
+  app.get('/api/history/:id', async (req, reply) => {
+    const r = ctrl.history.get((req.params as { id: string }).id);
+    return r ?? reply.code(404).send({ error: 'no such reconcile' });
+  });
+  app.get('/api/history/:id/log', async (req, reply) => {
+    const log = ctrl.history.logOf((req.params as { id: string }).id);
+    if (log === undefined) return reply.code(404).send({ error: 'no such reconcile' });
+    return reply.type('application/x-ndjson').send(log);
+  });
+  app.get('/api/events', (req, reply) => streamEvents(ctrl, req, reply));
+}
+
 /** Server-sent events of everything the controller emits; `?commit=` keeps one commit's. */
-function streamEvents(ctrl: Controller, req: FastifyRequest, reply: FastifyReply): void {
+function streamEvents(ctrl: Pick<Controller, 'subscribe'>, req: FastifyRequest, reply: FastifyReply): void {
   const commit = (req.query as { commit?: string }).commit;
   reply.hijack();
   const res = reply.raw;

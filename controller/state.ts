@@ -3,6 +3,7 @@ import { existsSync, readdirSync, realpathSync, renameSync } from 'node:fs';
 import { makePrivateDir } from '../lib/private-file.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { removeBuildDir } from '../builder/sweep.js';
+import { MACHINES_DIR } from '../lib/config.js';
 import { UsageError } from '../lib/errors.js';
 import { redactUrl } from '../lib/net.js';
 import { run } from '../lib/run.js';
@@ -13,8 +14,11 @@ import { run } from '../lib/run.js';
 // repository so that two repositories never share a journal:
 //   /var/lib/ramboot/<repository's name>-<hash of the repository's path or URL>/
 //     images/  deploy.jsonl  deploy.lock  history/  vm/
+//   /var/lib/ramboot/<repository's name>.<machine>-<hash>/   the same, for each machine
+//     of a repository of several (whose own directory keeps the branch and trust policy)
 //   /var/cache/ramboot/   package stages, base segments, downloads, build temporaries
-// --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache);
+// --state DIR (or $RAMBOOT_STATE) puts both in DIR (the cache in DIR/cache, a machine's
+// state in DIR/machines/NAME);
 // $RAMBOOT_CACHE names the cache on its own (machines of one host share package stages).
 
 export const STATE_ROOT = '/var/lib/ramboot';
@@ -44,9 +48,10 @@ export function originOf(repoOrUrl: string): string {
  * the journal live there, so a commit that could choose it (as host.name once did) could
  * make a restarted controller forget them.
  */
-export function machineKey(origin: string): string {
+export function machineKey(origin: string, machine?: string): string {
   const name = basename(origin.replace(/\/+$/, '')).replace(/\.git$/, '').replace(/[^A-Za-z0-9._-]/g, '_') || 'repo';
-  return `${name}-${originHash(origin)}`;
+  // A machine's key hashes another string than the repository's: an older directory found by its hash suffix is never taken for it.
+  return machine ? `${name}.${machine}-${originHash(`${origin}#${machine}`)}` : `${name}-${originHash(origin)}`;
 }
 
 function originHash(origin: string): string {
@@ -57,6 +62,8 @@ export interface StateRequest {
   /** --state, else $RAMBOOT_STATE. */
   state?: string;
   origin: string;
+  /** The machine, in a repository that describes several: each has a state directory of its own. */
+  machine?: string;
   /** The working tree, when there is one: state may not live inside it. */
   workTree?: string;
 }
@@ -69,7 +76,8 @@ export function cacheRoot(stateFlag?: string): string {
 
 export function machineState(r: StateRequest): MachineState {
   const explicit = r.state ?? process.env.RAMBOOT_STATE;
-  const dir = explicit ? resolve(explicit) : keyedDir(r.origin);
+  // Under --state, machines/NAME: a machine named like one of the repository's own entries (images, cache, vm) stays apart from them.
+  const dir = explicit ? resolve(explicit, ...(r.machine ? [MACHINES_DIR, r.machine] : [])) : r.machine ? join(STATE_ROOT, machineKey(r.origin, r.machine)) : keyedDir(r.origin);
   const cache = cacheRoot(r.state);
   if (r.workTree) {
     for (const d of [dir, cache]) {

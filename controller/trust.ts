@@ -87,7 +87,7 @@ export interface TrustChange {
  */
 export function trustAfterPromotion(
   commit: string,
-  config: Config,
+  config: Pick<Config, 'watch'>,
   now: { signers?: string; branch?: string; followed: string; signersGiven: boolean; branchGiven: boolean },
 ): TrustChange {
   const change: TrustChange = { update: {}, notes: [] };

@@ -97,6 +97,8 @@ export const REASON = {
   RETRY_LATER: 'RetryLater',
   /** The controller stopped before the verdict; its next start resumes the deploy from the journal. Nothing to do. */
   INTERRUPTED: 'Interrupted',
+  /** The commit failed on another machine of the repository first (the canary): this one was not touched. Fix the commit, or `ramboot release` it. */
+  ROLLOUT_STOPPED: 'RolloutStopped',
 } as const;
 
 export type Reason = (typeof REASON)[keyof typeof REASON];

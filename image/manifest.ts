@@ -46,6 +46,8 @@ export interface Manifest {
   inputsHash: string;
   /** Which repository the image was built from (a path or URL): its state directory's key. */
   origin: string;
+  /** The machine, when the repository describes several (machines/NAME/): part of the state directory's key. */
+  machine?: string;
   distro: { name: string; release: string; arch: string };
   host: string;
   settings: DeploySettings;

@@ -242,6 +242,17 @@ export const configSchema = z
       })
       .strict()
       .default({ branch: 'main', poll: '* * * * *', history: 200 }),
+    /**
+     * How `ramboot up` rolls a commit out to the machines of a repository of several
+     * (machines/NAME/): the canary alone first, then the others, `parallel` at a time.
+     */
+    rollout: z
+      .object({
+        canary: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be the name of a machine (a directory under machines/)').optional(),
+        parallel: z.number().int().min(1).default(1),
+      })
+      .strict()
+      .default({ parallel: 1 }),
     /** Commit statuses on the forge, a signed webhook, ntfy: on each deploy's start and verdict. */
     notify: notify.default({}),
     /** The boot medium's upkeep: when the controller hashes every file its labels name, and repairs what it can. */

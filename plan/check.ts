@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { gitSource, type Source } from '../builder/source.js';
+import { gitSource, listMachines, machineSource, parseSourceConfig, type Source } from '../builder/source.js';
 import { parsePackages } from '../builder/packages.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { CONFIG_FILE } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { RambootError } from '../lib/errors.js';
 import { repoPathOf } from '../secrets/paths.js';
@@ -34,19 +34,30 @@ const FSTAB = 'root/etc/fstab';
 const MODE_FIX = 'fmask=0177,dmask=0077';
 
 export async function checkRepository(o: CheckOptions): Promise<CheckReport> {
-  const source = await gitSource(o.repoDir, o.rev);
+  const repo = await gitSource(o.repoDir, o.rev);
   const problems: string[] = [];
+  let secrets = 0;
+  // A repository of several machines is checked as each of them sees it.
+  const machines = await listMachines(repo);
+  for (const source of machines.length ? await Promise.all(machines.map((m) => machineSource(repo, m))) : [repo]) {
+    const found: string[] = [];
+    secrets += await machineProblems(source, found);
+    problems.push(...found.map((p) => (source.machine ? `machine ${source.machine.name}: ${p}` : p)));
+  }
+  const commits = await keyProblems(o, repo, problems);
+  return { problems, secrets, commits };
+}
+
+/** The problems of one machine's files; the number of secrets checked. */
+async function machineProblems(source: Source, problems: string[]): Promise<number> {
   const config = await configProblems(source, problems);
   await packageProblems(source, problems);
-  let secrets = 0;
-  if (config) {
-    secrets = await secretProblems(source, config, problems);
-    const fstab = fstabProblem((await source.readFile(FSTAB))?.toString(), config.boot.medium);
-    if (fstab) problems.push(fstab);
-    await sealedProblems(source, config, problems);
-  }
-  const commits = await keyProblems(o, source, problems);
-  return { problems, secrets, commits };
+  if (!config) return 0;
+  const secrets = await secretProblems(source, config, problems);
+  const fstab = fstabProblem((await source.readFile(FSTAB))?.toString(), config.boot.medium);
+  if (fstab) problems.push(fstab);
+  await sealedProblems(source, config, problems);
+  return secrets;
 }
 
 async function configProblems(source: Source, problems: string[]): Promise<Config | undefined> {
@@ -56,7 +67,7 @@ async function configProblems(source: Source, problems: string[]): Promise<Confi
     return undefined;
   }
   try {
-    return parseConfig(text.toString(), CONFIG_FILE);
+    return await parseSourceConfig(source);
   } catch (err) {
     if (!(err instanceof RambootError)) throw err;
     problems.push(err.message);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gitSource, type Source } from '../builder/source.js';
+import { gitSource, machineSource, parseSourceConfig, type Source } from '../builder/source.js';
 import { parsePackages } from '../builder/packages.js';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { CONFIG_FILE } from '../lib/config.js';
 import { readSegmentFiles } from '../image/cpio-read.js';
 import { deltaBytes, makeDelta } from '../deploy/delta.js';
 import { LITERAL_SUFFIX, PART_SUFFIX, contentPath } from '../deploy/slots.js';
@@ -114,7 +114,9 @@ async function side(dir: string, opts: PlanOptions, notes: string[]): Promise<Si
   const manifest = await readManifest(dir);
   if (!opts.repoDir || !manifest.commit) return { dir, manifest };
   try {
-    return { dir, manifest, source: await gitSource(opts.repoDir, manifest.commit) };
+    const source = await gitSource(opts.repoDir, manifest.commit);
+    // An image of one machine of several is compared with the files that machine sees.
+    return { dir, manifest, source: manifest.machine ? await machineSource(source, manifest.machine) : source };
   } catch (err) {
     notes.push(`commit ${manifest.commit.slice(0, 12)} not read: ${(err as Error).message}`);
     return { dir, manifest };
@@ -205,9 +207,8 @@ async function listed(s: Side): Promise<Set<string>> {
 
 async function commitSecrets(s: Side): Promise<CommitSecrets | undefined> {
   if (!s.source) return undefined;
-  const text = (await s.source.readFile(CONFIG_FILE))?.toString() ?? '';
   const file = `${s.source.label}:${CONFIG_FILE}`;
-  return readCommitSecrets(s.source, parseConfig(text, file), file);
+  return readCommitSecrets(s.source, await parseSourceConfig(s.source), file);
 }
 
 function compareServices(a: Record<string, string[]>, b: Record<string, string[]>): ServiceChange[] {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { CONFIG_FILE, parseConfig } from '../lib/config.js';
+import { CONFIG_FILE, MACHINES_DIR, parseConfigLayers } from '../lib/config.js';
 import type { Config } from '../lib/config-schema.js';
 import { UsageError } from '../lib/errors.js';
 import { UnsafeSecretPathError } from './errors.js';
@@ -11,18 +11,19 @@ import type { EncryptedSecret } from './store.js';
 // The secrets of a repository's working directory, for the CLI verbs. Only ciphertext
 // passes through here; writes are atomic so a crash leaves the old or the new file.
 
-export async function loadRepoConfig(repoDir: string): Promise<Config> {
-  const file = join(repoDir, CONFIG_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new UsageError(`failed to read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}; is ${repoDir} a ramboot repository?`, {
-      step: 'read config',
-      input: file,
-    }, { cause: err });
+/** The working tree's ramboot.yaml; with a machine, its machines/NAME/ramboot.yaml laid over it. */
+export async function loadRepoConfig(repoDir: string, machine?: string): Promise<Config> {
+  const files = [join(repoDir, CONFIG_FILE), ...(machine ? [join(repoDir, MACHINES_DIR, machine, CONFIG_FILE)] : [])];
+  const layers = [];
+  for (const file of files) {
+    try {
+      layers.push({ text: await readFile(file, 'utf8'), file });
+    } catch (err) {
+      const what = file === files[0] ? `is ${repoDir} a ramboot repository?` : `does ${repoDir} describe a machine "${machine}"?`;
+      throw new UsageError(`failed to read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}; ${what}`, { step: 'read config', input: file }, { cause: err });
+    }
   }
-  return parseConfig(text, file);
+  return parseConfigLayers(layers);
 }
 
 /** Every file under secrets/ (symlinks flagged, not followed; fifos and the like skipped), sorted by path. */

@@ -12,6 +12,7 @@ import { dispatch, type CliIO } from './dispatch.js';
 import { initRepo } from './init.js';
 import { interruptible } from '../interrupt.js';
 import { openMachine } from '../open-machine.js';
+import { machineState, originOf } from '../state.js';
 import { modeFor, renderer } from '../render.js';
 import { up } from './up.js';
 import { bootloaderCommand, deployCommand, scrubCommand, statusCommand } from './verbs/deploy.js';
@@ -39,7 +40,9 @@ const identity = { type: 'string', value: 'FILE', help: 'the controller\'s age i
 const json = { type: 'boolean', help: 'progress as JSON lines (one event per line) on stderr' } as const;
 const registryLoginOption = { type: 'string', value: 'FILE', help: 'USER:TOKEN for a registry that asks for a login, in a file only its owner reads (else $RAMBOOT_REGISTRY_USERNAME and $RAMBOOT_REGISTRY_PASSWORD)' } as const;
 /** Options naming the machine: they override ramboot.yaml's host (e.g. the virtual NAS's forwarded port). */
+const machineOption = { type: 'string', value: 'NAME', help: 'the machine, in a repository that describes several (machines/NAME/)' } as const;
 const machine = {
+  machine: machineOption,
   host: { type: 'string', value: 'NAME', help: 'the host ramboot.yaml describes (a check)' },
   address: { type: 'string', value: 'ADDR', help: 'reach the machine here instead of host.address' },
   port: { type: 'number', min: 1, max: 65535, help: 'SSH port instead of host.port' },
@@ -66,6 +69,7 @@ export function commands(io: Io): Verb[] {
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit, branch or tag to build (default HEAD)' },
       dir: { type: 'string', value: 'DIR', help: 'build this directory instead of a commit' },
+      machine: machineOption,
       state,
       images: { type: 'string', value: 'DIR', help: 'publish the image here instead of the state directory' },
       fresh: { type: 'boolean', help: 'install the packages anew instead of reusing the cached package stage (picks up the distribution\'s updates)' },
@@ -74,7 +78,7 @@ export function commands(io: Io): Verb[] {
     },
     run: async (o) => {
       requireRoot();
-      const m = await openMachine({ repo: o.repo, rev: o.rev, dir: o.dir, state: o.state });
+      const m = await openMachine({ repo: o.repo, rev: o.rev, dir: o.dir, machine: o.machine, state: o.state });
       if (m.notice) io.stderr.write(`${m.notice}\n`);
       const r = progress(o);
       const b = await interruptible((signal) =>
@@ -82,6 +86,7 @@ export function commands(io: Io): Verb[] {
           repoDir: m.repo,
           rev: o.rev,
           dir: o.dir && resolve(o.dir),
+          machine: o.machine,
           imagesDir: o.images ? resolve(o.images) : m.state.images,
           cacheDir: m.state.cache,
           origin: m.origin,
@@ -190,7 +195,7 @@ export function commands(io: Io): Verb[] {
     summary: 'ask the running controller to reconcile the branch now',
     options: { repo, state },
     run: async (o) => {
-      const r = await callController<{ commit?: string; queued?: string; error?: string }>(await controllerOf(o, io), 'POST', '/api/reconcile');
+      const r = await callController<{ commit?: string; queued?: string; error?: string }>(controllerOf(o), 'POST', '/api/reconcile');
       io.stdout.write(r.error ? `the controller could not read the branch: ${r.error}\n` : `${r.commit?.slice(0, 12)}: ${r.queued}\n`);
       return r.error ? EXIT.FAILED : EXIT.OK;
     },
@@ -201,7 +206,7 @@ export function commands(io: Io): Verb[] {
     args: [{ name: 'COMMIT', help: 'the commit id (7 characters or more)' }],
     options: { repo, state },
     run: async (o, [commit]) => {
-      const r = await callController<{ released: { commit: string; outcome: string }[] }>(await controllerOf(o, io), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
+      const r = await callController<{ released: { commit: string; outcome: string }[] }>(controllerOf(o), 'POST', `/api/release/${encodeURIComponent(commit!)}`);
       if (r.released.length === 0) {
         io.stderr.write(`ramboot release: ${commit} is not quarantined\n`);
         return EXIT.FAILED;
@@ -213,9 +218,9 @@ export function commands(io: Io): Verb[] {
   verb({
     name: 'history',
     summary: 'the reconciles of the machine, newest first: commit, trigger, outcome, reason',
-    options: { repo, state, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
+    options: { repo, state, machine: machineOption, limit: { type: 'number', min: 1, default: 20, help: 'how many' }, json: { type: 'boolean', help: 'the records as JSON' } },
     run: async (o) => {
-      const m = await openMachine({ repo: o.repo, state: o.state });
+      const m = await openMachine({ repo: o.repo, machine: o.machine, state: o.state });
       if (m.notice) io.stderr.write(`${m.notice}\n`);
       const records = new History(m.state.dir, Number.MAX_SAFE_INTEGER).list(o.limit);
       io.stdout.write(o.json ? `${JSON.stringify(records, null, 2)}\n` : formatHistory(records));
@@ -284,6 +289,7 @@ export function commands(io: Io): Verb[] {
       image: { type: 'string', value: 'DIR', help: 'the image directory to push (default: build the commit)' },
       repo,
       rev: { type: 'string', value: 'REV', help: 'the commit to build when no --image (default HEAD)' },
+      machine: machineOption,
       state,
       identity,
       json,
@@ -291,7 +297,7 @@ export function commands(io: Io): Verb[] {
     run: (o) => {
       if (!o.registry) throw new ArgumentError('ramboot publish: needs --registry HOST[:PORT]/NAME[:TAG]', 'publish');
       return interruptible((signal) =>
-        publishCommand({ repo: o.repo, rev: o.rev, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, loginFile: o['registry-login'], render: progress(o), stdout: io.stdout, signal }),
+        publishCommand({ repo: o.repo, rev: o.rev, machine: o.machine, image: o.image, state: o.state, identity: o.identity, registry: o.registry!, loginFile: o['registry-login'], render: progress(o), stdout: io.stdout, signal }),
       );
     },
   }),
@@ -327,12 +333,16 @@ export function commands(io: Io): Verb[] {
   ];
 }
 
-/** The controller of the repository's machine; fails with a clear message when none runs. */
-async function controllerOf(o: { repo: string; state?: string }, io: CliIO): Promise<Api> {
-  const m = await openMachine({ repo: o.repo, state: o.state });
-  if (m.notice) io.stderr.write(`${m.notice}\n`);
-  const api = findController(m.state);
-  if (!api) throw new UsageError(`no controller runs for ${m.repo} (state ${m.state.dir}); start one with \`ramboot up --repo ${m.repo}\``, { step: 'find controller' });
+/**
+ * The controller of the repository (of its one machine, or of all of them); fails with a
+ * clear message when none runs. Its state directory follows from the repository's path
+ * alone, as `ramboot up` names it.
+ */
+function controllerOf(o: { repo: string; state?: string }): Api {
+  const repo = resolve(o.repo);
+  const state = machineState({ state: o.state, origin: originOf(repo), workTree: existsSync(join(repo, '.git')) ? repo : undefined });
+  const api = findController(state);
+  if (!api) throw new UsageError(`no controller runs for ${repo} (state ${state.dir}); start one with \`ramboot up --repo ${repo}\``, { step: 'find controller' });
   return api;
 }
 

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import git from 'isomorphic-git';
 import cron from 'node-cron';
 import { build } from '../../builder/build.js';
-import { gitSource } from '../../builder/source.js';
+import { gitSource, listMachines } from '../../builder/source.js';
 import { fingerprint } from '../../secrets/ssh-public.js';
 import { backoffMs, type Backoff } from '../../lib/backoff.js';
 import { RambootError, UsageError, describe } from '../../lib/errors.js';
@@ -19,14 +19,17 @@ import { Metrics } from '../metrics.js';
 import { Notifier } from '../notify/notifier.js';
 import { Live } from '../page/live.js';
 import { MachineProbe, isDeploying, machineReach } from '../page/probe.js';
-import { pageRoutes } from '../page/routes.js';
+import { assetRoutes, pageRoutes } from '../page/routes.js';
+import { renderFleet } from '../page/fleet.js';
+import { Fleet } from '../fleet.js';
+import type { FastifyInstance } from 'fastify';
 import { configOf } from '../open-machine.js';
 import type { Renderer } from '../render.js';
 import { credentialsFor, isUrl, localRepo, remoteRepo, type Repo } from '../repo.js';
 import { loadPersisted, savePersisted } from '../persisted.js';
 import { verifyCommit } from '../signing.js';
 import { startingPoint } from '../trust.js';
-import { startServer, type ServerOptions } from '../server.js';
+import { startServer, type MachineRoutes, type ServerOptions } from '../server.js';
 import { cacheRoot, machineState, migrateLegacyState, originOf, type MachineState } from '../state.js';
 import { startVirtualNas, type VirtualNas } from '../virtual-nas.js';
 
@@ -68,9 +71,12 @@ const HEAD_BACKOFF: Backoff = { firstMs: 5_000, maxMs: 60_000, stepMs: 5_000 };
 
 export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
-  const { repo, config, state, start, signers } = await openRepo(o, emit);
+  const opened = await openRepo(o, emit);
+  const { repo, config, state, start, signers } = opened;
   const token = readOrMakeToken(state, o.tokenFile);
   const webhookSecret = o.webhookSecretFile ? readPrivateFile(resolve(o.webhookSecretFile), 'the webhook secret (--webhook-secret)').trim() : process.env.RAMBOOT_WEBHOOK_SECRET;
+  const machines = await listMachines(await gitSource(repo.gitdir, start));
+  if (machines.length > 0) return upFleet(o, opened, machines, { token, webhookSecret, emit });
 
   let nas: VirtualNas | undefined;
   let reach: () => LocalSettings = () => ({});
@@ -156,7 +162,8 @@ async function openRepo(o: UpOptions, emit: (e: AnyEvent) => void): Promise<Open
     repo = localRepo(path, o.branch ?? persisted.branch ?? (await firstBranch(path, signers)));
   }
   const head = await headOf(repo, emit);
-  const running = runningBuild(state.dir)?.commit;
+  // A repository of several machines: the fleet's last promoted commit (its own directory has no journal).
+  const running = runningBuild(state.dir)?.commit ?? persisted.promoted;
   const start = await startingPoint(repo, head, { signers, running });
   if (start.commit !== head && !running) emit({ kind: 'warn', source: 'controller', message: `the branch head's ramboot.yaml is not valid; starting with the configuration of ${start.commit.slice(0, 12)}` });
   savePersisted(state.dir, { ...persisted, signers: start.signers, branch: repo.branch });
@@ -225,24 +232,31 @@ function mirrorOf(o: UpOptions): string {
  * It always has a TPM (swtpm), as boards sold today do: a machine is enrolled while it
  * still keeps its secrets on the medium, before the repository asks for secrets.at_rest: tpm.
  */
-async function bootVirtualNas(o: UpOptions, repo: Repo, start: string, state: MachineState, emit: (e: AnyEvent) => void): Promise<VirtualNas> {
+async function bootVirtualNas(
+  o: UpOptions,
+  repo: Repo,
+  start: string,
+  state: MachineState,
+  emit: (e: AnyEvent) => void,
+  vm: { machine?: string; sshPort: number; httpPort: number } = o,
+): Promise<VirtualNas> {
   let firstImage: string | undefined;
   if (!existsSync(join(state.vm, 'disk.img'))) {
-    const b = await build({ repoDir: repo.gitdir, rev: start, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
+    const b = await build({ repoDir: repo.gitdir, rev: start, machine: vm.machine, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
     if (!b.manifest.hostKey) {
       throw new UsageError('failed to start the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
     }
     emit({ kind: 'stage', source: 'vm', message: `a new disk for the virtual NAS, with build ${b.buildId} (host key ${fingerprint(b.manifest.hostKey)})` });
     firstImage = b.imageDir;
   }
-  const nas = await startVirtualNas({ state, firstImage, sshPort: o.sshPort, httpPort: o.httpPort, tpm: true, emit });
+  const nas = await startVirtualNas({ state, firstImage, sshPort: vm.sshPort, httpPort: vm.httpPort, tpm: true, emit });
   const ms = await nas.waitForSsh(BOOT_DEADLINE_MS);
   emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
   return nas;
 }
 
 /** The triggers: the branch watched (a local file every few seconds, a remote on watch.poll), the refresh schedule. */
-function watch(ctrl: Controller, repo: Repo, config: Config): () => void {
+function watch(ctrl: Pick<Controller, 'poll' | 'scrub' | 'refresh'>, repo: Repo, config: Config): () => void {
   const stops: (() => void)[] = [];
   if (isUrl(repo.label)) {
     const task = cron.schedule(config.watch.poll, () => void ctrl.poll({ kind: 'poll' }), { noOverlap: true, name: 'poll' });
@@ -287,4 +301,96 @@ function views(
   notifier.attach(ctrl);
   const machine = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId });
   return { routes: [pageRoutes({ host: o.host, live, machine, notifications: () => notifier.state() }), metrics.routes()], notifier };
+}
+
+/**
+ * `ramboot up` for a repository of several machines (machines/NAME/): one fleet follows
+ * the branch and rolls each commit out canary-first (fleet.ts); each machine has its own
+ * state directory and controller, its page under /machines/NAME/, its notices and a
+ * `machine` label on /metrics. A machine with no host.address is a virtual NAS of its own,
+ * on --ssh-port and --http-port plus its place among the machines (by name).
+ */
+async function upFleet(o: UpOptions, opened: Opened, names: string[], x: { token: string; webhookSecret?: string; emit: (e: AnyEvent) => void }): Promise<number> {
+  const { repo, config, start } = opened;
+  const origin = originOf(o.url ?? resolve(o.repo ?? '.'));
+  const workTree = !o.url && existsSync(join(resolve(o.repo ?? '.'), '.git')) ? resolve(o.repo ?? '.') : undefined;
+  const metrics = new Metrics({ machines: true });
+  const vms: VirtualNas[] = [];
+  const notifiers: Notifier[] = [];
+  const pages: MachineRoutes[] = [];
+  let fleet: Fleet | undefined;
+  const open = async (machine: string, commit: string): Promise<Controller> => {
+    const state = machineState({ state: o.state, origin, machine, workTree });
+    makePrivateDir(state.dir);
+    const own = await configOf(await gitSource(repo.gitdir, commit), machine).catch(() => undefined);
+    let reach: () => LocalSettings = () => ({});
+    if (own && !own.host.address) {
+      const at = vms.length;
+      const nas = await bootVirtualNas(o, repo, commit, state, say(machine, x.emit), { machine, sshPort: o.sshPort + at, httpPort: o.httpPort + at });
+      vms.push(nas);
+      reach = () => ({ address: '127.0.0.1', port: nas.record.sshPort, powerCycle: () => nas.powerCycle() });
+    }
+    const ctrl = new Controller({ repo, state, identity: o.identity, reach, machine, inRollout: { signers: () => fleet!.rolloutSigners(), shared: () => fleet!.shared() }, keep: config.watch.history, emit: say(machine, x.emit) });
+    const v = machineViews(ctrl, metrics, { machine, host: own?.host.name ?? machine, repo, state, reach, emit: x.emit });
+    notifiers.push(v.notifier);
+    pages.push({ name: machine, ctrl, routes: [pageRoutes({ host: own?.host.name ?? machine, live: v.live, machine: v.probe, notifications: () => v.notifier.state(), base: `/machines/${machine}` })] });
+    return ctrl;
+  };
+  fleet = new Fleet({ repo: metrics.countPolls(repo), stateDir: opened.state.dir, signers: opened.signers, branchGiven: !!o.branch, open, emit: x.emit });
+  metrics.attachRepo(() => fleet!.status());
+  await fleet.start(start);
+  const index = (app: FastifyInstance, f: Fleet) => {
+    app.get('/', async (req, reply) => {
+      const done = (req.query as { done?: string }).done;
+      return reply.type('text/html; charset=utf-8').send(renderFleet(f.status(), Date.now(), done ? `Done: ${done}.` : undefined).text);
+    });
+  };
+  const server = await startServer(fleet, { host: o.listen.host, port: o.listen.port, token: x.token, webhookSecret: x.webhookSecret, routes: [index, assetRoutes, metrics.routes()], machines: pages });
+  const api = `http://${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`;
+  writePrivateFile(join(opened.state.dir, 'api.json'), `${JSON.stringify({ url: api, pid: process.pid }, null, 2)}\n`);
+  const stopTriggers = watch(fleet, repo, config);
+  await fleet.poll({ kind: 'start' }, true);
+  o.render.end();
+  const r = config.rollout;
+  o.stdout.write(
+    `ramboot controls ${names.length} machines (${names.join(', ')}) from ${repo.label} (branch ${repo.branch}), ${r.canary ? `canary ${r.canary} first, then ` : ''}${r.parallel} at a time\n` +
+      `  status page: ${api}/   metrics: ${api}/metrics\n` +
+      `  API: ${api}/api/status   (token in ${o.tokenFile ?? join(opened.state.dir, 'api-token')})\n` +
+      (x.webhookSecret ? `  webhook: POST ${api}/hooks/git\n` : '') +
+      vms.map((nas, i) => `  virtual NAS ${i + 1}: ssh -p ${nas.record.sshPort} root@127.0.0.1 (serial console ${nas.record.serialLog})\n`).join('') +
+      `  state: ${opened.state.dir} and one directory per machine\n`,
+  );
+  return new Promise<number>(() => {
+    onStopSignal((signal) => {
+      x.emit({ kind: 'stage', source: 'controller', message: `${signal}: stopping; a deploy in progress resumes at the next start` });
+      stopTriggers();
+      void (async () => {
+        await fleet!.stop(signal);
+        await Promise.all(notifiers.map((n) => n.settle(STOP_NOTIFY_GRACE_MS)));
+        await server.close();
+        for (const nas of vms) await nas.stop();
+        process.exit(signalExitCode(signal));
+      })();
+    });
+  });
+}
+
+/** A machine's events, its name in front of what they say: the fleet's log reads as one. */
+function say(machine: string, emit: (e: AnyEvent) => void): (e: AnyEvent) => void {
+  return (e) => emit('message' in e && typeof e.message === 'string' ? ({ ...e, message: `${machine}: ${e.message}` } as AnyEvent) : e);
+}
+
+/** One machine's views in a fleet: its live page state, its probe, its notices; its series on the shared /metrics. */
+function machineViews(
+  ctrl: Controller,
+  metrics: Metrics,
+  o: { machine: string; host: string; repo: Repo; state: MachineState; reach: () => LocalSettings; emit: (e: AnyEvent) => void },
+): { live: Live; probe: MachineProbe; notifier: Notifier } {
+  const live = new Live();
+  live.attach(ctrl);
+  metrics.attach(ctrl, o.machine);
+  const notifier = new Notifier({ gitdir: o.repo.gitdir, machine: o.machine, emit: o.emit, onDelivery: (t, a) => metrics.notified(t, a) });
+  notifier.attach(ctrl);
+  const probe = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId });
+  return { live, probe, notifier };
 }

@@ -51,6 +51,7 @@ export const OUTCOME_TEXT: Record<OutcomeName, string> = {
   superseded: 'superseded',
   'retry-later': 'waiting to retry',
   interrupted: 'interrupted',
+  'rollout-stopped': 'not deployed: the rollout stopped at another machine',
 };
 
 /** Still on its way to a verdict: the commit status stays pending. */

@@ -34,6 +34,8 @@ export interface NotifierOptions {
   onDelivery?: (target: Target, a: Attempted) => void;
   /** Where a failed delivery is reported as a warning (the controller's log). */
   emit?: Emit<WarnEvent>;
+  /** The machine, in a repository of several: its ramboot.yaml (over the repository's) says where its notices go. */
+  machine?: string;
 }
 
 export interface NotifyState {
@@ -103,7 +105,9 @@ export class Notifier {
     const trusted = ev.kind === 'phase' || record.phases.some((p) => p.name === 'build');
     const config = await this.configFor(trusted ? record.commit : undefined, ctrl);
     if (!config) return;
-    const ctx = { machine: config.host.name, pageUrl: config.notify.url };
+    // A machine of several has its page under /machines/NAME on the controller's.
+    const pageUrl = config.notify.url && this.o.machine ? `${config.notify.url.replace(/\/+$/, '')}/machines/${this.o.machine}` : config.notify.url;
+    const ctx = { machine: config.host.name, pageUrl };
     const notice = ev.kind === 'phase' ? startedNotice(record, ctx) : verdictNotice(record, ev.outcome, ev.message, ctx);
     for (const t of targetsOf(config.notify)) this.dispatcher.send(t, notice);
   }
@@ -112,7 +116,7 @@ export class Notifier {
     let note = commit ? undefined : 'the reconciled commit is not trusted';
     if (commit) {
       try {
-        const config = await configOf(await gitSource(this.o.gitdir, commit));
+        const config = await configOf(await gitSource(this.o.gitdir, commit), this.o.machine);
         this.used = { commit };
         this.problem = undefined;
         return config;
@@ -126,7 +130,7 @@ export class Notifier {
       return undefined;
     }
     try {
-      const config = await configOf(await gitSource(this.o.gitdir, running));
+      const config = await configOf(await gitSource(this.o.gitdir, running), this.o.machine);
       this.used = { commit: running, note: `${note}; the running commit's was used` };
       this.problem = undefined;
       return config;

@@ -19,6 +19,7 @@ const PRIORITY: Record<OutcomeName, number> = {
   superseded: 2,
   'retry-later': 3,
   interrupted: 2,
+  'rollout-stopped': 3,
 };
 
 /** Emoji shortcodes ntfy shows before the title. */
@@ -33,6 +34,7 @@ const TAG: Record<OutcomeName, string> = {
   superseded: 'fast_forward',
   'retry-later': 'hourglass',
   interrupted: 'pause_button',
+  'rollout-stopped': 'stop_sign',
 };
 
 function priorityOf(n: Notice): number {

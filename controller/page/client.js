@@ -63,7 +63,8 @@
   }
 
   function connect() {
-    const events = new EventSource('/api/events');
+    // A machine's page in a repository of several lives under /machines/NAME.
+    const events = new EventSource(`${document.body.dataset.base || ''}/api/events`);
     events.onopen = () => {
       say('on', 'live');
       schedule(QUICK_MS);

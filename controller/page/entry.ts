@@ -12,14 +12,14 @@ import { document } from './view.js';
 /** A log longer than this shows its last lines; the raw log has all of them. */
 const LOG_LINES_SHOWN = 2000;
 
-export function renderEntry(r: ReconcileRecord, log: string, repo: string, now: number): Html {
+export function renderEntry(r: ReconcileRecord, log: string, repo: string, now: number, base = ''): Html {
   const lines = logLines(log);
   const cut = Math.max(0, lines.length - LOG_LINES_SHOWN);
   return document(
     `${r.commit.slice(0, 12)} · ${r.outcome ?? 'running'} · ramboot`,
     html`<header class="bar">
         <a class="brand" href="/"><span class="logo" aria-hidden="true">▚</span> ramboot</a>
-        <p class="glance"><a href="/">← the status page</a></p>
+        <p class="glance"><a href="${base}/">← the status page</a></p>
       </header>
       <main>
         <section class="panel">
@@ -49,10 +49,11 @@ export function renderEntry(r: ReconcileRecord, log: string, repo: string, now: 
         </section>
         <section class="panel" aria-labelledby="log-h">
           <h2 id="log-h">Log</h2>
-          <p class="muted small">${lines.length} lines${cut ? `, the last ${LOG_LINES_SHOWN} shown` : ''} · <a href="/api/history/${r.id}/log">raw (JSON lines)</a></p>
+          <p class="muted small">${lines.length} lines${cut ? `, the last ${LOG_LINES_SHOWN} shown` : ''} · <a href="${base}/api/history/${r.id}/log">raw (JSON lines)</a></p>
           ${lines.length ? html`<pre class="log">${lines.slice(cut).map((l) => html`<span class="${l.cls}"><span class="ts">${l.ts}</span> ${l.text}</span>\n`)}</pre>` : html`<p class="muted">No event was logged.</p>`}
         </section>
       </main>`,
+    base,
   );
 }
 

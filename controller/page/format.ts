@@ -24,6 +24,7 @@ const OUTCOME_BADGE: Record<OutcomeName, Badge> = {
   superseded: { icon: '⤳', label: 'superseded', tone: 'idle' },
   'retry-later': { icon: '↻', label: 'retry later', tone: 'warn' },
   interrupted: { icon: '‖', label: 'interrupted', tone: 'idle' },
+  'rollout-stopped': { icon: '⊘', label: 'rollout stopped', tone: 'warn' },
 };
 
 const RUNNING: Badge = { icon: '●', label: 'running', tone: 'busy' };

@@ -19,6 +19,8 @@ export interface PageOptions {
   live: Live;
   machine?: MachineProbe;
   notifications?: () => NotifyState;
+  /** Where the page is served: '' for the one machine, /machines/NAME in a repository of several. */
+  base?: string;
 }
 
 /** Reconciles per page of history. */
@@ -37,8 +39,18 @@ const DONE: Record<string, string> = {
   resume: 'Automatic deploys are resumed.',
 };
 
+/** The page's style and script, served at /page/ once for every machine's page. */
+export function assetRoutes(app: FastifyInstance): void {
+  app.get('/page/:asset', async (req, reply) => {
+    const a = ASSETS[(req.params as { asset: string }).asset as keyof typeof ASSETS];
+    return a ? reply.type(a.type).send(a.body) : reply.code(404).send({ error: 'no such asset' });
+  });
+}
+
+/** The machine's page, its history entries, and what its page asks for; with the assets for the one machine. */
 export function pageRoutes(o: PageOptions): (app: FastifyInstance, ctrl: Controller) => void {
   return (app, ctrl) => {
+    if (!o.base) assetRoutes(app);
     app.get('/', async (req, reply) => {
       const q = req.query as { before?: string; done?: string };
       const status = ctrl.status();
@@ -56,6 +68,7 @@ export function pageRoutes(o: PageOptions): (app: FastifyInstance, ctrl: Control
         notify: o.notifications?.(),
         flash: q.done ? DONE[q.done] : undefined,
         now: Date.now(),
+        base: o.base,
       });
       return reply.type('text/html; charset=utf-8').send(html.text);
     });
@@ -63,11 +76,7 @@ export function pageRoutes(o: PageOptions): (app: FastifyInstance, ctrl: Control
       const id = (req.params as { id: string }).id;
       const r = ctrl.history.get(id);
       if (!r) return reply.code(404).type('text/plain; charset=utf-8').send(`no reconcile ${id} in the history (it may have been pruned: watch.history keeps the newest)\n`);
-      return reply.type('text/html; charset=utf-8').send(renderEntry(r, ctrl.history.logOf(id) ?? '', ctrl.status().repo, Date.now()).text);
-    });
-    app.get('/page/:asset', async (req, reply) => {
-      const a = ASSETS[(req.params as { asset: string }).asset as keyof typeof ASSETS];
-      return a ? reply.type(a.type).send(a.body) : reply.code(404).send({ error: 'no such asset' });
+      return reply.type('text/html; charset=utf-8').send(renderEntry(r, ctrl.history.logOf(id) ?? '', ctrl.status().repo, Date.now(), o.base).text);
     });
     app.get('/api/machine', async () => ({ facts: o.machine?.get(), probing: o.machine?.probing ?? false, seen: o.live.lastSeen() }));
     app.get('/api/notifications', async () => o.notifications?.() ?? { targets: [] });

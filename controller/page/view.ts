@@ -31,6 +31,8 @@ export interface PageModel {
   /** A one-line result of a form action (?done=…). */
   flash?: string;
   now: number;
+  /** Where this machine's page and reads are: '' for the one machine, /machines/NAME in a repository of several. */
+  base?: string;
 }
 
 /** The phases a reconcile may pass through, in order (promote or rollback at the end). */
@@ -48,16 +50,17 @@ export function renderPage(m: PageModel): Html {
         ${m.status.insecure ? html`<p id="insecure" class="insecure" role="alert"><strong>Insecure:</strong> ${m.status.insecure}</p>` : ''}
         ${m.flash ? html`<p class="flash" role="status">${m.flash}</p>` : ''}
         <div class="grid">${commitsCard(m)} ${machineCard(m)} ${controllerCard(m)}</div>
-        ${actionsPanel(m)} ${nowSection(m)} ${quarantineSection(m.status.quarantine, m.now)} ${historySection(m)} ${notifySection(m)}
+        ${actionsPanel(m)} ${nowSection(m)} ${quarantineSection(m.status.quarantine, m.now, m.base ?? '')} ${historySection(m)} ${notifySection(m)}
       </main>
       ${footer(m)}`,
+    m.base,
   );
 }
 
 /** Two bars, like the logo: a data URL, so that no request is made for it. */
 const FAVICON = `data:image/svg+xml,${encodeURIComponent('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect x="2" y="2" width="5" height="12" rx="1" fill="#2f5fd0"/><rect x="9" y="6" width="5" height="8" rx="1" fill="#1a7f4b"/></svg>')}`;
 
-export function document(title: string, body: Html): Html {
+export function document(title: string, body: Html, base = ''): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -69,7 +72,7 @@ export function document(title: string, body: Html): Html {
 <link rel="stylesheet" href="/page/style.css">
 <script src="/page/client.js" defer></script>
 </head>
-<body>
+<body${base ? html` data-base="${base}"` : ''}>
 ${body}
 </body>
 </html>
@@ -134,7 +137,7 @@ function commitsCard(m: PageModel): Html {
         ? html`${commitLine(last.commit, last.subject)}
           <div>${outcomeBadge(last)} ${last.reason ? html`<span class="reason">${last.reason}</span>` : ''} ${time(last.endedAt ?? last.startedAt ?? last.noticedAt, m.now)}</div>
           ${last.message ? html`<div class="message">${last.message}</div>` : ''}
-          <a href="/history/${last.id}">details, log and plan →</a>`
+          <a href="${m.base ?? ''}/history/${last.id}">details, log and plan →</a>`
         : html`<span class="muted">none yet</span>`}</dd>
     </dl>
   </section>`;
@@ -283,7 +286,7 @@ function nowSection(m: PageModel): Html {
 
 // ---------------------------------------------------------------- quarantine
 
-function quarantineSection(items: Quarantined[], now: number): Html {
+function quarantineSection(items: Quarantined[], now: number, base: string): Html {
   return html`<section id="quarantine" class="panel" data-live aria-labelledby="quarantine-h">
     <h2 id="quarantine-h">Quarantine <span class="count">${items.length}</span></h2>
     ${items.length === 0
@@ -293,7 +296,7 @@ function quarantineSection(items: Quarantined[], now: number): Html {
           (q) => html`<li>
             <div>${commitLine(q.commit)}${q.buildId ? html` <span class="muted">build <code>${q.buildId}</code> only</span>` : ''} ${outcomeBadge({ state: 'done', outcome: q.outcome as ReconcileRecord['outcome'] })} ${time(q.at, now)}</div>
             <div class="message">${q.message}</div>
-            <div><a href="/history/${q.reconcile}">the reconcile →</a>
+            <div><a href="${base}/history/${q.reconcile}">the reconcile →</a>
               <button type="submit" form="actions" formaction="/api/release/${q.commit}" data-confirm="Release ${shortCommit(q.commit)} and deploy it now?">Release</button></div>
           </li>`,
         )}</ul>`}
@@ -316,12 +319,12 @@ function phaseText(r: ReconcileRecord, now: number): string {
     .join(' · ');
 }
 
-function historyEntry(r: ReconcileRecord, now: number): Html {
+function historyEntry(r: ReconcileRecord, now: number, base: string): Html {
   const at = r.endedAt ?? r.startedAt ?? r.noticedAt;
   return html`<li class="entry tone-${r.state === 'running' ? 'busy' : toneOf(r.outcome)}" id="r-${r.id}">
     <div class="head">
       ${outcomeBadge(r)}
-      <a class="commit-link" href="/history/${r.id}">${commitLine(r.commit, r.subject)}</a>
+      <a class="commit-link" href="${base}/history/${r.id}">${commitLine(r.commit, r.subject)}</a>
       <span class="when">${time(at, now)}</span>
     </div>
     ${r.message ? html`<p class="message">${r.reason ? html`<span class="reason">${r.reason}</span> ` : ''}${r.message}</p>` : ''}
@@ -333,9 +336,9 @@ function historyEntry(r: ReconcileRecord, now: number): Html {
 function historySection(m: PageModel): Html {
   return html`<section id="history" class="panel" data-live aria-labelledby="history-h">
     <h2 id="history-h">History</h2>
-    <p class="muted small">Every reconcile, failed, rolled back and superseded ones included; newest first.${m.paged ? html` <a href="/">← newest</a>` : ''}</p>
-    ${m.history.length ? html`<ol class="history">${m.history.map((r) => historyEntry(r, m.now))}</ol>` : html`<p class="muted">No reconcile yet.</p>`}
-    ${m.older ? html`<p><a href="/?before=${m.older}">older →</a></p>` : ''}
+    <p class="muted small">Every reconcile, failed, rolled back and superseded ones included; newest first.${m.paged ? html` <a href="${m.base ?? ''}/">← newest</a>` : ''}</p>
+    ${m.history.length ? html`<ol class="history">${m.history.map((r) => historyEntry(r, m.now, m.base ?? ''))}</ol>` : html`<p class="muted">No reconcile yet.</p>`}
+    ${m.older ? html`<p><a href="${m.base ?? ''}/?before=${m.older}">older →</a></p>` : ''}
   </section>`;
 }
 
@@ -373,7 +376,7 @@ function notifySection(m: PageModel): Html {
 function footer(m: PageModel): Html {
   return html`<footer>
     <span>ramboot ${m.status.controller.version}</span>
-    <a href="/api/status">status JSON</a> <a href="/api/history">history JSON</a> <a href="/metrics">metrics</a>
+    <a href="${m.base ?? ''}/api/status">status JSON</a> <a href="${m.base ?? ''}/api/history">history JSON</a> <a href="/metrics">metrics</a>
     <span class="muted">rendered <time datetime="${new Date(m.now).toISOString()}">${absolute(new Date(m.now).toISOString())}</time></span>
   </footer>`;
 }

@@ -29,6 +29,8 @@ export interface MachineOptions extends Overrides {
   repo?: string;
   /** Must be the host the configuration describes. */
   host?: string;
+  /** The machine, in a repository that describes several (machines/NAME/). */
+  machine?: string;
   /** --state: the machine's state directory. */
   state?: string;
   /** The host key to pin when the journal has none (from the host key secret). */
@@ -71,16 +73,16 @@ export async function deployCommand(o: DeployVerbOptions): Promise<number> {
     imageDir = ref && site ? (await pullImage(ref, site.images, { identity: o.identity, loginFile: o.registryLogin, render: r, signal: o.signal })).imageDir : resolve(o.image!);
     manifest = await readManifest(imageDir);
     checkHost(o.host, manifest.settings.host.name);
-    state = site ?? machineState({ state: o.state, origin: manifest.origin });
+    state = site ?? machineState({ state: o.state, origin: manifest.origin, machine: manifest.machine });
     journal = await Journal.open(state.dir);
   } else {
-    const machine = await openMachine({ repo: o.repo ?? '.', rev: o.rev, state: o.state });
+    const machine = await openMachine({ repo: o.repo ?? '.', rev: o.rev, machine: o.machine, state: o.state });
     if (machine.notice) errStream.write(`${machine.notice}\n`);
     checkHost(o.host, machine.config.host.name);
     state = machine.state;
     journal = await Journal.open(state.dir);
     try {
-      const built = await build({ repoDir: machine.repo, rev: o.rev, imagesDir: state.images, cacheDir: state.cache, origin: machine.origin, identity: o.identity, emit, signal: o.signal });
+      const built = await build({ repoDir: machine.repo, rev: o.rev, machine: machine.machine, imagesDir: state.images, cacheDir: state.cache, origin: machine.origin, identity: o.identity, emit, signal: o.signal });
       imageDir = built.imageDir;
       manifest = built.manifest;
     } catch (err) {
@@ -140,7 +142,7 @@ function checkHost(wanted: string | undefined, host: string): void {
 
 /** The machine of a repository's committed configuration, with the host key to pin. */
 export async function machineTarget(o: MachineOptions): Promise<{ machine: Machine; journal: Journal; target: Target }> {
-  const machine = await openMachine({ repo: o.repo ?? '.', state: o.state });
+  const machine = await openMachine({ repo: o.repo ?? '.', machine: o.machine, state: o.state });
   if (machine.notice) (o.stderr ?? process.stderr).write(`${machine.notice}\n`);
   checkHost(o.host, machine.config.host.name);
   const journal = await Journal.open(machine.state.dir);
@@ -159,8 +161,9 @@ export async function machineTarget(o: MachineOptions): Promise<{ machine: Machi
 export async function statusCommand(o: MachineOptions): Promise<number> {
   const { machine, journal, target } = await machineTarget(o);
   const report = await status(target, { medium: machine.config.boot.medium, journal });
-  const api = findController(machine.state);
-  const controller = api ? await callController<ControllerStatus>(api, 'GET', '/api/status').catch((err: unknown) => ({ error: describe(err) })) : undefined;
+  // A machine of a repository of several: its controller is the repository's (the fleet), which serves its status under /machines/NAME.
+  const api = findController(machine.machine ? machineState({ state: o.state, origin: machine.origin }) : machine.state);
+  const controller = api ? await callController<ControllerStatus>(api, 'GET', `${machine.machine ? `/machines/${machine.machine}` : ''}/api/status`).catch((err: unknown) => ({ error: describe(err) })) : undefined;
   const out = o.stdout ?? process.stdout;
   if (o.json) out.write(`${JSON.stringify({ ...report, controller }, null, 2)}\n`);
   else out.write(`${formatStatus(report)}\n${formatController(controller, machine.state.dir)}`);

@@ -54,6 +54,7 @@ export function planVerbs(io: Io): Verb[] {
       ],
       options: {
         repo,
+        machine: { type: 'string', value: 'NAME', help: 'the machine, in a repository that describes several (machines/NAME/)' },
         format: { type: 'string', choices: FORMATS, default: 'text', help: 'how the plan is written' },
         out: { type: 'string', value: 'FILE', help: 'write the plan to FILE instead of stdout' },
         state,
@@ -66,14 +67,14 @@ export function planVerbs(io: Io): Verb[] {
         requireRoot();
         const target = o.comment ? commentTarget({ forge: o.comment, apiUrl: o['api-url'], repository: o.repository, pr: o.pr }, io.env) : undefined;
         const [base, head] = await Promise.all([commitOf(resolve(o.repo), baseRev), commitOf(resolve(o.repo), headRev)]);
-        const m = await openMachine({ repo: o.repo, rev: head.commit, state: o.state });
+        const m = await openMachine({ repo: o.repo, rev: head.commit, machine: o.machine, state: o.state });
         if (m.notice) io.stderr.write(`${m.notice}\n`);
         const progress = renderer(modeFor(io.stderr, false), io.stderr);
         const store = planStore(m.state.dir);
         const plan = await interruptible(async (signal) => {
           const built = async (rev: string, role: string): Promise<string> => {
             progress.emit({ kind: 'stage', source: 'build', message: `building ${role}, ${rev} (without secrets, for the plan)` });
-            return (await build({ repoDir: m.repo, rev, imagesDir: store, cacheDir: untrustedCache(m.state.cache), origin: m.origin, withoutSecrets: true, emit: progress.emit, signal })).imageDir;
+            return (await build({ repoDir: m.repo, rev, machine: m.machine, imagesDir: store, cacheDir: untrustedCache(m.state.cache), origin: m.origin, withoutSecrets: true, emit: progress.emit, signal })).imageDir;
           };
           // The head first: whether the base's image from an earlier plan is still good depends on it.
           const b = await built(head.commit!, 'the head');

@@ -16,6 +16,8 @@ import { size, type Renderer } from '../../render.js';
 export interface PublishVerbOptions {
   repo: string;
   rev?: string;
+  /** The machine, in a repository that describes several. */
+  machine?: string;
   image?: string;
   state?: string;
   identity?: string;
@@ -29,10 +31,10 @@ export interface PublishVerbOptions {
 
 export async function publishCommand(o: PublishVerbOptions): Promise<number> {
   const ref = parseRef(o.registry);
-  const machine = await openMachine({ repo: o.repo, rev: o.rev, state: o.state });
+  const machine = await openMachine({ repo: o.repo, rev: o.rev, machine: o.machine, state: o.state });
   const imageDir = o.image
     ? resolve(o.image)
-    : (await build({ repoDir: machine.repo, rev: o.rev, imagesDir: machine.state.images, cacheDir: machine.state.cache, origin: machine.origin, identity: o.identity, emit: o.render.emit, signal: o.signal })).imageDir;
+    : (await build({ repoDir: machine.repo, rev: o.rev, machine: machine.machine, imagesDir: machine.state.images, cacheDir: machine.state.cache, origin: machine.origin, identity: o.identity, emit: o.render.emit, signal: o.signal })).imageDir;
   const manifest = await readManifest(imageDir);
   const recipients = machine.config.secrets.recipients;
   const r = await publish(imageDir, ref, {

@@ -1,6 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { CONFIG_FILE } from '../../../lib/config.js';
+import { CONFIG_FILE, MACHINES_DIR } from '../../../lib/config.js';
 import type { Config } from '../../../lib/config-schema.js';
 import { ArgumentError, RambootError, UsageError } from '../../../lib/errors.js';
 import { verb, type Verb } from '../args.js';
@@ -42,6 +42,8 @@ interface SecretArgs {
 
 interface Context {
   io: SecretsIO;
+  /** Where secrets/ is: the repository, or machines/NAME/ with --machine. */
+  dir: string;
   config: Config;
   configFile: string;
   /** The controller's identity; loaded on first use, since add and list can do without. */
@@ -53,14 +55,15 @@ interface Context {
 }
 
 const identity = { type: 'string', short: 'i', value: 'FILE', help: 'the controller\'s age identity (default $RAMBOOT_IDENTITY, then secrets.identity)' } as const;
+const machineOption = { type: 'string', value: 'NAME', help: 'a machine\'s own secrets (machines/NAME/secrets/), with its ramboot.yaml over the repository\'s' } as const;
 const repoOption = { type: 'string', value: 'DIR', default: '.', help: 'the machine\'s repository: its working tree (secrets/ and ramboot.yaml as they are, committed or not)' } as const;
 const PATH_ARG = { name: 'PATH', help: 'the file\'s path in the image, e.g. etc/ssh/ssh_host_ed25519_key' };
 
 /** The secrets verbs; `io(repo)` gives the streams and environment for a repository. */
 export function secretsVerbs(io: (repoDir: string) => SecretsIO): Verb[] {
   const run = (fn: (a: SecretArgs, ctx: Context) => Promise<number>) =>
-    async (values: { repo: string; identity?: string; from?: string; generate?: string; force?: boolean; all?: boolean }, args: string[]) => {
-      const ctx = await context(io(resolve(values.repo)), values.identity);
+    async (values: { repo: string; machine?: string; identity?: string; from?: string; generate?: string; force?: boolean; all?: boolean }, args: string[]) => {
+      const ctx = await context(io(resolve(values.repo)), values.identity, values.machine);
       return fn({ path: args[0] ?? '', from: values.from, generate: values.generate, force: !!values.force, all: !!values.all }, ctx);
     };
   return [
@@ -72,27 +75,27 @@ export function secretsVerbs(io: (repoDir: string) => SecretsIO): Verb[] {
         from: { type: 'string', value: 'FILE', help: 'read the value from FILE' },
         generate: { type: 'string', choices: KINDS, help: 'generate the value' },
         force: { type: 'boolean', help: 'replace an existing secret' },
-        repo: repoOption,
+        repo: repoOption, machine: machineOption,
         identity,
       },
       run: run(add),
     }),
-    verb({ name: 'secrets edit', summary: 'decrypt into RAM, run $VISUAL/$EDITOR, re-encrypt if changed', args: [PATH_ARG], options: { repo: repoOption, identity }, run: run(edit) }),
-    verb({ name: 'secrets list', summary: 'every secret: mode, recipients, whether this identity can decrypt it', options: { repo: repoOption, identity }, run: run(list) }),
+    verb({ name: 'secrets edit', summary: 'decrypt into RAM, run $VISUAL/$EDITOR, re-encrypt if changed', args: [PATH_ARG], options: { repo: repoOption, machine: machineOption, identity }, run: run(edit) }),
+    verb({ name: 'secrets list', summary: 'every secret: mode, recipients, whether this identity can decrypt it', options: { repo: repoOption, machine: machineOption, identity }, run: run(list) }),
     verb({
       name: 'secrets rekey',
       summary: 're-encrypt secrets whose recipients differ from ramboot.yaml',
-      options: { all: { type: 'boolean', help: 'every secret, whatever its recipients' }, repo: repoOption, identity },
+      options: { all: { type: 'boolean', help: 'every secret, whatever its recipients' }, repo: repoOption, machine: machineOption, identity },
       run: run(rekey),
     }),
-    verb({ name: 'secrets rotate', summary: 'replace a secret with a new value of the same kind', args: [PATH_ARG], options: { repo: repoOption, identity }, run: run(rotate) }),
+    verb({ name: 'secrets rotate', summary: 'replace a secret with a new value of the same kind', args: [PATH_ARG], options: { repo: repoOption, machine: machineOption, identity }, run: run(rotate) }),
     verb({
       name: 'secrets check',
       summary: 'fail on secrets that do not decrypt, stale recipients, missing secrets, plaintext private keys',
-      options: { repo: repoOption, identity },
+      options: { repo: repoOption, machine: machineOption, identity },
       run: run(check),
     }),
-    verb({ name: 'secrets hostkey', summary: 'print the SSH host key fingerprint and public key the controller pins', options: { repo: repoOption, identity }, run: run(hostkey) }),
+    verb({ name: 'secrets hostkey', summary: 'print the SSH host key fingerprint and public key the controller pins', options: { repo: repoOption, machine: machineOption, identity }, run: run(hostkey) }),
   ];
 }
 
@@ -101,17 +104,18 @@ export function secretsCommand(argv: string[], sio: SecretsIO): Promise<number> 
   return dispatch(secretsVerbs((repoDir) => ({ ...sio, repoDir })), ['secrets', ...argv, '--repo', sio.repoDir], sio);
 }
 
-async function context(io: SecretsIO, identityOption: string | undefined): Promise<Context> {
+async function context(io: SecretsIO, identityOption: string | undefined, machine?: string): Promise<Context> {
   // First of all, so that even a verb that then fails removes the plaintext a killed edit left.
   const sweep = await sweepRamDirs(io.env);
   reportSweep(io, sweep);
-  const config = await loadRepoConfig(io.repoDir);
+  const config = await loadRepoConfig(io.repoDir, machine);
   const loc = { path: identityOption, env: io.env, config, repoDir: io.repoDir };
   let loaded: Promise<Identity[]> | undefined;
   return {
     io,
+    dir: machine ? join(io.repoDir, MACHINES_DIR, machine) : io.repoDir,
     config,
-    configFile: join(io.repoDir, CONFIG_FILE),
+    configFile: join(io.repoDir, ...(machine ? [MACHINES_DIR, machine] : []), CONFIG_FILE),
     identities: () => (loaded ??= loadIdentities(loc)),
     hasIdentity: identityPath(loc) !== undefined,
     sweep,
@@ -132,13 +136,13 @@ function recipientsOf(ctx: Context, imagePath: string): Recipient[] {
 async function store(ctx: Context, imagePath: string, plaintext: Uint8Array): Promise<string> {
   const recipients = recipientsOf(ctx, imagePath);
   const ciphertext = await encrypt(plaintext, recipients.map((r) => r.text), { armor: true });
-  const repoPath = await writeSecretFile(ctx.io.repoDir, imagePath, ciphertext);
+  const repoPath = await writeSecretFile(ctx.dir, imagePath, ciphertext);
   ctx.io.stdout.write(`wrote ${repoPath} (encrypted to ${describeRecipients(recipients)})\n`);
   return repoPath;
 }
 
 async function requireSecret(ctx: Context, imagePath: string): Promise<EncryptedSecret> {
-  const file = await readSecretFile(ctx.io.repoDir, imagePath);
+  const file = await readSecretFile(ctx.dir, imagePath);
   if (!file) {
     throw new UsageError(`no secret ${repoPathOf(imagePath)}; create it with \`ramboot secrets add ${imagePath}\``, {
       step: 'read secret',
@@ -163,7 +167,7 @@ async function add(args: SecretArgs, ctx: Context): Promise<number> {
   const from = args.from;
   const kind = args.generate;
   if (from !== undefined && kind !== undefined) throw new ArgumentError('ramboot secrets add: takes --from FILE or --generate KIND, not both', 'secrets add');
-  if (!args.force && (await readSecretFile(ctx.io.repoDir, imagePath))) {
+  if (!args.force && (await readSecretFile(ctx.dir, imagePath))) {
     throw usage(`${repoPathOf(imagePath)} exists; pass --force to replace it, or use \`ramboot secrets edit ${imagePath}\``);
   }
   const plaintext = kind !== undefined ? generated(ctx, kind as SecretKind) : from !== undefined ? await readFile(from) : await fromStdin(ctx.io);
@@ -201,7 +205,7 @@ async function list(_args: SecretArgs, ctx: Context): Promise<number> {
   const identities = ctx.hasIdentity ? await ctx.identities() : undefined;
   const rows: string[][] = [['PATH', 'MODE', 'RECIPIENTS', 'DECRYPTS', 'STATUS']];
   const present = new Set<string>();
-  for (const file of await readSecretFiles(ctx.io.repoDir)) {
+  for (const file of await readSecretFiles(ctx.dir)) {
     if (isIgnoredSecretsEntry(file.repoPath)) continue;
     rows.push(await listRow(ctx, file, identities, present));
   }
@@ -255,7 +259,7 @@ function table(rows: string[][]): string {
 
 async function rekey(args: SecretArgs, ctx: Context): Promise<number> {
   const identities = await ctx.identities();
-  const files = indexSecrets(await readSecretFiles(ctx.io.repoDir));
+  const files = indexSecrets(await readSecretFiles(ctx.dir));
   // Prove every affected secret decrypts before rewriting any, so a rekey that cannot
   // finish changes nothing.
   const ready: { path: string; plaintext: Uint8Array }[] = [];
@@ -295,7 +299,7 @@ async function rotate(args: SecretArgs, ctx: Context): Promise<number> {
 }
 
 async function check(_args: SecretArgs, ctx: Context): Promise<number> {
-  const found = await checkSecrets(ctx.io.repoDir, ctx.config, await ctx.identities());
+  const found = await checkSecrets(ctx.dir, ctx.config, await ctx.identities());
   const problems = [...leftoverProblems(ctx.sweep.failed), ...found.problems];
   const checked = found.checked;
   for (const p of problems) ctx.io.stdout.write(`${p.where}: ${p.problem}\n`);
