@@ -11,27 +11,33 @@ say() { printf 'test: %s\n' "$*" >&2; }
 say 'type-checking the tests'
 npx tsc -p tsconfig.test.json
 # Beside the unit and integration files, which run one at a time and leave a core mostly
-# idle, the Alpine end-to-end file: one qemu process, and its compile of openrc and
-# OpenSSH. The two heaviest files (deploy's protocol and the medium's, against a local
-# sshd) run after it: beside its qemu they took twice as long. Lines of the Alpine file
-# are prefixed. A failed unit file ends the run once the Alpine file ended; a failed
-# Alpine file fails it at the end, after the other end-to-end files ran.
-say 'unit and integration tests, one file at a time (they share the package-stage cache and loop devices); beside them, the Alpine end-to-end file'
+# idle, the Alpine end-to-end file (one qemu process, and its compile of openrc and
+# OpenSSH), then the two heaviest unit files (deploy's protocol and the medium's, against a
+# local sshd): beside the Alpine compile and qemu they took twice as long, and once it ends
+# the other unit files leave a core idle for minutes. Lines of the second job are
+# prefixed. A failed unit or heavy file ends the run once both jobs ended; a failed Alpine
+# file fails it at the end, after the other end-to-end files ran.
+say 'unit and integration tests, one file at a time; beside them, the Alpine end-to-end file, then the two heaviest unit files'
 alpine="test/e2e/alpine.test.ts"
 heavy="test/deploy/deploy.test.ts test/deploy/medium.test.ts"
 rc=$(mktemp)
-{ code=0; npx vitest run $alpine 2>&1 || code=$?; echo "$code" >"$rc"; } | sed -u 's/^/[e2e alpine] /' &
+heavy_rc=$(mktemp)
+# A pipeline's status is sed's: each vitest's own goes through a file.
+# shellcheck disable=SC2086
+{
+	{ code=0; npx vitest run $alpine 2>&1 || code=$?; echo "$code" >"$rc"; } | sed -u 's/^/[e2e alpine] /'
+	{ code=0; npx vitest run $heavy 2>&1 || code=$?; echo "$code" >"$heavy_rc"; } | sed -u 's/^/[heavy] /'
+} &
 pid=$!
 status=0
 # shellcheck disable=SC2086
 npx vitest run --exclude 'test/e2e/**' $(for f in $heavy; do printf -- '--exclude %s ' "$f"; done) || status=$?
 wait $pid
 alpine_status=$(cat "$rc")
-rm -f "$rc"
+heavy_status=$(cat "$heavy_rc")
+rm -f "$rc" "$heavy_rc"
 [ "$status" = 0 ] || exit 1
-say 'the two heaviest unit files, now that the Alpine file ended'
-# shellcheck disable=SC2086
-npx vitest run $heavy
+[ "$heavy_status" = 0 ] || { say 'a heavy unit file failed (its lines are prefixed [heavy])'; exit 1; }
 # The README's first command alone: it reruns setup.sh (rewriting dist/, which the other
 # files run the CLI from) and binds the default ports 2222, 8080 and 8180.
 say "end-to-end: the README's first command, alone"
