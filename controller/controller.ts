@@ -481,6 +481,14 @@ export class Controller {
       return;
     }
     const manifest = built.manifest;
+    // A commit that changed only other machines' files builds this one from the same inputs (its
+    // view of the tree, its packages): only the release file, which names the commit, would differ.
+    const running = this.o.machine ? this.running()?.buildId : undefined;
+    const runs = running && existsSync(join(this.o.state.images, running, MANIFEST)) ? readManifestSync(join(this.o.state.images, running)) : undefined;
+    if (runs && runs.inputsHash === manifest.inputsHash && running !== built.buildId) {
+      this.finish(record, OUTCOME.PROMOTED, REASON.NO_CHANGE, `nothing changes on ${this.o.machine}: build ${built.buildId} has the inputs of build ${running}, which it runs; not deployed`);
+      return;
+    }
     let target: ReturnType<typeof targetFor>;
     try {
       target = targetFor(manifest.settings, this.o.reach());

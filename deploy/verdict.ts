@@ -97,6 +97,8 @@ export const REASON = {
   RETRY_LATER: 'RetryLater',
   /** The controller stopped before the verdict; its next start resumes the deploy from the journal. Nothing to do. */
   INTERRUPTED: 'Interrupted',
+  /** In a repository of several machines, the commit changed only other machines' files: this one's build has the inputs of the build it runs, and nothing was deployed. Nothing to do. */
+  NO_CHANGE: 'NoChange',
   /** The commit failed on another machine of the repository first (the canary): this one was not touched. Fix the commit, or `ramboot release` it. */
   ROLLOUT_STOPPED: 'RolloutStopped',
 } as const;

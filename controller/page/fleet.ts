@@ -1,3 +1,4 @@
+import type { ControllerStatus } from '../controller.js';
 import type { FleetStatus, RolloutStatus } from '../fleet.js';
 import { outcomeBadge, plainBadge, shortCommit, time } from './format.js';
 import { html, type Html } from './html.js';
@@ -8,7 +9,7 @@ import { document } from './view.js';
 // per machine linking to its own page (/machines/NAME/), which is the one-machine page.
 
 export function renderFleet(s: FleetStatus, now: number, flash?: string): Html {
-  const behind = s.machines.filter((m) => m.running?.commit !== s.desired?.commit).length;
+  const behind = s.machines.filter((m) => !current(m, s)).length;
   const title = behind === 0 && s.desired ? `✓ ${s.machines.length} machines in sync` : `${behind} of ${s.machines.length} machines behind`;
   return document(
     `${title} · ramboot`,
@@ -33,7 +34,7 @@ export function renderFleet(s: FleetStatus, now: number, flash?: string): Html {
             <tbody>${s.machines.map(
               (m) => html`<tr id="machine-${m.machine}">
                 <td><a href="/machines/${m.machine}/">${m.machine}</a></td>
-                <td>${m.running?.commit ? html`<code title="${m.running.commit}">${shortCommit(m.running.commit)}</code> ${m.running.commit === s.desired?.commit ? plainBadge('=', 'the branch', 'ok') : plainBadge('≠', 'behind', 'warn')}` : html`<span class="muted">nothing deployed yet</span>`}</td>
+                <td>${m.running?.commit ? html`<code title="${m.running.commit}">${shortCommit(m.running.commit)}</code> ${current(m, s) ? plainBadge('=', m.running.commit === s.desired?.commit ? 'the branch' : 'no change since', 'ok') : plainBadge('≠', 'behind', 'warn')}` : html`<span class="muted">nothing deployed yet</span>`}</td>
                 <td>${m.lastAttempt ? html`${outcomeBadge(m.lastAttempt)} <span class="muted">${shortCommit(m.lastAttempt.commit)}</span>` : html`<span class="muted">none</span>`}</td>
                 <td>${m.quarantine.length}</td>
               </tr>`,
@@ -65,4 +66,10 @@ function rolloutPanel(r: RolloutStatus, now: number): Html {
     <ol>${r.machines.map((m) => html`<li><a href="/machines/${m.machine}/">${m.machine}</a>: ${m.outcome ? html`${outcomeBadge({ state: 'done', outcome: m.outcome })} ${m.message ?? ''}` : plainBadge('●', 'in progress', 'busy')}</li>`)}</ol>
     ${r.notReached.length ? html`<p>Not reached: ${r.notReached.join(', ')}</p>` : ''}
   </section>`;
+}
+
+/** The machine runs the branch's commit, or that commit changed nothing on it (NoChange). */
+function current(m: ControllerStatus, s: FleetStatus): boolean {
+  if (!s.desired) return false;
+  return m.running?.commit === s.desired.commit || (m.lastAttempt?.commit === s.desired.commit && m.lastAttempt.reason === 'NoChange');
 }

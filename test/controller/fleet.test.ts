@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetStatus } from '../../controller/fleet.js';
 import type { ReconcileRecord } from '../../controller/history.js';
 import { rollOut, type MachineResult } from '../../controller/rollout.js';
+import { Journal } from '../../deploy/journal.js';
+import { REASON } from '../../deploy/verdict.js';
 import { parseConfigLayers, parseRepositorySettings } from '../../lib/config.js';
 import { commitAll, git, keyedAlpineRepo, writeFiles } from '../helpers/apk.js';
 import { startController, type RunningController } from '../helpers/controller.js';
@@ -192,6 +194,26 @@ describe('ramboot up on a repository of two machines (canary b), nothing listeni
     });
     expect((again as unknown as FleetStatus).rollout?.machines.map((m) => m.machine)).toEqual(['b']);
   }, 3 * 60_000);
+
+  it('a commit that changes only machine a\'s files is no change on b, which runs a build with the same inputs: recorded, not deployed', async () => {
+    writeFiles(repo, { 'machines/b/ramboot.yaml': 'host:\n  name: nas-b\n' });
+    commitAll(repo, 'the typo fixed');
+    const fixed = await head();
+    await c.waitStatus('the fixed commit tried on the canary', 3 * 60_000, (s) => (s as unknown as FleetStatus).rollout?.commit === fixed && !!(s as unknown as FleetStatus).rollout?.endedAt);
+    const built = (await historyOf('b')).find((r) => r.commit === fixed)!;
+    expect(built.buildId).toBeTruthy();
+    // b runs that build now, as a promotion writes it into its journal (nothing listens at its address).
+    const journal = await Journal.open(join(state, 'machines', 'b'));
+    await journal.record(`deploy-${built.buildId}`, { step: 'verdict', buildId: built.buildId, commit: fixed, outcome: { verdict: 'promoted', reason: REASON.HEALTHY, message: 'promoted' } });
+    writeFiles(repo, { 'machines/a/root/etc/only-a': 'machine a only\n' });
+    commitAll(repo, 'a change to machine a only');
+    const onlyA = await head();
+    const b = await waitRecord('b', onlyA);
+    expect(b).toMatchObject({ outcome: 'promoted', reason: 'NoChange' });
+    expect(b.message).toMatch(new RegExp(`^nothing changes on b: build ${onlyA.slice(0, 8)}-${built.buildId!.split('-')[1]} has the inputs of build ${built.buildId}, which it runs; not deployed`));
+    // The rollout goes on to a, whose build did change (and which cannot be reached).
+    expect((await waitRecord('a', onlyA)).outcome).toBe('retry-later');
+  }, 6 * 60_000);
 
   async function waitRecord(machine: string, commit: string): Promise<ReconcileRecord> {
     const end = Date.now() + 5 * 60_000;
