@@ -9,6 +9,7 @@ import { ConfigError } from '../../lib/errors.js';
 import { machineState } from '../../controller/state.js';
 import { HELLO_EXTRA, commitAll, git, localMirror, makeRepo, minimalAlpineFiles, writeFiles } from '../helpers/apk.js';
 import { SHARED_STATE, ramboot, tempDir, type Built } from '../helpers/ramboot.js';
+import { forgeStandin } from '../plan/forge-standin.js';
 
 // Several machines from one repository: what they share at the top level, what differs in
 // machines/NAME/ (its ramboot.yaml laid over the top's, its packages added, its files
@@ -175,6 +176,37 @@ describe('building the machines of one repository', () => {
     expect(backup.exitCode, backup.stderr).toBe(2);
     expect(JSON.parse(backup.stdout).files.map((f: { path: string }) => f.path)).toContain('etc/issue');
     expect(JSON.parse(backup.stdout).host).toBe('backup');
+  }, 10 * 60_000);
+
+  it('plan without --machine plans every machine: one output and one pull request comment (a stand-in for the Gitea API), a section per machine that changes, the others listed with no change', async () => {
+    writeFiles(repo, { 'machines/backup/root/etc/issue': 'the backup target, planned again\n', 'machines/lab/root/etc/issue': 'the lab, planned\n' });
+    commitAll(repo, 'a change to the backup target and the lab');
+    const state = join(work, 'plan-state');
+    const text = await ramboot(['plan', 'HEAD~1', 'HEAD', '--repo', repo, '--state', state]);
+    expect(text.exitCode, text.stderr).toBe(2);
+    expect(text.stdout).toMatch(/^machine nas \(nas\): no change$/m);
+    expect(text.stdout).toMatch(/^== machine backup\nramboot plan for backup: /m);
+    expect(text.stdout).toMatch(/^== machine lab\nramboot plan for lab: /m);
+    const json = JSON.parse((await ramboot(['plan', 'HEAD~1', 'HEAD', '--repo', repo, '--state', state, '--format', 'json'])).stdout);
+    expect(Object.keys(json.machines).sort()).toEqual(['backup', 'lab', 'nas']);
+    expect(json.machines.nas.changes).toBe(0);
+    expect(json.machines.lab.files.map((f: { path: string }) => f.path)).toContain('etc/issue');
+    const standin = await forgeStandin('gitea', 'ci-token', 'alice/nas', 5);
+    try {
+      const args = ['plan', 'HEAD~1', 'HEAD', '--repo', repo, '--state', state, '--comment', 'gitea', '--api-url', standin.apiUrl, '--repository', 'alice/nas', '--pr', '5'];
+      for (let i = 0; i < 2; i++) expect((await ramboot(args, { RAMBOOT_FORGE_TOKEN: 'ci-token' })).exitCode).toBe(2);
+      expect(standin.comments).toHaveLength(1);
+      const body = standin.comments[0]!.body;
+      expect(body.startsWith('<!-- ramboot-plan machines -->\n### ramboot plan: 2 of 3 machines change\n')).toBe(true);
+      expect(body).toMatch(/^- machine nas \(nas\): no change$/m);
+      expect(body).toMatch(/^- \*\*machine backup \(backup\): /m);
+      expect(body).toMatch(/^#### machine backup$/m);
+      expect(body).toMatch(/^#### machine lab$/m);
+      expect(body).not.toMatch(/^#### machine nas$/m);
+      expect(body.match(/<details>/g)?.length).toBe(body.match(/<\/details>/g)?.length);
+    } finally {
+      await standin.close();
+    }
   }, 10 * 60_000);
 
   it('each machine has a state directory of its own, which its images name (deploy --image finds it)', async () => {

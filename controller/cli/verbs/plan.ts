@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, requireRoot } from '../../../builder/build.js';
-import { gitSource, type Source } from '../../../builder/source.js';
+import { gitSource, listMachines, type Source } from '../../../builder/source.js';
 import { readManifest } from '../../../image/manifest.js';
 import { EXIT, RambootError } from '../../../lib/errors.js';
 import { run } from '../../../lib/run.js';
@@ -9,13 +9,13 @@ import { checkRepository } from '../../../plan/check.js';
 import { commentTarget, FORGES, postComment, TOKEN_VARIABLES } from '../../../plan/comment.js';
 import { planImages } from '../../../plan/compare.js';
 import { planMarker, renderMarkdown } from '../../../plan/markdown.js';
-import { FORMATS, renderPlan } from '../../../plan/render.js';
+import { FORMATS, PLANS_MARKER, renderPlan, renderPlans, renderPlansMarkdown, type MachinePlan } from '../../../plan/render.js';
 import { builtBefore, keepRecent, planStore } from '../../../plan/store.js';
 import { verb, type Verb } from '../args.js';
 import type { Io } from '../commands.js';
 import { interruptible } from '../../interrupt.js';
 import { openMachine } from '../../open-machine.js';
-import { modeFor, renderer } from '../../render.js';
+import { modeFor, renderer, type Renderer } from '../../render.js';
 
 // `ramboot plan` and `ramboot check`: review in pull requests. plan builds both commits
 // without their secrets (no identity, nothing decrypted: it runs in untrusted CI) into
@@ -40,7 +40,9 @@ const PLAN_DETAILS =
   'now would make the same one.\n' +
   '--comment creates the machine\'s plan comment on the pull request, or updates it in place. The token comes\n' +
   `from the first of $${TOKEN_VARIABLES.join(', $')} that is set; the pull request from --pr,\n` +
-  'or from the workflow\'s event ($GITHUB_EVENT_PATH, $GITHUB_REF).';
+  'or from the workflow\'s event ($GITHUB_EVENT_PATH, $GITHUB_REF).\n' +
+  'In a repository of several machines and without --machine, every machine is planned: one output and one\n' +
+  'comment with a section per machine, those with no change listed as such.';
 
 export function planVerbs(io: Io): Verb[] {
   return [
@@ -54,7 +56,7 @@ export function planVerbs(io: Io): Verb[] {
       ],
       options: {
         repo,
-        machine: { type: 'string', value: 'NAME', help: 'the machine, in a repository that describes several (machines/NAME/)' },
+        machine: { type: 'string', value: 'NAME', help: 'the machine, in a repository that describes several (machines/NAME/); without it, every machine' },
         format: { type: 'string', choices: FORMATS, default: 'text', help: 'how the plan is written' },
         out: { type: 'string', value: 'FILE', help: 'write the plan to FILE instead of stdout' },
         state,
@@ -67,32 +69,24 @@ export function planVerbs(io: Io): Verb[] {
         requireRoot();
         const target = o.comment ? commentTarget({ forge: o.comment, apiUrl: o['api-url'], repository: o.repository, pr: o.pr }, io.env) : undefined;
         const [base, head] = await Promise.all([commitOf(resolve(o.repo), baseRev), commitOf(resolve(o.repo), headRev)]);
-        const m = await openMachine({ repo: o.repo, rev: head.commit, machine: o.machine, state: o.state });
-        if (m.notice) io.stderr.write(`${m.notice}\n`);
+        // A repository of several machines, none named: each machine's plan, in one output and one comment.
+        const machines = o.machine ? [] : await listMachines(head);
         const progress = renderer(modeFor(io.stderr, false), io.stderr);
-        const store = planStore(m.state.dir);
-        const plan = await interruptible(async (signal) => {
-          const built = async (rev: string, role: string): Promise<string> => {
-            progress.emit({ kind: 'stage', source: 'build', message: `building ${role}, ${rev} (without secrets, for the plan)` });
-            return (await build({ repoDir: m.repo, rev, machine: m.machine, imagesDir: store, cacheDir: untrustedCache(m.state.cache), origin: m.origin, withoutSecrets: true, emit: progress.emit, signal })).imageDir;
-          };
-          // The head first: whether the base's image from an earlier plan is still good depends on it.
-          const b = await built(head.commit!, 'the head');
-          const before = head.commit === base.commit ? b : builtBefore(store, base, await readManifest(b));
-          if (before && before !== b) progress.emit({ kind: 'stage', source: 'build', message: `reusing the base's image from an earlier plan, ${before}` });
-          const a = before ?? (await built(base.commit!, 'the base'));
-          keepRecent(store, [a, b]);
-          return planImages(a, b, { repoDir: m.repo });
-        });
+        const plans: MachinePlan[] = [];
+        for (const machine of machines.length > 0 ? machines : [o.machine]) {
+          if (machine && machines.length > 0) progress.emit({ kind: 'stage', source: 'build', message: `machine ${machine}` });
+          plans.push({ machine, ...(await planMachine({ repo: o.repo, state: o.state, machine, base, head, progress, stderr: io.stderr, all: machines.length > 0 })) });
+        }
         progress.end();
-        const text = renderPlan(plan, o.format);
+        const text = machines.length > 0 ? renderPlans(plans, o.format) : renderPlan(plans[0]!.plan!, o.format);
         if (o.out) writeFileSync(resolve(o.out), text);
         else io.stdout.write(text);
         if (target) {
-          const posted = await postComment(target, planMarker(plan.host), renderMarkdown(plan));
+          const [marker, body] = machines.length > 0 ? [PLANS_MARKER, renderPlansMarkdown(plans)] : [planMarker(plans[0]!.plan!.host), renderMarkdown(plans[0]!.plan!)];
+          const posted = await postComment(target, marker, body);
           io.stderr.write(`ramboot plan: ${posted.action} the plan comment on ${target.repository}#${target.pr}${posted.url ? ` (${posted.url})` : ''}\n`);
         }
-        return plan.changes > 0 ? EXIT.PLAN_CHANGES : EXIT.OK;
+        return plans.some((p) => !p.plan || p.plan.changes > 0) ? EXIT.PLAN_CHANGES : EXIT.OK;
       },
     }),
     verb({
@@ -119,6 +113,32 @@ export function planVerbs(io: Io): Verb[] {
       },
     }),
   ];
+}
+
+/**
+ * One machine's plan (or the one machine's): both commits built without secrets into the
+ * machine's plan store, the head first. A machine the base does not describe yet has no
+ * plan: it is new.
+ */
+async function planMachine(o: { repo: string; state?: string; machine?: string; base: Source; head: Source; progress: Renderer; stderr: NodeJS.WritableStream; all: boolean }): Promise<Omit<MachinePlan, 'machine'>> {
+  const m = await openMachine({ repo: o.repo, rev: o.head.commit, machine: o.machine, state: o.state });
+  if (m.notice) o.stderr.write(`${m.notice}\n`);
+  if (o.all && !(await listMachines(o.base)).includes(o.machine!)) return { host: m.config.host.name };
+  const store = planStore(m.state.dir);
+  const plan = await interruptible(async (signal) => {
+    const built = async (rev: string, role: string): Promise<string> => {
+      o.progress.emit({ kind: 'stage', source: 'build', message: `building ${role}, ${rev} (without secrets, for the plan)` });
+      return (await build({ repoDir: m.repo, rev, machine: m.machine, imagesDir: store, cacheDir: untrustedCache(m.state.cache), origin: m.origin, withoutSecrets: true, emit: o.progress.emit, signal })).imageDir;
+    };
+    // The head first: whether the base's image from an earlier plan is still good depends on it.
+    const b = await built(o.head.commit!, 'the head');
+    const before = o.head.commit === o.base.commit ? b : builtBefore(store, o.base, await readManifest(b));
+    if (before && before !== b) o.progress.emit({ kind: 'stage', source: 'build', message: `reusing the base's image from an earlier plan, ${before}` });
+    const a = before ?? (await built(o.base.commit!, 'the base'));
+    keepRecent(store, [a, b]);
+    return planImages(a, b, { repoDir: m.repo });
+  });
+  return { host: plan.host, plan };
 }
 
 /**
