@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
-import { CONFIG_FILE } from '../../../lib/config.js';
+import { CONFIG_FILE, MACHINES_DIR } from '../../../lib/config.js';
 import { RambootError, UsageError } from '../../../lib/errors.js';
 import { packagePath } from '../../../lib/package.js';
 import { connect } from '../../../deploy/ssh.js';
@@ -53,15 +53,17 @@ export async function enrollCommand(o: MachineOptions & { stdout: NodeJS.Writabl
     session.close();
   }
   const enrollment = parseSealOutput(stdout, target.name);
-  mkdirSync(join(repo, TPM_DIR), { recursive: true });
-  writeFileSync(join(repo, TPM_RECIPIENT), renderRecipient(enrollment.recipient, machine.config.host.name, new Date().toISOString().slice(0, 10)));
-  writeFileSync(join(repo, TPM_KEY_PUB), enrollment.pub);
-  writeFileSync(join(repo, TPM_KEY_PRIV), enrollment.priv);
-  const configFile = join(repo, CONFIG_FILE);
-  const doc = parseDocument(readFileSync(configFile, 'utf8'));
+  // A machine of a repository of several: its own tpm/ and its own ramboot.yaml, in machines/NAME/ (they override the top level's).
+  const at = (path: string) => (machine.machine ? `${MACHINES_DIR}/${machine.machine}/${path}` : path);
+  mkdirSync(join(repo, at(TPM_DIR)), { recursive: true });
+  writeFileSync(join(repo, at(TPM_RECIPIENT)), renderRecipient(enrollment.recipient, machine.config.host.name, new Date().toISOString().slice(0, 10)));
+  writeFileSync(join(repo, at(TPM_KEY_PUB)), enrollment.pub);
+  writeFileSync(join(repo, at(TPM_KEY_PRIV)), enrollment.priv);
+  const configFile = join(repo, at(CONFIG_FILE));
+  const doc = parseDocument(existsSync(configFile) ? readFileSync(configFile, 'utf8') : '');
   doc.setIn(['secrets', 'at_rest'], 'tpm');
   writeFileSync(configFile, doc.toString());
-  const paths = [TPM_RECIPIENT, TPM_KEY_PUB, TPM_KEY_PRIV, CONFIG_FILE];
+  const paths = [TPM_RECIPIENT, TPM_KEY_PUB, TPM_KEY_PRIV, CONFIG_FILE].map(at);
   // The git CLI, so that the user's own settings hold: a commit signed as watch.signers asks.
   const message = `Seal the secrets to ${machine.config.host.name}'s TPM\n\nramboot secrets enroll: builds encrypt the secrets to ${enrollment.recipient}\n(the key sealed to the machine's TPM) and to secrets.recipients.\n`;
   const add = await execa('git', ['add', '--', ...paths], { cwd: repo, reject: false });
