@@ -9,4 +9,6 @@ export type ControllerEvent =
   | { kind: 'superseded'; source: 'controller'; commit: string; by: string }
   | { kind: 'phase'; source: 'controller'; reconcile: string; commit: string; phase: PhaseName }
   | { kind: 'reconciled'; source: 'controller'; reconcile: string; commit: string; outcome: OutcomeName; message: string }
+  /** A repository of several machines: the rollout of a commit ended (fleet.ts), whether every machine got it or not. */
+  | { kind: 'rolled-out'; source: 'controller'; commit: string; results: { machine: string; outcome: string }[]; stoppedBy?: string; notReached: string[]; message: string }
   | { kind: 'heartbeat'; source: 'controller' };

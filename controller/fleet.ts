@@ -210,7 +210,7 @@ export class Fleet {
     const untrusted = await this.untrusted(req.commit);
     if (untrusted) {
       for (const c of this.machines.values()) c.heldBack(req, `untrusted commit: ${untrusted}; nothing was built`, OUTCOME.UNTRUSTED, REASON.UNTRUSTED_COMMIT);
-      this.publish({ kind: 'warn', source: 'controller', message: `untrusted commit ${short(req.commit)}: ${untrusted}; not rolled out` });
+      this.rolledOut(req.commit, `untrusted commit ${short(req.commit)}: ${untrusted}; not rolled out`);
       return;
     }
     const source = await gitSource(this.o.repo.gitdir, req.commit);
@@ -224,7 +224,7 @@ export class Fleet {
       this.publish({ kind: 'warn', source: 'controller', message: `the rollout settings of ${short(req.commit)} cannot be read (${describe(err)}); machines in name order` });
     }
     if (names.length === 0) {
-      this.publish({ kind: 'warn', source: 'controller', message: `${short(req.commit)} describes no machines/NAME/: a repository of one machine; start ramboot up again to follow it` });
+      this.rolledOut(req.commit, `${short(req.commit)} describes no machines/NAME/: a repository of one machine; start ramboot up again to follow it`);
       return;
     }
     for (const m of names) {
@@ -233,6 +233,7 @@ export class Fleet {
       } catch (err) {
         // Its virtual NAS did not start, say: the whole rollout waits, nothing is quarantined.
         this.retryLater(req, `machine ${m} cannot be opened: ${describe(err)}`);
+        this.rolledOut(req.commit, `the rollout of ${short(req.commit)} waits: machine ${m} cannot be opened`);
         return;
       }
     }
@@ -242,7 +243,7 @@ export class Fleet {
       // rollout.canary names no machine: a person fixes ramboot.yaml.
       const message = describe(err);
       for (const c of this.machines.values()) c.heldBack(req, `the rollout cannot start: ${message}`, OUTCOME.BUILD_FAILED, REASON.BUILD_FAILED);
-      this.publish({ kind: 'warn', source: 'controller', message: `the rollout of ${short(req.commit)} cannot start: ${message}` });
+      this.rolledOut(req.commit, `the rollout of ${short(req.commit)} cannot start: ${message}`);
       return;
     }
     const status: RolloutStatus = { commit: req.commit, startedAt: new Date().toISOString(), machines: [], notReached: [] };
@@ -272,15 +273,20 @@ export class Fleet {
         this.machines.get(m)!.heldBack(req, `the rollout of ${short(req.commit)} stopped at machine ${stop.machine} (${stop.outcome}: ${why}); ${m} was not touched`);
       }
     } else this.retried = undefined;
-    this.publish({
-      kind: 'stage',
-      source: 'controller',
-      message: stop
+    this.rolledOut(
+      req.commit,
+      stop
         ? `rollout of ${short(req.commit)} stopped at ${stop.machine} (${stop.outcome})${result.notReached.length ? `; not reached: ${result.notReached.join(', ')}` : ''}`
         : result.notReached.length
           ? `rollout of ${short(req.commit)} superseded by a newer commit before ${result.notReached.join(', ')}`
           : `rollout of ${short(req.commit)} done: ${result.results.map((r) => `${r.machine} ${r.outcome}`).join(', ')}`,
-    });
+      { results: result.results.map((r) => ({ machine: r.machine, outcome: r.outcome })), stoppedBy: stop?.machine, notReached: result.notReached },
+    );
+  }
+
+  /** The rollout of a commit ended, however: what `git push` output waits for, and the log says. */
+  private rolledOut(commit: string, message: string, o: { results?: { machine: string; outcome: string }[]; stoppedBy?: string; notReached?: string[] } = {}): void {
+    this.publish({ kind: 'rolled-out', source: 'controller', commit, results: o.results ?? [], stoppedBy: o.stoppedBy, notReached: o.notReached ?? [], message });
   }
 
   /** One machine's reconcile of the commit, as the rollout reads it. */

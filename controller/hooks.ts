@@ -1,8 +1,9 @@
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { dirSource } from '../builder/source.js';
+import { dirSource, listMachines } from '../builder/source.js';
+import { MACHINES_DIR } from '../lib/config.js';
 import { RambootError, UsageError, describe } from '../lib/errors.js';
 import { packagePath } from '../lib/package.js';
 import { checkSecrets } from '../secrets/check.js';
@@ -84,7 +85,7 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
       await execa('sh', ['-c', 'git archive --format=tar "$1" | tar -x -C "$2"', 'gate', u.new, tree], { env: { ...env, GIT_DIR: gitdir } });
       refuseLinks(tree);
       const source = await dirSource(tree);
-      const config = await configOf(source);
+      const machines = await listMachines(source);
       const signers = s.signers ?? policyOf(s, gitdir);
       if (signers && !ZERO.test(u.old) && !(await isAncestor(u.old, u.new, { ...env, GIT_DIR: gitdir }))) {
         problems.push(`${u.new.slice(0, 12)}: not a descendant of ${u.old.slice(0, 12)}, which ${s.branch} names now: with signed commits required the branch only moves forward (an older signed commit would bring back what was revoked)`);
@@ -97,10 +98,25 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
         const check = await verifyCommit(Buffer.from(raw), email, signers);
         if (!check.ok) problems.push(`${u.new.slice(0, 12)}: untrusted commit: ${check.reason}`);
       }
-      // secrets.identity is resolved as the controller resolves it, never inside the pushed tree (a push could bring its own key).
-      const identities = await loadIdentities({ env, config, repoDir: gitdir });
-      const { problems: secretProblems } = await checkSecrets(tree, config, identities);
-      for (const p of secretProblems) problems.push(`${u.new.slice(0, 12)}: ${p.where}: ${p.problem}`);
+      // A repository of several machines: each machine's ramboot.yaml and secrets, as that machine sees them.
+      for (const machine of machines.length > 0 ? machines : [undefined]) {
+        const at = `${u.new.slice(0, 12)}: ${machine ? `machine ${machine}: ` : ''}`;
+        try {
+          const config = await configOf(source, machine);
+          // secrets.identity is resolved as the controller resolves it, never inside the pushed tree (a push could bring its own key).
+          const identities = await loadIdentities({ env, config, repoDir: gitdir });
+          const view = machine ? machineView(tree, machine) : tree;
+          try {
+            const { problems: secretProblems } = await checkSecrets(view, config, identities);
+            for (const p of secretProblems) problems.push(`${at}${p.where}: ${p.problem}`);
+          } finally {
+            if (view !== tree) rmSync(view, { recursive: true, force: true });
+          }
+        } catch (err) {
+          if (!(err instanceof RambootError)) throw err;
+          problems.push(`${at}${err.message}`);
+        }
+      }
     } catch (err) {
       if (!(err instanceof RambootError)) throw err;
       problems.push(`${u.new.slice(0, 12)}: ${err.message}`);
@@ -109,6 +125,18 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
     }
   }
   return problems;
+}
+
+/**
+ * A machine's secrets/ and root/ as it sees them (machines/NAME/ over the top level), in a
+ * directory beside the pushed tree, for checkSecrets.
+ */
+function machineView(tree: string, machine: string): string {
+  const view = mkdtempSync(join(tmpdir(), 'ramboot-gate-machine-'));
+  for (const dir of ['secrets', 'root']) {
+    for (const from of [join(tree, dir), join(tree, MACHINES_DIR, machine, dir)]) if (existsSync(from)) cpSync(from, join(view, dir), { recursive: true, force: true });
+  }
+  return view;
 }
 
 /** The controller's signature policy, as it recorded it (--signers, or the last trusted commit's watch.signers). */
@@ -126,9 +154,18 @@ async function isAncestor(old: string, neu: string, env: NodeJS.ProcessEnv): Pro
  * and list the host's files. Builds read git objects and never follow them; the gate refuses them.
  */
 function refuseLinks(tree: string): void {
-  const links = ['ramboot.yaml', 'secrets', 'root', 'packages', 'setup.sh'].filter((p) => isLink(join(tree, p)));
-  const inSecrets = links.includes('secrets') || !existsSync(join(tree, 'secrets')) ? [] : linksBelow(tree, 'secrets');
-  const all = [...links, ...inSecrets];
+  // The top level, and each machine's directory, which mirrors it.
+  const machines = isLink(join(tree, MACHINES_DIR)) ? [] : existsSync(join(tree, MACHINES_DIR)) ? readdirSync(join(tree, MACHINES_DIR)).map((m) => `${MACHINES_DIR}/${m}/`) : [];
+  const all = isLink(join(tree, MACHINES_DIR)) ? [MACHINES_DIR] : [];
+  for (const at of ['', ...machines]) {
+    if (isLink(join(tree, at))) {
+      all.push(at.slice(0, -1));
+      continue;
+    }
+    const links = ['ramboot.yaml', 'secrets', 'root', 'packages', 'setup.sh', 'tpm'].map((p) => `${at}${p}`).filter((p) => isLink(join(tree, p)));
+    const secrets = `${at}secrets`;
+    all.push(...links, ...(links.includes(secrets) || !existsSync(join(tree, secrets)) ? [] : linksBelow(tree, secrets)));
+  }
   if (all.length > 0) {
     throw new UsageError(`${all.join(', ')}: a symbolic link where ramboot reads files of the repository; commit the files themselves`, { step: 'pre-receive', input: all[0] });
   }
@@ -206,7 +243,8 @@ async function follow(api: { url: string; token: string }, commit: string, say: 
         buf = buf.slice(sep + 2);
         const data = frame.split('\n').find((l) => l.startsWith('data: '))?.slice(6);
         if (!data) continue;
-        const e = (JSON.parse(data) as Envelope).event;
+        const envelope = JSON.parse(data) as Envelope;
+        const e = envelope.event;
         if (e.kind === 'heartbeat') {
           if (Date.now() - lastLine >= QUIET_MS) {
             say(`… still working (${Math.round((Date.now() - started) / 1000)} s)`);
@@ -219,8 +257,10 @@ async function follow(api: { url: string; token: string }, commit: string, say: 
           say(line);
           lastLine = Date.now();
         }
+        // A machine's verdict in a repository of several (its envelope names it) is one step of the rollout, which ends it.
         const done =
-          (e.kind === 'reconciled' && e.commit === commit) ||
+          (e.kind === 'reconciled' && e.commit === commit && !envelope.machine) ||
+          (e.kind === 'rolled-out' && e.commit === commit) ||
           (e.kind === 'superseded' && e.commit === commit) ||
           (e.kind === 'noticed' && e.commit === commit && (e.queued === 'quarantined' || e.queued === 'paused'));
         if (done) {

@@ -105,6 +105,8 @@ export function describeEvent(e: RambootEvent): string | undefined {
       return undefined;
     case 'reconciled':
       return `controller: ${e.commit.slice(0, 12)}: ${e.outcome}: ${e.message}`;
+    case 'rolled-out':
+      return `controller: ${e.message}`;
     case 'heartbeat':
       return undefined;
   }

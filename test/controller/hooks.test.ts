@@ -119,3 +119,41 @@ describe('the pre-receive gate', () => {
     expect(r.exitCode, r.stderr).toBe(0);
   });
 });
+
+describe('the pre-receive gate in a repository of several machines', () => {
+  it('checks each machine as it sees the repository: a typo in one machine\'s ramboot.yaml and a secret of its own the controller cannot open are refused, named by machine, file and line', async () => {
+    const { work, commit, push } = await setup();
+    mkdirSync(join(work, 'machines/a'), { recursive: true });
+    mkdirSync(join(work, 'machines/b'), { recursive: true });
+    writeFileSync(join(work, 'machines/a/ramboot.yaml'), 'host:\n  name: nas-a\n');
+    writeFileSync(join(work, 'machines/b/ramboot.yaml'), 'host:\n  name: nas-b\n');
+    await commit('two machines');
+    const ok = await push();
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    writeFileSync(join(work, 'machines/b/ramboot.yaml'), 'host:\n  name: nas-b\n  adress: 192.0.2.9\n');
+    // Machine a's own secret, encrypted to a key the controller does not hold.
+    const stranger = join(tempDir('hooks-stranger'), 'key');
+    await execa('age-keygen', ['-o', stranger]);
+    const strangerRecipient = (await execa('age-keygen', ['-y', stranger])).stdout.trim();
+    mkdirSync(join(work, 'machines/a/secrets/etc'), { recursive: true });
+    await execa('sh', ['-c', `printf 'token\\n' | age -r ${strangerRecipient} -o ${join(work, 'machines/a/secrets/etc/api-token.age')}`]);
+    await commit('a typo in b, a secret of a only another key opens');
+    const refused = await push();
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toMatch(/machine b: machines\/b\/ramboot\.yaml, line 3, key host\.adress/);
+    expect(refused.stderr).toMatch(/machine a: secrets\/etc\/api-token\.age: /);
+    expect(refused.stderr).not.toMatch(/machine b: secrets\/etc\/api-token\.age/);
+  });
+
+  it('refuses a machine\'s secrets -> /etc without listing the host\'s files', async () => {
+    const { work, commit, push } = await setup();
+    mkdirSync(join(work, 'machines/b'), { recursive: true });
+    writeFileSync(join(work, 'machines/b/ramboot.yaml'), 'host:\n  name: nas-b\n');
+    symlinkSync('/etc', join(work, 'machines/b/secrets'));
+    await commit('machine b\'s secrets is a link to /etc');
+    const r = await push();
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/refusing the push: .*machines\/b\/secrets: a symbolic link where ramboot reads files of the repository/);
+    for (const hostFile of ['passwd', 'shadow', 'hostname', 'os-release']) expect(r.stderr).not.toContain(hostFile);
+  });
+});
