@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CONFIG_FILE, MACHINES_DIR, parseConfigLayers } from '../lib/config.js';
@@ -23,6 +24,9 @@ export async function loadRepoConfig(repoDir: string, machine?: string): Promise
       throw new UsageError(`failed to read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}; ${what}`, { step: 'read config', input: file }, { cause: err });
     }
   }
+  // The shared secrets of a repository of several machines, whose ramboot.yaml may leave
+  // host to each machine: they are managed with the repository's settings and no host.
+  if (!machine && existsSync(join(repoDir, MACHINES_DIR))) layers.unshift({ text: 'host:\n  name: shared\n', file: `${MACHINES_DIR}/ (the machines share secrets/)` });
   return parseConfigLayers(layers);
 }
 

@@ -280,4 +280,22 @@ describe('each machine\'s own secrets (ramboot secrets --machine)', () => {
     }
     expect(lines.nas).not.toBe(lines.backup);
   }, 10 * 60_000);
+
+  it('manages the shared secrets/ without --machine when the repository\'s ramboot.yaml leaves host to each machine', async () => {
+    const top = parse(readFileSync(join(repo, 'ramboot.yaml'), 'utf8'));
+    delete top.host;
+    writeFileSync(join(repo, 'ramboot.yaml'), stringify(top));
+    writeFileSync(join(work, 'token'), 'shared-token-5f2e\n');
+    const add = await ramboot(['secrets', 'add', 'etc/shared-token', '--from', join(work, 'token'), '--repo', repo], env);
+    expect(add.exitCode, add.stderr).toBe(0);
+    expect(existsSync(join(repo, 'secrets/etc/shared-token.age'))).toBe(true);
+    const list = await ramboot(['secrets', 'list', '--repo', repo], env);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/etc\/shared-token/);
+    commitAll(repo, 'a secret both machines share; host per machine only');
+    for (const m of ['nas', 'backup']) {
+      const b = await ramboot(['build', '--repo', repo, '--machine', m, '--state', SHARED_STATE, '--images', join(work, 'images'), '--json'], env);
+      expect(b.exitCode, b.stderr).toBe(0);
+    }
+  }, 10 * 60_000);
 });
