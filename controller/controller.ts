@@ -13,7 +13,6 @@ import { readSlots } from '../deploy/medium.js';
 import { connect } from '../deploy/ssh.js';
 import { MANIFEST, readManifestSync } from '../image/manifest.js';
 import { REASON, VERDICT, type Reason } from '../deploy/verdict.js';
-import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { InterruptedError, RambootError, describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
@@ -21,11 +20,12 @@ import type { ControllerEvent } from './events.js';
 import { History, OUTCOME, type OutcomeName, type PhaseName, type ReconcileRecord } from './history.js';
 import { configOf } from './open-machine.js';
 import { Quarantine, type Quarantined } from './quarantine.js';
-import { Queue, type Request, type Submitted, type Trigger } from './queue.js';
+import { Queue, type Request, type Trigger } from './queue.js';
 import type { RambootEvent } from './render.js';
 import type { Repo } from './repo.js';
 import { verifyCommit } from './signing.js';
-import { loadPersisted, savePersisted, type Persisted } from './persisted.js';
+import { Follower } from './follower.js';
+import type { Persisted } from './persisted.js';
 import { descends, trustAfterPromotion } from './trust.js';
 import type { MachineState } from './state.js';
 
@@ -89,9 +89,6 @@ export interface ControllerStatus {
   insecure?: string;
 }
 
-/** A commit that met an unreachable mirror or machine: tried again after 30 s, 1, 2, 4, 8 min, then every 10 min. */
-const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
-
 /** Deploy steps as the reconcile's phases. */
 const STEP_PHASE: Record<Step, PhaseName> = {
   start: 'preflight',
@@ -117,29 +114,21 @@ interface Reconciling {
   built?: BuildResult;
 }
 
-export class Controller {
+export class Controller extends Follower {
   readonly history: History;
   readonly quarantine: Quarantine;
-  private readonly queue: Queue;
+  protected readonly queue: Queue;
   /** What the queue runs: reconcile(), its record dropped. */
   private readonly run = async (r: Request): Promise<void> => void (await this.reconcile(r));
-  private readonly subscribers = new Set<(e: Envelope) => void>();
-  private persisted: Persisted;
-  private readonly startedAt = new Date().toISOString();
-  private desired?: { commit: string; subject?: string; author?: string };
   private current?: { record: ReconcileRecord; phase?: PhaseName };
-  private retry?: { commit: string; at: string; attempt: number; reason: string; timer: NodeJS.Timeout };
   private readonly abort = new AbortController();
-  private stopping = false;
   /** A reconcile a rollout runs (reconcileNow), outside the queue: a stop waits for its build to clean up. */
   private inflight?: Promise<unknown>;
-  /** How many times in a row this commit was to be tried again: the backoff's step (the retry timer clears `retry`). */
-  private retried?: { commit: string; attempt: number };
 
   constructor(private readonly o: ControllerOptions) {
+    super(o.repo, o.state.dir);
     this.history = new History(o.state.dir, o.keep);
     this.quarantine = new Quarantine(o.state.dir);
-    this.persisted = this.load();
     this.queue = new Queue(
       this.run,
       (replaced, by) => this.superseded(replaced, by),
@@ -147,40 +136,8 @@ export class Controller {
     );
   }
 
-  subscribe(fn: (e: Envelope) => void): () => void {
-    this.subscribers.add(fn);
-    return () => this.subscribers.delete(fn);
-  }
-
-  /** A commit some trigger saw. Quarantined commits are not queued unless forced. */
-  notice(commit: string, trigger: Trigger, opts: { refresh?: boolean; force?: boolean } = {}): Submitted | 'quarantined' | 'paused' {
-    const q = this.quarantine.holds(commit);
-    let result: Submitted | 'quarantined' | 'paused';
-    if (q && !opts.force && !opts.refresh) result = 'quarantined';
-    else if (this.persisted.paused && !opts.force) result = 'paused';
-    else {
-      if (this.retry && (this.retry.commit !== commit || trigger.kind !== 'retry')) this.cancelRetry();
-      result = this.queue.submit({ commit, trigger, at: new Date().toISOString(), refresh: opts.refresh, force: opts.force });
-    }
-    this.publish({ kind: 'noticed', source: 'controller', commit, trigger, queued: result });
-    return result;
-  }
-
-  /**
-   * Asks the repository where the branch is; a new commit (or any, when `always`) is
-   * queued. Errors are recorded in status and returned, never thrown: a poll that fails
-   * is tried again at the next one.
-   */
-  async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Controller['notice']>; error?: string }> {
-    const look = await lookAtBranch(this.o.repo, this.desired, (lastPoll) => this.persist({ lastPoll }), (message) => this.publish({ kind: 'warn', source: 'controller', message }));
-    if (!look.commit) return { error: look.error };
-    this.desired = look.desired;
-    if (!look.changed && !always) return { commit: look.commit };
-    return { commit: look.commit, queued: this.notice(look.commit, trigger) };
-  }
-
-  recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
-    this.persist({ lastWebhook: w });
+  protected quarantined(commit: string): boolean {
+    return !!this.quarantine.holds(commit);
   }
 
   /** Lifts the quarantine of a commit and reconciles it, forced. */
@@ -188,12 +145,6 @@ export class Controller {
     const lifted = this.quarantine.release(commit);
     if (lifted.length > 0) this.notice(lifted[0]!.commit, { kind: 'release' }, { force: true });
     return lifted;
-  }
-
-  setPaused(paused: boolean): void {
-    this.persist({ paused });
-    this.publish({ kind: 'stage', source: 'controller', message: paused ? 'automatic deploys paused' : 'automatic deploys resumed' });
-    if (!paused && this.desired) this.notice(this.desired.commit, { kind: 'manual', detail: 'resumed' });
   }
 
   /** The deployed commit rebuilt with fresh packages (watch.refresh). */
@@ -612,27 +563,13 @@ export class Controller {
   }
 
   private retryLater(record: ReconcileRecord, req: Request, reason: string): void {
-    const attempt = (this.retried?.commit === req.commit ? this.retried.attempt : 0) + 1;
-    this.retried = { commit: req.commit, attempt };
-    const delay = backoffMs(attempt, RETRY_BACKOFF);
+    const next = this.nextAttempt(req.commit);
     if (this.o.inRollout) {
       this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; the rollout tries again later`);
       return;
     }
-    this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; trying again in ${Math.round(delay / 1000)} s`);
-    if (this.stopping) return;
-    this.cancelRetry();
-    const timer = setTimeout(() => {
-      this.retry = undefined;
-      this.notice(req.commit, { kind: 'retry', detail: `attempt ${attempt + 1}` }, { refresh: req.refresh, force: req.force });
-    }, delay);
-    timer.unref();
-    this.retry = { commit: req.commit, at: new Date(Date.now() + delay).toISOString(), attempt, reason, timer };
-  }
-
-  private cancelRetry(): void {
-    if (this.retry) clearTimeout(this.retry.timer);
-    this.retry = undefined;
+    this.finish(record, OUTCOME.RETRY, REASON.RETRY_LATER, `${reason}; trying again in ${Math.round(next.delay / 1000)} s`);
+    if (!this.stopping) this.retryAfter(req, next, reason);
   }
 
   private superseded(replaced: Request, by: Request): void {
@@ -656,51 +593,15 @@ export class Controller {
     this.publish({ kind: 'superseded', source: 'controller', commit: replaced.commit, by: by.commit });
   }
 
-  private publish(event: AnyEvent, record?: ReconcileRecord): void {
+  protected publish(event: AnyEvent, record?: ReconcileRecord): void {
     if (record) this.history.log(record.id, event);
     this.o.emit(event);
     const envelope: Envelope = { machine: this.o.machine, reconcile: record?.id, commit: record?.commit, event };
     for (const fn of this.subscribers) fn(envelope);
   }
 
-  private load(): Persisted {
-    return loadPersisted(this.o.state.dir);
-  }
-
-  private persist(p: Partial<Persisted>): void {
-    this.persisted = { ...this.persisted, ...p };
-    savePersisted(this.o.state.dir, this.persisted);
-  }
 }
 
-export type Desired = { commit: string; subject?: string; author?: string };
-
-/**
- * One look at where the branch is (a poll): the look recorded (lastPoll), a failure said
- * and returned (never thrown: the next poll tries again), the commit's subject and author
- * read when it is new.
- */
-export async function lookAtBranch(
-  repo: Repo,
-  desired: Desired | undefined,
-  record: (lastPoll: NonNullable<Persisted['lastPoll']>) => void,
-  warn: (message: string) => void,
-): Promise<{ commit?: string; error?: string; desired?: Desired; changed?: boolean }> {
-  const at = new Date().toISOString();
-  let commit: string;
-  try {
-    commit = await repo.head();
-  } catch (err) {
-    const error = describe(err);
-    record({ at, ok: false, error });
-    warn(error);
-    return { error };
-  }
-  record({ at, ok: true, commit });
-  if (desired?.commit === commit) return { commit, desired, changed: false };
-  const info = await repo.info(commit).catch(() => undefined);
-  return { commit, desired: { commit, subject: info?.subject, author: info?.author }, changed: true };
-}
 
 /** What the machine runs, as the journal's last promotion says. */
 export function runningBuild(stateDir: string): ControllerStatus['running'] {

@@ -1,15 +1,15 @@
 import { gitSource, listMachines } from '../builder/source.js';
 import { REASON } from '../deploy/verdict.js';
-import { backoffMs, type Backoff } from '../lib/backoff.js';
 import { describe } from '../lib/errors.js';
 import type { Emit } from '../lib/events.js';
 import { RAMBOOT_VERSION } from '../lib/package.js';
-import { Controller, lookAtBranch, short, type AnyEvent, type ControllerStatus, type Envelope } from './controller.js';
+import { Controller, short, type AnyEvent, type ControllerStatus, type Envelope } from './controller.js';
+import { Follower } from './follower.js';
 import { OUTCOME, type OutcomeName, type ReconcileRecord } from './history.js';
 import { repositorySettings } from './open-machine.js';
-import { loadPersisted, savePersisted, type Persisted } from './persisted.js';
+import type { Persisted } from './persisted.js';
 import type { Quarantined } from './quarantine.js';
-import { Queue, type Request, type Submitted, type Trigger } from './queue.js';
+import { Queue, type Request } from './queue.js';
 import type { Repo } from './repo.js';
 import { rollOut, rolloutOrder, type MachineResult } from './rollout.js';
 import { verifyCommit } from './signing.js';
@@ -59,25 +59,15 @@ export interface FleetStatus {
   machines: ControllerStatus[];
 }
 
-const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
-
-export class Fleet {
+export class Fleet extends Follower {
   readonly machines = new Map<string, Controller>();
-  private readonly queue: Queue;
-  private readonly subscribers = new Set<(e: Envelope) => void>();
-  private persisted: Persisted;
-  private readonly startedAt = new Date().toISOString();
-  private desired?: { commit: string; subject?: string; author?: string };
+  protected readonly queue: Queue;
   private rollout?: RolloutStatus;
-  private retry?: { commit: string; at: string; attempt: number; reason: string; timer: NodeJS.Timeout };
-  /** How many times in a row this commit's rollout was to be tried again (the timer clears `retry`). */
-  private retried?: { commit: string; attempt: number };
   /** The signing policy of the rollout in progress: its commit's promotion on the canary changes the fleet's for the next one, not for the machines after it. */
   private policy?: string;
-  private stopping = false;
 
   constructor(private readonly o: FleetOptions) {
-    this.persisted = loadPersisted(o.stateDir);
+    super(o.repo, o.stateDir);
     this.queue = new Queue(
       (r) => this.roll(r),
       (replaced, by) => this.publish({ kind: 'superseded', source: 'controller', commit: replaced.commit, by: by.commit }),
@@ -92,33 +82,8 @@ export class Fleet {
     for (const c of this.machines.values()) await c.recover();
   }
 
-  subscribe(fn: (e: Envelope) => void): () => void {
-    this.subscribers.add(fn);
-    return () => this.subscribers.delete(fn);
-  }
-
-  notice(commit: string, trigger: Trigger, opts: { refresh?: boolean; force?: boolean } = {}): Submitted | 'quarantined' | 'paused' {
-    let result: Submitted | 'quarantined' | 'paused';
-    if (!opts.force && !opts.refresh && [...this.machines.values()].some((c) => c.quarantine.holds(commit))) result = 'quarantined';
-    else if (this.persisted.paused && !opts.force) result = 'paused';
-    else {
-      if (this.retry && (this.retry.commit !== commit || trigger.kind !== 'retry')) this.cancelRetry();
-      result = this.queue.submit({ commit, trigger, at: new Date().toISOString(), refresh: opts.refresh, force: opts.force });
-    }
-    this.publish({ kind: 'noticed', source: 'controller', commit, trigger, queued: result });
-    return result;
-  }
-
-  async poll(trigger: Trigger, always = false): Promise<{ commit?: string; queued?: ReturnType<Fleet['notice']>; error?: string }> {
-    const look = await lookAtBranch(this.o.repo, this.desired, (lastPoll) => this.persist({ lastPoll }), (message) => this.publish({ kind: 'warn', source: 'controller', message }));
-    if (!look.commit) return { error: look.error };
-    this.desired = look.desired;
-    if (!look.changed && !always) return { commit: look.commit };
-    return { commit: look.commit, queued: this.notice(look.commit, trigger) };
-  }
-
-  recordWebhook(w: NonNullable<Persisted['lastWebhook']>): void {
-    this.persist({ lastWebhook: w });
+  protected quarantined(commit: string): boolean {
+    return [...this.machines.values()].some((c) => c.quarantine.holds(commit));
   }
 
   /** Lifts the commit's quarantine on every machine and rolls it out again, forced. */
@@ -126,12 +91,6 @@ export class Fleet {
     const lifted = [...this.machines.values()].flatMap((c) => c.quarantine.release(commit));
     if (lifted.length > 0) this.notice(lifted[0]!.commit, { kind: 'release' }, { force: true });
     return lifted;
-  }
-
-  setPaused(paused: boolean): void {
-    this.persist({ paused });
-    this.publish({ kind: 'stage', source: 'controller', message: paused ? 'automatic deploys paused' : 'automatic deploys resumed' });
-    if (!paused && this.desired) this.notice(this.desired.commit, { kind: 'manual', detail: 'resumed' });
   }
 
   /**
@@ -350,22 +309,9 @@ export class Fleet {
   private retryLater(req: Request, reason: string): void {
     // A newer commit waits: it is rolled out instead, and this one is not tried again.
     if (this.queue.pending || this.stopping) return;
-    const attempt = (this.retried?.commit === req.commit ? this.retried.attempt : 0) + 1;
-    this.retried = { commit: req.commit, attempt };
-    const delay = backoffMs(attempt, RETRY_BACKOFF);
-    this.publish({ kind: 'warn', source: 'controller', message: `rollout of ${short(req.commit)}: ${reason}; trying again in ${Math.round(delay / 1000)} s` });
-    this.cancelRetry();
-    const timer = setTimeout(() => {
-      this.retry = undefined;
-      this.notice(req.commit, { kind: 'retry', detail: `attempt ${attempt + 1}` }, { refresh: req.refresh, force: req.force });
-    }, delay);
-    timer.unref();
-    this.retry = { commit: req.commit, at: new Date(Date.now() + delay).toISOString(), attempt, reason, timer };
-  }
-
-  private cancelRetry(): void {
-    if (this.retry) clearTimeout(this.retry.timer);
-    this.retry = undefined;
+    const next = this.nextAttempt(req.commit);
+    this.publish({ kind: 'warn', source: 'controller', message: `rollout of ${short(req.commit)}: ${reason}; trying again in ${Math.round(next.delay / 1000)} s` });
+    this.retryAfter(req, next, reason);
   }
 
   /** A machine's event, for the fleet's subscribers (the API's event stream): with the machine named. */
@@ -373,13 +319,8 @@ export class Fleet {
     for (const fn of this.subscribers) fn({ ...e, machine });
   }
 
-  private publish(event: AnyEvent): void {
+  protected publish(event: AnyEvent): void {
     this.o.emit(event);
     for (const fn of this.subscribers) fn({ event });
-  }
-
-  private persist(p: Partial<Persisted>): void {
-    this.persisted = { ...this.persisted, ...p };
-    savePersisted(this.o.stateDir, this.persisted);
   }
 }
