@@ -234,11 +234,15 @@ export class Fleet extends Follower {
     } else this.retried = undefined;
     this.rolledOut(
       req.commit,
-      stop
-        ? `rollout of ${short(req.commit)} stopped at ${stop.machine} (${stop.outcome})${result.notReached.length ? `; not reached: ${result.notReached.join(', ')}` : ''}`
-        : result.notReached.length
-          ? `rollout of ${short(req.commit)} superseded by a newer commit before ${result.notReached.join(', ')}`
-          : `rollout of ${short(req.commit)} done: ${result.results.map((r) => `${r.machine} ${r.outcome}`).join(', ')}`,
+      this.stopping
+        ? `rollout of ${short(req.commit)} interrupted: the controller stops; the next start takes it up`
+        : stop?.retry
+          ? `rollout of ${short(req.commit)} waits: ${stop.machine} cannot be reached or built now; it is tried again later`
+          : stop
+            ? `rollout of ${short(req.commit)} stopped at ${stop.machine} (${stop.outcome})${result.notReached.length ? `; not reached: ${result.notReached.join(', ')}` : ''}`
+            : result.notReached.length
+              ? `rollout of ${short(req.commit)} superseded by a newer commit before ${result.notReached.join(', ')}`
+              : `rollout of ${short(req.commit)} done: ${result.results.map((r) => `${r.machine} ${r.outcome}`).join(', ')}`,
       { results: result.results.map((r) => ({ machine: r.machine, outcome: r.outcome })), stoppedBy: stop?.machine, notReached: result.notReached },
     );
   }

@@ -105,10 +105,13 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
           const config = await configOf(source, machine);
           // secrets.identity is resolved as the controller resolves it, never inside the pushed tree (a push could bring its own key).
           const identities = await loadIdentities({ env, config, repoDir: gitdir });
-          const view = machine ? machineView(tree, machine) : tree;
+          const view = machine ? mkdtempSync(join(tmpdir(), 'ramboot-gate-machine-')) : tree;
           try {
+            if (machine) machineView(tree, machine, view);
             const { problems: secretProblems } = await checkSecrets(view, config, identities);
-            for (const p of secretProblems) problems.push(`${at}${p.where}: ${p.problem}`);
+            // A file of the machine's own is named where it is in the repository.
+            const where = (path: string) => (machine && existsSync(join(tree, MACHINES_DIR, machine, path)) ? `${MACHINES_DIR}/${machine}/${path}` : path);
+            for (const p of secretProblems) problems.push(`${at}${where(p.where)}: ${p.problem}`);
           } finally {
             if (view !== tree) rmSync(view, { recursive: true, force: true });
           }
@@ -128,15 +131,21 @@ export async function preReceive(gitdir: string, stdin: string, s: HookSettings,
 }
 
 /**
- * A machine's secrets/ and root/ as it sees them (machines/NAME/ over the top level), in a
- * directory beside the pushed tree, for checkSecrets.
+ * A machine's secrets/ and root/ as it sees them (machines/NAME/ over the top level),
+ * copied into `view` for checkSecrets. A file of the machine's where the top level has a
+ * directory (or the other way round) cannot be laid over: that is a problem in the push.
  */
-function machineView(tree: string, machine: string): string {
-  const view = mkdtempSync(join(tmpdir(), 'ramboot-gate-machine-'));
+function machineView(tree: string, machine: string, view: string): void {
   for (const dir of ['secrets', 'root']) {
-    for (const from of [join(tree, dir), join(tree, MACHINES_DIR, machine, dir)]) if (existsSync(from)) cpSync(from, join(view, dir), { recursive: true, force: true });
+    for (const from of [join(tree, dir), join(tree, MACHINES_DIR, machine, dir)]) {
+      if (!existsSync(from)) continue;
+      try {
+        cpSync(from, join(view, dir), { recursive: true, force: true });
+      } catch (err) {
+        throw new UsageError(`${MACHINES_DIR}/${machine}/${dir}: cannot be laid over the top level's ${dir}/ (${(err as NodeJS.ErrnoException).code ?? describe(err)}): a file where the other has a directory`, { step: 'pre-receive', input: `${MACHINES_DIR}/${machine}/${dir}` });
+      }
+    }
   }
-  return view;
 }
 
 /** The controller's signature policy, as it recorded it (--signers, or the last trusted commit's watch.signers). */
@@ -155,13 +164,14 @@ async function isAncestor(old: string, neu: string, env: NodeJS.ProcessEnv): Pro
  */
 function refuseLinks(tree: string): void {
   // The top level, and each machine's directory, which mirrors it.
-  const machines = isLink(join(tree, MACHINES_DIR)) ? [] : existsSync(join(tree, MACHINES_DIR)) ? readdirSync(join(tree, MACHINES_DIR)).map((m) => `${MACHINES_DIR}/${m}/`) : [];
+  const machines = isLink(join(tree, MACHINES_DIR)) ? [] : existsSync(join(tree, MACHINES_DIR)) ? readdirSync(join(tree, MACHINES_DIR)).map((m) => `${MACHINES_DIR}/${m}`) : [];
   const all = isLink(join(tree, MACHINES_DIR)) ? [MACHINES_DIR] : [];
-  for (const at of ['', ...machines]) {
-    if (isLink(join(tree, at))) {
-      all.push(at.slice(0, -1));
+  for (const dir of ['', ...machines]) {
+    if (dir && isLink(join(tree, dir))) {
+      all.push(dir);
       continue;
     }
+    const at = dir ? `${dir}/` : '';
     const links = ['ramboot.yaml', 'secrets', 'root', 'packages', 'setup.sh', 'tpm'].map((p) => `${at}${p}`).filter((p) => isLink(join(tree, p)));
     const secrets = `${at}secrets`;
     all.push(...links, ...(links.includes(secrets) || !existsSync(join(tree, secrets)) ? [] : linksBelow(tree, secrets)));
@@ -254,7 +264,7 @@ async function follow(api: { url: string; token: string }, commit: string, say: 
         }
         const line = describeEvent(e);
         if (line) {
-          say(line);
+          say(envelope.machine ? `${envelope.machine}: ${line}` : line);
           lastLine = Date.now();
         }
         // A machine's verdict in a repository of several (its envelope names it) is one step of the rollout, which ends it.

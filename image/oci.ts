@@ -296,6 +296,19 @@ export async function publish(imageDir: string, ref: RegistryRef, opts: PublishO
   return { ...out, digest: sha(body) };
 }
 
+/**
+ * The digest of the manifest a reference names now, from a HEAD request (nothing is
+ * fetched): what a site controller compares with the last one before it pulls.
+ * Undefined when the registry does not say (then only a pull tells).
+ */
+export async function manifestDigest(ref: RegistryRef, opts: { login?: RegistryLogin; signal?: AbortSignal }): Promise<string | undefined> {
+  const reg = new Registry(ref, opts.signal, opts.login);
+  const res = await reg.request('look at the manifest at', reg.url(`manifests/${ref.reference}`), { method: 'HEAD', headers: { accept: MEDIA.manifest } });
+  await res.body?.cancel();
+  const digest = res.headers.get('docker-content-digest') ?? '';
+  return DIGEST.test(digest) ? digest : undefined;
+}
+
 export interface PullOptions {
   login?: RegistryLogin;
   /** Decrypts the secrets segment's blob; throws when this site holds no identity for it. */
@@ -348,6 +361,7 @@ export async function pull(ref: RegistryRef, imagesDir: string, opts: PullOption
     throw refused('its ramboot manifest names no kernel or segments', err);
   }
   if (!SAFE_NAME.test(m.buildId ?? '')) throw refused(`its build id "${printable(m.buildId)}" is not one ramboot writes`);
+  if (m.commit !== undefined && !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(m.commit)) throw refused(`its commit "${printable(m.commit)}" is not a git commit id`);
   const names = files.map((f) => f.file);
   if (names.some((n) => !SAFE_NAME.test(n ?? '') || n === MANIFEST) || new Set(names).size !== names.length) throw refused(`its files (${names.map(printable).join(', ')}) are not distinct plain file names`);
   if (oci.layers.length !== files.length || files.some((f, i) => oci.layers[i]!.annotations?.[TITLE] !== f.file)) {

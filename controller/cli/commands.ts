@@ -157,6 +157,8 @@ export function commands(io: Io): Verb[] {
       credentials: { type: 'string', value: 'FILE', help: 'USER:TOKEN for --url, in a file only root can read (else $RAMBOOT_GIT_USERNAME and $RAMBOOT_GIT_PASSWORD, else git\'s credential helper)' },
       'allow-http': { type: 'boolean', help: 'follow a plain http:// --url without signed commits (anyone on the path can change the machine)' },
       branch: { type: 'string', value: 'NAME', help: 'the branch to follow (default: the one followed before, else watch.branch of a trusted head, else main)' },
+      registry: { type: 'string', value: 'REF', help: 'a site controller: follow this registry tag (`ramboot publish`), pull each new image and deploy it; it never builds' },
+      'registry-login': registryLoginOption,
       init: { type: 'string', choices: ['alpine', 'debian'], help: 'scaffold the repository first when it has no ramboot.yaml' },
       listen: { type: 'string', value: 'HOST:PORT', default: '127.0.0.1:8180', help: 'where the API listens' },
       'token-file': { type: 'string', value: 'FILE', help: 'the API token (default: made once, in the state directory)' },
@@ -170,12 +172,14 @@ export function commands(io: Io): Verb[] {
     },
     run: async (o) => {
       const repoDir = resolve(o.repo);
-      if (o.init && !o.url && !existsSync(join(repoDir, 'ramboot.yaml'))) await initRepo({ dir: repoDir, distro: o.init, identity: o.identity });
+      if (o.init && !o.url && !o.registry && !existsSync(join(repoDir, 'ramboot.yaml'))) await initRepo({ dir: repoDir, distro: o.init, identity: o.identity });
       return up({
         repo: o.url ? undefined : repoDir,
         url: o.url,
         credentials: o.credentials,
         allowHttp: o['allow-http'],
+        registry: o.registry,
+        registryLogin: o['registry-login'],
         branch: o.branch,
         state: o.state,
         identity: o.identity,
@@ -282,7 +286,9 @@ export function commands(io: Io): Verb[] {
   verb({
     name: 'publish',
     summary: 'push an image (default: build HEAD) to an OCI registry, its secrets sealed to the repository\'s recipients',
-    details: 'A site controller deploys it with `ramboot deploy --registry REF`, fetching only the files it lacks. Loopback registries are spoken to over http, others over https.',
+    details:
+      'A site controller follows it with `ramboot up --registry REF` (or deploys it once with `ramboot deploy --registry REF`), fetching only the files it lacks. ' +
+      'In a repository of several machines and without --machine, each machine goes to HOST/NAME/MACHINE:TAG. Loopback registries are spoken to over http, others over https.',
     options: {
       registry: { type: 'string', value: 'REF', help: 'where to push: HOST[:PORT]/NAME[:TAG] (tag default latest)' },
       'registry-login': registryLoginOption,

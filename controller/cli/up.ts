@@ -32,6 +32,10 @@ import { startingPoint } from '../trust.js';
 import { startServer, type MachineRoutes, type ServerOptions } from '../server.js';
 import { cacheRoot, machineState, migrateLegacyState, originOf, type MachineState } from '../state.js';
 import { startVirtualNas, type VirtualNas } from '../virtual-nas.js';
+import { Site } from '../site.js';
+import { manifestDigest, parseRef, repositoryOf } from '../../image/oci.js';
+import { MANIFEST, readManifestSync, type Manifest } from '../../image/manifest.js';
+import { pullImage, registryLogin } from './verbs/publish.js';
 
 // `ramboot up`: the controller for one machine, the README's first command. It follows
 // a branch (a local repository, or an HTTP(S) remote it polls), brings the machine to
@@ -57,6 +61,10 @@ export interface UpOptions {
   credentials?: string;
   /** Follow a plain http:// remote without signing. */
   allowHttp?: boolean;
+  /** A site controller: follow this registry tag (`ramboot publish`) instead of a branch, and never build. */
+  registry?: string;
+  /** --registry-login FILE: USER:TOKEN for a registry that asks for a login. */
+  registryLogin?: string;
   render: Renderer;
   stdout: NodeJS.WritableStream;
 }
@@ -71,6 +79,7 @@ const HEAD_BACKOFF: Backoff = { firstMs: 5_000, maxMs: 60_000, stepMs: 5_000 };
 
 export async function up(o: UpOptions): Promise<number> {
   const emit = (e: AnyEvent) => o.render.emit(e);
+  if (o.registry) return upSite(o, emit);
   const opened = await openRepo(o, emit);
   const { repo, config, state, start, signers } = opened;
   const token = readOrMakeToken(state, o.tokenFile);
@@ -81,7 +90,7 @@ export async function up(o: UpOptions): Promise<number> {
   let nas: VirtualNas | undefined;
   let reach: () => LocalSettings = () => ({});
   if (!config.host.address) {
-    const booted = await bootVirtualNas(o, repo, start, state, emit);
+    const booted = await bootVirtualNas(state, emit, o, buildAt(o, repo, start, state, emit));
     nas = booted;
     reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
   }
@@ -228,31 +237,35 @@ function mirrorOf(o: UpOptions): string {
 
 /**
  * The virtual NAS of this machine: an existing disk boots what its labels say; a new
- * one is formatted with the branch's build, so that the first reconcile finds it running.
+ * one is formatted with the first image (the branch's build, or what the registry names),
+ * so that the first reconcile finds it running.
  * It always has a TPM (swtpm), as boards sold today do: a machine is enrolled while it
  * still keeps its secrets on the medium, before the repository asks for secrets.at_rest: tpm.
  */
 async function bootVirtualNas(
-  o: UpOptions,
-  repo: Repo,
-  start: string,
   state: MachineState,
   emit: (e: AnyEvent) => void,
-  vm: { machine?: string; sshPort: number; httpPort: number } = o,
+  vm: { sshPort: number; httpPort: number },
+  firstImage: () => Promise<{ imageDir: string; manifest: Manifest }>,
 ): Promise<VirtualNas> {
-  let firstImage: string | undefined;
+  let imageDir: string | undefined;
   if (!existsSync(join(state.vm, 'disk.img'))) {
-    const b = await build({ repoDir: repo.gitdir, rev: start, machine: vm.machine, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
+    const b = await firstImage();
     if (!b.manifest.hostKey) {
       throw new UsageError('failed to start the virtual NAS: the repository has no host key secret to pin (ramboot secrets add etc/ssh/ssh_host_ed25519_key --generate ssh-ed25519)', { step: 'up' });
     }
-    emit({ kind: 'stage', source: 'vm', message: `a new disk for the virtual NAS, with build ${b.buildId} (host key ${fingerprint(b.manifest.hostKey)})` });
-    firstImage = b.imageDir;
+    emit({ kind: 'stage', source: 'vm', message: `a new disk for the virtual NAS, with build ${b.manifest.buildId} (host key ${fingerprint(b.manifest.hostKey)})` });
+    imageDir = b.imageDir;
   }
-  const nas = await startVirtualNas({ state, firstImage, sshPort: vm.sshPort, httpPort: vm.httpPort, tpm: true, emit });
+  const nas = await startVirtualNas({ state, firstImage: imageDir, sshPort: vm.sshPort, httpPort: vm.httpPort, tpm: true, emit });
   const ms = await nas.waitForSsh(BOOT_DEADLINE_MS);
   emit({ kind: 'stage', source: 'vm', message: `the virtual NAS answers SSH after ${(ms / 1000).toFixed(1)} s` });
   return nas;
+}
+
+/** The branch's build at a commit, for a new virtual NAS's disk. */
+function buildAt(o: UpOptions, repo: Repo, commit: string, state: MachineState, emit: (e: AnyEvent) => void, machine?: string) {
+  return () => build({ repoDir: repo.gitdir, rev: commit, machine, imagesDir: state.images, cacheDir: state.cache, origin: repo.label, identity: o.identity, emit });
 }
 
 /** The triggers: the branch watched (a local file every few seconds, a remote on watch.poll), the refresh schedule. */
@@ -326,7 +339,7 @@ async function upFleet(o: UpOptions, opened: Opened, names: string[], x: { token
     let reach: () => LocalSettings = () => ({});
     if (own && !own.host.address) {
       const at = vms.length;
-      const nas = await bootVirtualNas(o, repo, commit, state, say(machine, x.emit), { machine, sshPort: o.sshPort + at, httpPort: o.httpPort + at });
+      const nas = await bootVirtualNas(state, say(machine, x.emit), { sshPort: o.sshPort + at, httpPort: o.httpPort + at }, buildAt(o, repo, commit, state, say(machine, x.emit), machine));
       vms.push(nas);
       reach = () => ({ address: '127.0.0.1', port: nas.record.sshPort, powerCycle: () => nas.powerCycle() });
     }
@@ -393,4 +406,63 @@ function machineViews(
   notifier.attach(ctrl);
   const probe = new MachineProbe({ reach: () => machineReach(o.state, o.reach, ctrl.running()), busy: () => isDeploying(ctrl.status().current?.phase), promoted: () => ctrl.running()?.buildId });
   return { live, probe, notifier };
+}
+
+/** How often a site controller asks the registry what its tag names: a HEAD request, nothing fetched. */
+const SITE_POLL_MS = 20_000;
+
+/**
+ * `ramboot up --registry REF`: a site controller (site.ts). It has no repository and never
+ * builds: its state is keyed by the registry repository, its machine is the one the first
+ * image pulled describes (a virtual NAS, formatted with that image, when it has no
+ * host.address), and it deploys each new image the tag names.
+ */
+async function upSite(o: UpOptions, emit: (e: AnyEvent) => void): Promise<number> {
+  if (o.url || o.branch || o.signers) throw new UsageError('ramboot up --registry follows a registry tag: --url, --branch and --signers are for a branch', { step: 'up' });
+  const ref = parseRef(o.registry!);
+  const state = machineState({ state: o.state, origin: repositoryOf(ref) });
+  makePrivateDir(state.dir);
+  const pull = () => pullImage(ref, state.images, { identity: o.identity, loginFile: o.registryLogin, render: o.render });
+  // The machine is the one the image describes: the image it runs, else the first the registry gives.
+  const running = runningBuild(state.dir)?.buildId;
+  let first: { imageDir: string; manifest: Manifest } | undefined = running && existsSync(join(state.images, running, MANIFEST)) ? { imageDir: join(state.images, running), manifest: readManifestSync(join(state.images, running)) } : undefined;
+  for (let attempt = 1; !first; attempt++) {
+    try {
+      first = await pull();
+    } catch (err) {
+      // Not there yet, refused, or unreachable: said, and asked again until a good image is published.
+      if (!(err instanceof RambootError)) throw err;
+      emit({ kind: 'warn', source: 'registry', message: `${describe(err)} (attempt ${attempt}; asking again)` });
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, HEAD_BACKOFF)));
+    }
+  }
+  const host = first.manifest.settings.host;
+  let nas: VirtualNas | undefined;
+  let reach: () => LocalSettings = () => ({});
+  if (!host.address) {
+    const booted = await bootVirtualNas(state, emit, o, async () => first);
+    nas = booted;
+    reach = () => ({ address: '127.0.0.1', port: booted.record.sshPort, powerCycle: () => booted.powerCycle() });
+  }
+  // The login is read at each look, as each pull reads it: a rotated token is taken up.
+  const site = new Site({ state, look: () => manifestDigest(ref, { login: registryLogin(o.registryLogin, process.env) }), pull, reach, emit });
+  await site.poll();
+  const timer = setInterval(() => void site.poll(), SITE_POLL_MS);
+  o.render.end();
+  o.stdout.write(
+    `ramboot deploys ${host.name} from ${ref.text} (a site controller: it pulls, never builds; the tag is looked at every ${SITE_POLL_MS / 1000} s)\n` +
+      (nas ? `  the virtual NAS: ssh -p ${nas.record.sshPort}${host.identity ? ` -i ${host.identity}` : ''} root@127.0.0.1 (serial console ${nas.record.serialLog}); its status page http://127.0.0.1:${nas.record.httpPort}/\n` : '') +
+      `  state: ${state.dir}\n`,
+  );
+  return new Promise<number>(() => {
+    onStopSignal((signal) => {
+      emit({ kind: 'stage', source: 'controller', message: `${signal}: stopping; a deploy in progress resumes at the next start` });
+      clearInterval(timer);
+      site.stop();
+      void (async () => {
+        await nas?.stop();
+        process.exit(signalExitCode(signal));
+      })();
+    });
+  });
 }

@@ -9,7 +9,7 @@ import { startController, type RunningController } from '../helpers/controller.j
 import { webhookReceiver, type StandIn } from '../helpers/forges.js';
 import { startGitHttp, type GitHttp } from '../helpers/git-http.js';
 import { parsePrometheus, sampleValue } from '../helpers/prometheus.js';
-import { freePort, initRepo, ramboot, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
+import { crashingService, freePort, initRepo, ramboot, SHARED_STATE, tempDir } from '../helpers/ramboot.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 // The controller on the virtual NAS with the Debian example and real git: commits reach
@@ -225,18 +225,7 @@ describe('the controller on the virtual NAS (Debian example)', () => {
   it('3: a commit with a service that crashes in its trial (real openrc) is rolled back by the built-in check and quarantined, not retried', async () => {
     const good = await runs();
     const setup = readFileSync(join(repo, 'setup.sh'), 'utf8');
-    const bad = await commit(
-      {
-        // Under supervise-daemon, dead after three seconds each time: restarted twice, then
-        // given up, and `rc-service flaky status` says crashed.
-        'root/etc/init.d/flaky': [
-          '#!/sbin/openrc-run\ndescription="a service that dies after it started"\nsupervisor=supervise-daemon\ncommand=/bin/sleep\ncommand_args=3\nrespawn_max=2\nrespawn_delay=1\npidfile=/run/flaky.pid\n',
-          0o755,
-        ],
-        'setup.sh': [`${setup}\nrc-update add flaky default\n`, 0o755],
-      },
-      'a service that crashes',
-    );
+    const bad = await commit(crashingService(setup), 'a service that crashes');
     try {
       await pushHttp();
       const r = await ctrl.waitFor(bad, 12 * MINUTES);

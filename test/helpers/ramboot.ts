@@ -68,3 +68,18 @@ export async function freePort(): Promise<number> {
     if (attempt > 100) throw new Error('no free loopback port between 20000 and 32767');
   }
 }
+
+/**
+ * A commit's files that add a service which dies three seconds after each start (under
+ * supervise-daemon it is restarted twice, then given up, and `rc-service flaky status`
+ * says crashed): the Debian example's built-in services check fails its trial.
+ */
+export function crashingService(setup: string): Record<string, [string, number]> {
+  return {
+    'root/etc/init.d/flaky': [
+      '#!/sbin/openrc-run\ndescription="a service that dies after it started"\nsupervisor=supervise-daemon\ncommand=/bin/sleep\ncommand_args=3\nrespawn_max=2\nrespawn_delay=1\npidfile=/run/flaky.pid\n',
+      0o755,
+    ],
+    'setup.sh': [`${setup}\nrc-update add flaky default\n`, 0o755],
+  };
+}

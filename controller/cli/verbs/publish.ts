@@ -1,11 +1,12 @@
 import { resolve } from 'node:path';
 import { build } from '../../../builder/build.js';
-import { imageDirs, parseRef, publish, pull, type Pulled, type RegistryLogin, type RegistryRef } from '../../../image/oci.js';
+import { imageDirs, parseRef, repositoryOf, publish, pull, type Pulled, type RegistryLogin, type RegistryRef } from '../../../image/oci.js';
 import { UsageError } from '../../../lib/errors.js';
 import { readPrivateFile } from '../../../lib/private-file.js';
 import { readManifest } from '../../../image/manifest.js';
 import { decrypt, encrypt } from '../../../secrets/age.js';
 import { loadIdentities } from '../../../secrets/identity.js';
+import { gitSource, listMachines } from '../../../builder/source.js';
 import { openMachine } from '../../open-machine.js';
 import { size, type Renderer } from '../../render.js';
 
@@ -31,6 +32,18 @@ export interface PublishVerbOptions {
 
 export async function publishCommand(o: PublishVerbOptions): Promise<number> {
   const ref = parseRef(o.registry);
+  if (ref.pinned) throw new UsageError(`ramboot publish --registry ${o.registry}: publish to a tag (HOST[:PORT]/NAME[:TAG]), not a digest: the digest is the image's, known once it is pushed`, { step: 'publish', input: o.registry });
+  // A repository of several machines, none named: each machine to a registry repository of its own, NAME/MACHINE.
+  const machines = o.machine || o.image ? [] : await listMachines(await gitSource(resolve(o.repo), o.rev));
+  for (const machine of machines) {
+    const own = parseRef(`${repositoryOf(ref)}/${machine}:${ref.reference}`);
+    await publishOne({ ...o, machine }, own);
+  }
+  if (machines.length === 0) await publishOne(o, ref);
+  return 0;
+}
+
+async function publishOne(o: PublishVerbOptions, ref: RegistryRef): Promise<void> {
   const machine = await openMachine({ repo: o.repo, rev: o.rev, machine: o.machine, state: o.state });
   const imageDir = o.image
     ? resolve(o.image)
@@ -44,8 +57,7 @@ export async function publishCommand(o: PublishVerbOptions): Promise<number> {
     onBlob: (file, sent, bytes) => o.render.emit({ kind: 'stage', source: 'registry', message: sent ? `sent ${file} (${size(bytes)})` : `${file}: the registry has it` }),
   });
   o.render.end();
-  o.stdout.write(`published build ${manifest.buildId} to ${ref.text}@${r.digest} (${r.blobs} blob(s), ${size(r.bytes)} sent; secrets sealed to ${recipients.length} recipient(s))\n`);
-  return 0;
+  o.stdout.write(`published build ${manifest.buildId}${machine.machine ? ` of machine ${machine.machine}` : ''} to ${ref.text}@${r.digest} (${r.blobs} blob(s), ${size(r.bytes)} sent; secrets sealed to ${recipients.length} recipient(s))\n`);
 }
 
 /** The image a registry reference names, pulled into `imagesDir`; only the files no image there has are fetched. */
