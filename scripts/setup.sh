@@ -41,5 +41,11 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
 	say 'installing node modules (npm ci)'
 	npm ci --no-audit --no-fund --loglevel=error
 fi
-say 'compiling ramboot'
-npx tsc -p tsconfig.json
+# Compiled again only when a source changed since: a second run (the README's first
+# command, run again) rewrites nothing under dist/ that a running ramboot reads.
+stamp=dist/.compiled
+if [ ! -f "$stamp" ] || [ -n "$(find controller builder image deploy secrets vm lib plan tsconfig.json package-lock.json -newer "$stamp" -print 2>/dev/null | head -n 1)" ]; then
+	say 'compiling ramboot'
+	npx tsc -p tsconfig.json
+	touch "$stamp"
+fi
