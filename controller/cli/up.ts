@@ -430,8 +430,8 @@ async function upSite(o: UpOptions, emit: (e: AnyEvent) => void): Promise<number
     try {
       first = await pull();
     } catch (err) {
-      // Not there yet, refused, or unreachable: said, and asked again until a good image is published.
-      if (!(err instanceof RambootError)) throw err;
+      // Not there yet, refused, or unreachable: said, and asked again until a good image is published. What needs a person here (no identity, a login) ends it.
+      if (!(err instanceof RambootError) || err.kind === 'person') throw err;
       emit({ kind: 'warn', source: 'registry', message: `${describe(err)} (attempt ${attempt}; asking again)` });
       await new Promise((r) => setTimeout(r, backoffMs(attempt, HEAD_BACKOFF)));
     }
