@@ -42,8 +42,8 @@ rm -f "$rc" "$heavy_rc"
 # Each other end-to-end file boots its own virtual NAS (the fleet file two, one after the
 # other, then a third), a qemu process that keeps a core busy: two lists run side by
 # side, one file at a time each, balanced by their times in a fresh-clone run (deploy
-# 17.4 + deploy-interrupted 15.0 + tpm 5.5 + the README's first command 1.7 min;
-# controller 14.0 + uefi 14.0 + fleet 8.7 (alone) + adopt 2.0 min, and any new file). The README's
+# 17.1 + deploy-interrupted 12.7 + tpm 5.7 + the README's first command 1.8 = 37.4 min;
+# controller 14.2 + uefi 14.4 + fleet 8.8 + adopt 2.4 = 39.8 min, and any new file). The README's
 # command reruns setup.sh, which compiles nothing when dist/ is up to date, and binds the
 # default ports, which no other file uses. Lines of the first list are prefixed.
 say 'end-to-end tests on the virtual NAS, two lists side by side'
