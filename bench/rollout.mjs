@@ -26,6 +26,8 @@ const head = () => execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repo }).toS
 execFileSync('node', [cli, 'init', repo, '--distro', 'debian'], { env, stdio: 'ignore' });
 const cfg = parse(readFileSync(join(repo, 'ramboot.yaml'), 'utf8'));
 cfg.trial = { confirm_timeout: '5m', reboot_deadline: '6m' };
+// The example's status page check asks the host's port 8080; each machine here has its own. The built-in checks stay.
+cfg.health = { deadline: '2m', checks: [] };
 cfg.rollout = { canary: 'b' };
 writeFileSync(join(repo, 'ramboot.yaml'), stringify(cfg));
 for (const m of ['a', 'b']) {
@@ -105,15 +107,16 @@ const registry = spawn('docker-registry', ['serve', join(root, 'registry.yml')],
 try {
   await until('the registry', async () => (await fetch(`http://127.0.0.1:${registryPort}/v2/`)).ok, 30_000);
   const ref = `127.0.0.1:${registryPort}/nas`;
-  const publish = (args) => execFileSync('node', [cli, 'publish', '--repo', repo, '--state', state, ...args], { env }).toString().trim();
+  const publish = (args) => execFileSync('node', [cli, 'publish', '--repo', repo, '--state', state, ...args], { env, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   console.log(publish(['--registry', `${ref}:main`]));
   const site = join(root, 'site');
   // Nothing listens on port 1: the site pulls, verifies, and stops at connecting to the machine.
   const pull = () => {
-    const r = spawnSyncOut('node', [cli, 'deploy', '--registry', `${ref}/a:main`, '--state', site, '--address', '127.0.0.1', '--port', '1']);
+    const r = spawnSyncOut('node', [cli, 'deploy', '--registry', `${ref}/a:main`, '--identity', join(env.HOME, '.config/ramboot/identity.txt'), '--state', site, '--address', '127.0.0.1', '--port', '1']);
     return /pulled build \S+ from \S+: (\d+) blob\(s\), (.*)$/m.exec(r)?.slice(1).join(' blob(s), ') ?? r;
   };
   console.log(`site, first pull of machine a (the whole image): ${pull()}`);
+  mkdirSync(join(repo, 'machines/a/root/etc'), { recursive: true });
   writeFileSync(join(repo, 'machines/a/root/etc/bench-change'), `${Date.now()}\n`);
   git('add', '-A');
   git('commit', '-q', '-m', 'a root/-only change of machine a');
