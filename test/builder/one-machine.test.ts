@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -8,23 +9,25 @@ import { keyedAlpineRepo } from '../helpers/apk.js';
 import { tempDir } from '../helpers/ramboot.js';
 
 // A one-machine repository (no machines/) is what it was before ramboot knew several
-// machines: the ramboot of the last commit before them, taken from this repository's own
-// history and compiled here, and this one build the same commit into the same bytes. So a
-// controller upgraded across that change finds the machine running the build it would
-// make, and deploys nothing.
+// machines: the ramboot of the last commit before them and this one build the same
+// commit into the same bytes. So a controller upgraded across that change finds the
+// machine running the build it would make, and deploys nothing. That ramboot is
+// test/fixtures/ramboot-51b25d4.tar.xz, `git archive` of its sources (builder, controller,
+// deploy, image, lib, plan, secrets, vm, tsconfig.json, package.json) at 51b25d4, main
+// just before several machines were merged (1f1c22d); it is compiled here.
 
-/** main just before several machines were merged (1f1c22d, "several machines in one repository"). */
-const BEFORE_MACHINES = '51b25d42f233cfcd9c19577428b2900cd2fa3914';
+const BEFORE_MACHINES = join(PACKAGE_ROOT, 'test/fixtures/ramboot-51b25d4.tar.xz');
+const BEFORE_MACHINES_SHA256 = 'dc0db80d75ca7039cee2f597fe59750c44c0ddacb245c64d4e4740f549046441';
 const MINUTES = 60_000;
 
 describe('a one-machine repository, built by the ramboot before several machines and by this one', () => {
   let oldCli: string;
 
   beforeAll(async () => {
-    const has = await execa('git', ['-C', PACKAGE_ROOT, 'cat-file', '-e', `${BEFORE_MACHINES}^{commit}`], { reject: false });
-    if (has.exitCode !== 0) throw new Error(`this checkout lacks commit ${BEFORE_MACHINES} (a shallow clone?): the test compares with the ramboot of that commit; fetch the full history (git fetch --unshallow)`);
-    const old = tempDir('ramboot-before-machines');
-    execFileSync('sh', ['-c', `git -C "${PACKAGE_ROOT}" archive ${BEFORE_MACHINES} | tar -x -C "${old}"`]);
+    expect(createHash('sha256').update(readFileSync(BEFORE_MACHINES)).digest('hex')).toBe(BEFORE_MACHINES_SHA256);
+    const dir = tempDir('ramboot-before-machines');
+    execFileSync('tar', ['-xJf', BEFORE_MACHINES, '-C', dir]);
+    const old = join(dir, 'ramboot');
     symlinkSync(join(PACKAGE_ROOT, 'node_modules'), join(old, 'node_modules'));
     await execa('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: old });
     oldCli = join(old, 'dist/controller/cli.js');
