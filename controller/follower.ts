@@ -12,8 +12,8 @@ import type { Repo } from './repo.js';
 
 export type Desired = { commit: string; subject?: string; author?: string };
 
-/** A commit that met an unreachable mirror or machine: tried again after 30 s, 1, 2, 4, 8 min, then every 10 min. */
-const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
+/** A commit (or a site's image) that met an unreachable mirror, registry or machine: tried again after 30 s, 1, 2, 4, 8 min, then every 10 min. */
+export const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
 
 export abstract class Follower {
   protected readonly subscribers = new Set<(e: Envelope) => void>();

@@ -5,10 +5,11 @@ import { Journal, acquireLock } from '../deploy/journal.js';
 import { targetFor, type LocalSettings } from '../deploy/target.js';
 import { VERDICT, REASON } from '../deploy/verdict.js';
 import type { Pulled } from '../image/oci.js';
-import { backoffMs, type Backoff } from '../lib/backoff.js';
+import { backoffMs } from '../lib/backoff.js';
 import { RambootError, describe } from '../lib/errors.js';
 import { writePrivateFile } from '../lib/private-file.js';
 import { runningBuild, type AnyEvent } from './controller.js';
+import { RETRY_BACKOFF } from './follower.js';
 import type { MachineState } from './state.js';
 
 // A site controller (`ramboot up --registry REF`): it follows a registry tag instead of a
@@ -46,9 +47,6 @@ export function lastSiteRecord(stateDir: string): SiteRecord | undefined {
   const file = join(stateDir, SITE_FILE);
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as SiteRecord) : undefined;
 }
-
-/** A registry or machine that cannot be reached now: looked at again after 30 s, 1, 2, 4, 8 min, then every 10 min. */
-const RETRY_BACKOFF: Backoff = { firstMs: 30_000, maxMs: 10 * 60_000, factor: 2 };
 
 export class Site {
   private busy?: Promise<void>;
@@ -90,7 +88,8 @@ export class Site {
       warn(`${describe(err)}; looking again later`);
       return 'later';
     }
-    const open = (await Journal.open(this.o.state.dir)).open();
+    const journal = await Journal.open(this.o.state.dir);
+    const open = journal.open();
     if (digest && digest === last?.digest && !open) return 'done';
     let pulled: Pulled;
     try {
@@ -118,7 +117,6 @@ export class Site {
     // trial.power_cycle is a command run on this host: one from the registry is not run (whoever may push to the tag would choose it).
     const settings = { ...m.settings, trial: { ...m.settings.trial, power_cycle: undefined } };
     const target = targetFor(settings, this.o.reach());
-    const journal = await Journal.open(this.o.state.dir);
     let release: () => void;
     try {
       release = acquireLock(this.o.state.dir, target.name);

@@ -74,7 +74,7 @@ export function planVerbs(io: Io): Verb[] {
         const progress = renderer(modeFor(io.stderr, false), io.stderr);
         const plans: MachinePlan[] = [];
         for (const machine of machines.length > 0 ? machines : [o.machine]) {
-          if (machine && machines.length > 0) progress.emit({ kind: 'stage', source: 'build', message: `machine ${machine}` });
+          if (machines.length > 0) progress.emit({ kind: 'stage', source: 'build', message: `machine ${machine}` });
           plans.push({ machine, ...(await planMachine({ repo: o.repo, state: o.state, machine, base, head, progress, stderr: io.stderr, all: machines.length > 0 })) });
         }
         progress.end();
